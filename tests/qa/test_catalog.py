@@ -1,0 +1,140 @@
+"""The metadata DB against both real SQLite and real PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import func, inspect, select
+
+from qa.catalog import (
+    ChunkRow,
+    chunk_id,
+    delete_document,
+    document_id,
+    ensure_collection,
+    get_collection,
+    index_material,
+    list_collections,
+    list_documents,
+    replace_document_content,
+    validate_collection_name,
+)
+from qa.db.engine import Database
+from qa.db.models import Chunk, DocStatus, Document, Embedding, PageText
+from qa.errors import ConfigError, InvalidInput, NotFound
+
+
+def _rows(n: int) -> list[ChunkRow]:
+    return [
+        ChunkRow(i, f"chunk {i} text", 1, 1, i * 10, i * 10 + 8, ("H",), 3, f"chunk {i} text")
+        for i in range(n)
+    ]
+
+
+def _doc(db: Database, name: str = "a.pdf", sha: str = "a" * 64) -> str:
+    with db.session() as s:
+        coll = ensure_collection(s, "handbook")
+        did = document_id(coll.id, sha)
+        s.add(Document(id=did, collection_id=coll.id, sha256=sha, original_name=name, size_bytes=3))
+        s.commit()
+    return did
+
+
+def test_migrations_create_schema_and_are_idempotent(db: Database) -> None:
+    Database(db.url).dispose()  # second start: migration is a no-op
+    tables = set(inspect(db.engine).get_table_names())
+    assert {"collections", "documents", "pages", "chunks", "embeddings", "jobs"} <= tables
+    assert "alembic_version" in tables
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    db.dispose()
+
+
+def test_bad_database_url_is_a_config_error() -> None:
+    with pytest.raises(ConfigError):
+        Database("not a url at all")
+
+
+def test_content_write_replaces_partial_rows_and_counts(db: Database) -> None:
+    did = _doc(db)
+    vecs = np.random.default_rng(0).random((3, 4), dtype=np.float32)
+    with db.session() as s:
+        doc = s.get(Document, did)
+        assert doc is not None
+        replace_document_content(s, doc, [(1, "page one")], _rows(3), vecs, "m")
+        s.commit()
+    # writing again (a redelivered task) replaces instead of duplicating
+    with db.session() as s:
+        doc = s.get(Document, did)
+        assert doc is not None
+        replace_document_content(s, doc, [(1, "page one")], _rows(3), vecs, "m")
+        doc.status = DocStatus.INDEXED
+        s.commit()
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Chunk)) == 3
+        assert s.scalar(select(func.count()).select_from(Embedding)) == 3
+        assert s.scalar(select(func.count()).select_from(PageText)) == 1
+        material = index_material(s, get_collection(s, "handbook").id, 4, "m")
+    assert material.ids.dtype == np.int64 and len(material.ids) == 3
+    np.testing.assert_allclose(
+        material.vectors[np.argsort(material.ids)],
+        vecs[np.argsort([chunk_id(did, r.ordinal, r.text) for r in _rows(3)])],
+    )
+    assert material.term_lists[0][0] == "chunk"
+
+
+def test_index_material_refuses_vectors_of_another_model(db: Database) -> None:
+    did = _doc(db)
+    with db.session() as s:
+        doc = s.get(Document, did)
+        assert doc is not None
+        replace_document_content(s, doc, [], _rows(1), np.ones((1, 4), np.float32), "old-model")
+        s.commit()
+        with pytest.raises(InvalidInput, match="old-model"):
+            index_material(s, doc.collection_id, 4, "new-model")
+
+
+def test_delete_document_removes_chunks_embeddings_and_pages(db: Database) -> None:
+    did = _doc(db)
+    with db.session() as s:
+        doc = s.get(Document, did)
+        assert doc is not None
+        replace_document_content(s, doc, [(1, "p")], _rows(2), np.ones((2, 4), np.float32), "m")
+        s.commit()
+        delete_document(s, doc)
+        s.commit()
+        for model in (Chunk, Embedding, PageText, Document):
+            assert s.scalar(select(func.count()).select_from(model)) == 0
+
+
+def test_collections_listing_and_validation(db: Database) -> None:
+    _doc(db)
+    with db.session() as s:
+        [(coll, ndocs, nchunks)] = list_collections(s)
+        assert (coll.name, ndocs, nchunks) == ("handbook", 1, 0)
+        assert ensure_collection(s, "handbook").id == coll.id
+        assert len(list_documents(s, coll.id, "queued")) == 1
+        with pytest.raises(InvalidInput):
+            list_documents(s, coll.id, "bogus")
+        with pytest.raises(NotFound):
+            get_collection(s, "nope")
+    for bad in ("", "../etc", "a/b", "x" * 101, "\x00name", " "):
+        with pytest.raises(InvalidInput):
+            validate_collection_name(bad)
+    assert validate_collection_name(" HR docs 2024 ") == "HR docs 2024"
+    assert validate_collection_name("研发文档") == "研发文档"
+
+
+def test_ids_derive_from_content() -> None:
+    assert document_id(1, "a" * 64) == document_id(1, "a" * 64)
+    assert document_id(1, "a" * 64) != document_id(2, "a" * 64)
+    cid = chunk_id("d", 0, "text")
+    assert cid == chunk_id("d", 0, "text") and 0 <= cid < 2**63
+    assert cid != chunk_id("d", 1, "text")
