@@ -14,7 +14,7 @@ import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from qa.errors import InvalidInput, NotFound, StorageError
 
@@ -42,7 +42,7 @@ class BlobStore:
     def exists(self, sha256: str) -> bool:
         return self.path_for(sha256).is_file()
 
-    def put_stream(self, stream: BinaryIO, *, max_bytes: int | None = None) -> tuple[str, int]:
+    def put_stream(self, stream: IO[bytes], *, max_bytes: int | None = None) -> tuple[str, int]:
         """Store everything ``stream`` yields; returns ``(sha256, size)``."""
         self.root.mkdir(parents=True, exist_ok=True)
         h = hashlib.sha256()

@@ -158,7 +158,9 @@ def replace_document_content(
                 terms=row.terms,
             )
         )
-        session.add(Embedding(chunk_id=cid, model_id=model_id, dim=vecs.shape[1], vector=vec.tobytes()))
+        session.add(
+            Embedding(chunk_id=cid, model_id=model_id, dim=vecs.shape[1], vector=vec.tobytes())
+        )
     doc.page_count = len(pages)
     doc.chunk_count = len(chunks)
 

@@ -7,7 +7,7 @@ one boundary with ``raise ... from``, so callers only ever catch ``DocqaError`` 
     ├── ConfigError            settings that cannot work (missing model folder, bad URL)
     ├── InvalidInput           a request or file argument that is malformed or out of range
     ├── NotFound               a collection, document or job that does not exist
-    ├── ParseError             a document that could not be turned into text (reason shown to admins)
+    ├── ParseError             a file that could not become text (reason shown to admins)
     │   ├── UnsupportedType
     │   ├── PasswordProtected
     │   ├── NoExtractableText

@@ -1,0 +1,21 @@
+"""Build the ingest service from settings: the same wiring for CLI, workers and tests."""
+
+from __future__ import annotations
+
+from ingest.pipeline import IngestService
+from qa.blobstore import BlobStore
+from qa.db.engine import Database
+from qa.embedder import Embedder, get_embedder
+from qa.index_store import IndexStore
+from qa.settings import Settings
+
+
+def build_ingest_service(settings: Settings, embedder: Embedder | None = None) -> IngestService:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return IngestService(
+        settings,
+        Database(settings.db_url),
+        BlobStore(settings.blob_dir),
+        embedder or get_embedder(settings),
+        IndexStore(settings.index_dir, keep=settings.index_keep_versions),
+    )

@@ -1,0 +1,271 @@
+"""The ingest pipeline: the one service function an ingest task (or the CLI) calls.
+
+    submit  -> original stored in the blob store, document row ``queued``
+    process -> parse in the sandbox, chunk, analyze, embed, write it all in one
+               transaction with status ``indexed`` (or ``failed`` with the reason)
+    publish -> the collection's indexes rebuilt from the DB (see ``qa.indexing``)
+
+Each step is idempotent: document ids derive from (collection, sha256), so submitting the
+same bytes again finds the same row, and a document left ``processing`` by a crash is simply
+processed again, replacing any partial rows in the same transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ingest.chunker import chunk_document
+from ingest.document import ParsedDocument
+from ingest.sandbox import ParseLimits, SandboxedParser
+from qa.blobstore import BlobStore, display_name
+from qa.catalog import (
+    ChunkRow,
+    delete_document,
+    document_id,
+    ensure_collection,
+    get_document,
+    replace_document_content,
+)
+from qa.db.engine import Database
+from qa.db.models import Collection, DocStatus, Document
+from qa.embedder import Embedder
+from qa.errors import DocqaError, InvalidInput, ParseError
+from qa.index_store import IndexStore
+from qa.indexing import Published, publish_collection
+from qa.lexical import analyze
+from qa.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Outcome:
+    INDEXED = "indexed"
+    DUPLICATE = "duplicate"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Submitted:
+    document_id: str
+    collection_id: int
+    name: str
+    #: False when these bytes were already in the collection (nothing new was created)
+    created: bool
+    status: str
+
+
+@dataclass(frozen=True)
+class Processed:
+    document_id: str
+    name: str
+    outcome: str
+    reason: str | None = None
+    pages: int = 0
+    chunks: int = 0
+    replaced: int = 0
+    seconds: float = 0.0
+
+
+class IngestService:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        blobs: BlobStore,
+        embedder: Embedder,
+        indexes: IndexStore,
+        parser: SandboxedParser | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.blobs = blobs
+        self.embedder = embedder
+        self.indexes = indexes
+        self.parser = parser or SandboxedParser(ParseLimits.from_settings(settings))
+
+    def close(self) -> None:
+        self.parser.close()
+
+    # -- submit ---------------------------------------------------------------------------
+
+    def submit_stream(self, collection: str, stream: IO[bytes], raw_name: str) -> Submitted:
+        """Store the bytes and register a ``queued`` document (or find the existing one)."""
+        name = display_name(raw_name)
+        max_bytes = self.settings.max_file_mb * 1024 * 1024
+        sha, size = self.blobs.put_stream(stream, max_bytes=max_bytes)
+        with self.db.session() as session:
+            coll = ensure_collection(session, collection)
+            doc_id = document_id(coll.id, sha)
+            existing = session.get(Document, doc_id)
+            if existing is not None:
+                session.commit()
+                return Submitted(doc_id, coll.id, existing.original_name, False, existing.status)
+            session.add(
+                Document(
+                    id=doc_id,
+                    collection_id=coll.id,
+                    sha256=sha,
+                    original_name=name,
+                    size_bytes=size,
+                    status=DocStatus.QUEUED,
+                )
+            )
+            try:
+                session.commit()
+            except IntegrityError:  # the same bytes submitted concurrently
+                session.rollback()
+                existing = get_document(session, doc_id)
+                return Submitted(doc_id, coll.id, existing.original_name, False, existing.status)
+            return Submitted(doc_id, coll.id, name, True, DocStatus.QUEUED)
+
+    def submit_file(self, collection: str, path: Path, name: str | None = None) -> Submitted:
+        if not path.is_file():
+            raise InvalidInput(f"not a file: {path}")
+        with path.open("rb") as f:
+            return self.submit_stream(collection, f, name or path.name)
+
+    # -- process --------------------------------------------------------------------------
+
+    def process(self, doc_id: str) -> Processed:
+        """Parse, chunk, embed and store one document. Never raises for a bad file."""
+        started = time.perf_counter()
+        with self.db.session() as session:
+            doc = get_document(session, doc_id)
+            if doc.status == DocStatus.INDEXED:
+                return Processed(
+                    doc.id,
+                    doc.original_name,
+                    Outcome.DUPLICATE,
+                    pages=doc.page_count,
+                    chunks=doc.chunk_count,
+                )
+            doc.status = DocStatus.PROCESSING
+            doc.attempts += 1
+            session.commit()
+            sha, name = doc.sha256, doc.original_name
+
+        try:
+            parsed = self.parser.parse(self.blobs.path_for(sha))
+        except ParseError as exc:
+            return self._fail(doc_id, name, exc.reason, started)
+
+        try:
+            rows, pages = self._chunk(parsed)
+            vectors = self.embedder.embed_passages([r.text for r in rows])
+        except DocqaError as exc:
+            return self._fail(doc_id, name, str(exc), started)
+
+        with self.db.session() as session:
+            doc = get_document(session, doc_id)
+            doc.detected_type = parsed.kind
+            doc.title = (parsed.title or "")[:1024] or None
+            replace_document_content(session, doc, pages, rows, vectors, self.embedder.model_id)
+            replaced = self._remove_older_versions(session, doc)
+            doc.status = DocStatus.INDEXED
+            doc.error = None
+            session.commit()
+        return Processed(
+            doc_id,
+            name,
+            Outcome.INDEXED,
+            pages=len(pages),
+            chunks=len(rows),
+            replaced=replaced,
+            seconds=time.perf_counter() - started,
+        )
+
+    def _chunk(self, parsed: ParsedDocument) -> tuple[list[ChunkRow], list[tuple[int, str]]]:
+        # A model with a short max_seq_length caps the chunk size; the overlap shrinks with it.
+        max_tokens = min(self.settings.chunk_tokens, self.embedder.max_tokens)
+        drafts = chunk_document(
+            parsed.pages,
+            self.embedder.tokenizer,
+            max_tokens=max_tokens,
+            overlap=min(self.settings.chunk_overlap, max_tokens // 2),
+        )
+        rows = [
+            ChunkRow(
+                ordinal=d.ordinal,
+                text=d.text,
+                page_start=d.page_start,
+                page_end=d.page_end,
+                char_start=d.char_start,
+                char_end=d.char_end,
+                heading_path=d.heading_path,
+                token_count=d.token_count,
+                terms=" ".join(analyze(d.text)),
+            )
+            for d in drafts
+        ]
+        return rows, [(p.number, p.text) for p in parsed.pages]
+
+    def _remove_older_versions(self, session: Session, doc: Document) -> int:
+        """A changed file under the same name replaces the old one's chunks."""
+        older = session.scalars(
+            select(Document).where(
+                Document.collection_id == doc.collection_id,
+                Document.original_name == doc.original_name,
+                Document.id != doc.id,
+            )
+        ).all()
+        for old in older:
+            delete_document(session, old)
+        return len(older)
+
+    def _fail(self, doc_id: str, name: str, reason: str, started: float) -> Processed:
+        log.info("document %s (%s) failed: %s", doc_id, name, reason)
+        with self.db.session() as session:
+            doc = get_document(session, doc_id)
+            doc.status = DocStatus.FAILED
+            doc.error = reason[:2000]
+            session.commit()
+        return Processed(
+            doc_id, name, Outcome.FAILED, reason, seconds=time.perf_counter() - started
+        )
+
+    def forget_blobs(self, shas: set[str]) -> None:
+        """Delete originals no document references any more (deleted means gone)."""
+        with self.db.session() as session:
+            still_used = set(
+                session.scalars(select(Document.sha256).where(Document.sha256.in_(shas))).all()
+            )
+        for sha in shas - still_used:
+            self.blobs.delete(sha)
+
+    # -- publish --------------------------------------------------------------------------
+
+    def publish(self, collection_id: int) -> Published:
+        return publish_collection(
+            self.db,
+            self.indexes,
+            collection_id,
+            model_id=self.embedder.model_id,
+            dim=self.embedder.dim,
+            kind=self.settings.index_kind,
+        )
+
+    def pending(self, collection_id: int | None = None) -> list[str]:
+        """Documents a crash or a lost task left ``queued``/``processing``."""
+        with self.db.session() as session:
+            q = select(Document.id).where(
+                Document.status.in_((DocStatus.QUEUED, DocStatus.PROCESSING))
+            )
+            if collection_id is not None:
+                q = q.where(Document.collection_id == collection_id)
+            return list(session.scalars(q).all())
+
+    def collection_id(self, name: str) -> int:
+        with self.db.session() as session:
+            coll = session.scalar(select(Collection).where(Collection.name == name))
+            if coll is None:
+                coll = ensure_collection(session, name)
+                session.commit()
+            return coll.id

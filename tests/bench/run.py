@@ -1,0 +1,79 @@
+"""``make bench``: ingestion and embedding throughput, figures printed with the machine.
+
+Benchmarks compare things measured in the same run (ratios), not against fixed thresholds:
+timings on a shared 2-core machine vary, ratios much less.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[2]
+CORPUS = REPO.parent / "shared" / "corpus"
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def bench_ingest() -> dict[str, float]:
+    from ingest.factory import build_ingest_service
+    from ingest.runner import run_ingest
+    from qa.settings import Settings
+
+    slice_ = [
+        p
+        for p in (
+            CORPUS / "pdf" / "py-pdf-sample-files",
+            CORPUS / "office" / "python-docx",
+            CORPUS / "office" / "python-pptx",
+            REPO / "samples" / "docs",
+        )
+        if p.exists()
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        service = build_ingest_service(Settings(data_dir=Path(tmp)))
+        service.embedder.embed_passages(["warm-up"])
+        started = time.perf_counter()
+        report = run_ingest(service, slice_, "bench")
+        seconds = time.perf_counter() - started
+        service.close()
+    pages = sum(r.pages for r in report.results)
+    chunks = sum(r.chunks for r in report.results)
+    files = len(report.results)
+    print(f"\n== ingestion ({', '.join(p.name for p in slice_)})")
+    print(f"files {files}, pages {pages}, chunks {chunks}, wall {seconds:.1f}s")
+    print(
+        f"  {files / seconds:.1f} files/s  {pages / seconds:.1f} pages/s"
+        f"  {chunks / seconds:.1f} chunks/s"
+    )
+    return {"pages_per_s": pages / seconds, "chunks_per_s": chunks / seconds}
+
+
+def main() -> None:
+    print(f"machine: {machine()}")
+    bench_ingest()
+    from tests.bench import bench_embed
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bench_embed.run(bench_embed.load_texts(512), Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
