@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo test test-all bench check lint typecheck clean samples
+.PHONY: venv demo test test-fast bench check lint typecheck clean samples
 
 venv: $(STAMP)
 
@@ -25,12 +25,14 @@ demo: venv
 	$(BIN)/docqa collections
 	$(BIN)/docqa docs --collection handbook
 
+# The whole suite, including the slow tests (every file of the shared corpus, retrieval
+# quality). This is what CI runs.
 test: venv
-	$(BIN)/pytest -m "not slow" -q
-
-# Everything, including the whole shared corpus and retrieval quality runs.
-test-all: venv
 	$(BIN)/pytest -q
+
+# The quick loop while developing: everything but the tests marked slow.
+test-fast: venv
+	$(BIN)/pytest -m "not slow" -q
 
 bench: venv
 	$(BIN)/python -m tests.bench.run

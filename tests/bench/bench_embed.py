@@ -21,7 +21,7 @@ from pathlib import Path
 from qa.embedder import Embedder, SentenceTransformerEmbedder, cpu_quant_preset
 from qa.settings import PACKAGED_EMBED_MODEL
 
-SCIFACT = Path("/work/shared/corpus/retrieval/scifact/corpus.jsonl")
+SCIFACT = Path(__file__).resolve().parents[3] / "shared/corpus/retrieval/scifact/corpus.jsonl"
 
 _FALLBACK = (
     "Employees must submit travel expense reports within thirty days of returning. "

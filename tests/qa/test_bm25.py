@@ -14,8 +14,9 @@ import pytest
 from qa.bm25 import MATRIX_FILE, VOCAB_FILE, BM25Index
 from qa.errors import IndexUnavailable, InvalidInput
 from qa.lexical import analyze
+from tests.conftest import CORPUS
 
-SCIFACT = Path("/work/shared/corpus/retrieval/scifact/corpus.jsonl")
+SCIFACT = CORPUS / "retrieval" / "scifact" / "corpus.jsonl"
 
 
 def _ids(n: int, start: int = 100) -> np.ndarray:

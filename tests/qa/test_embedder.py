@@ -31,8 +31,9 @@ from qa.embedder import (
 from qa.errors import ConfigError, EmbeddingError
 from qa.settings import PACKAGED_EMBED_MODEL, Settings
 from qa.tokens import Tokenizer, load_tokenizer, packaged_model_dir
+from tests.conftest import CORPUS
 
-SCIFACT = Path("/work/shared/corpus/retrieval/scifact/corpus.jsonl")
+SCIFACT = CORPUS / "retrieval" / "scifact" / "corpus.jsonl"
 
 # Used when the shared corpus is absent: ordinary sentences of mixed length and topic.
 FALLBACK_TEXTS = [
