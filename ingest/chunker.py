@@ -36,10 +36,9 @@ from dataclasses import dataclass
 
 from ingest.document import Page
 from qa.errors import InvalidInput
+from qa.spans import PAGE_JOINER
 from qa.tokens import Tokenizer
 
-#: inserted between the texts of consecutive pages when a chunk spans pages
-PAGE_JOINER = "\n"
 
 # Boundary classes for the gap after a token (higher = better place to end a chunk).
 _INSIDE_WORD = 0
@@ -178,11 +177,19 @@ class _Stream:
 
 
 def _sections(pages: Sequence[Page], stream: _Stream) -> tuple[list[int], list[tuple[str, ...]]]:
-    """Token index where each section starts, and the heading path in force there."""
+    """Token index where each section starts, and the heading path in force there.
+
+    A new page starts a section too: a citation names one page, so a chunk should not run
+    across a page boundary unless its page is too small to stand alone (see ``_units``).
+    """
     starts: list[int] = [0]
     paths: list[tuple[str, ...]] = [()]
     stack: list[tuple[int, str]] = []
     for pi, page in enumerate(pages):
+        first = stream.page_first[pi]
+        if pi > 0 and first > starts[-1] and first < len(stream):
+            starts.append(first)
+            paths.append(tuple(title for _, title in stack))
         for h in sorted(page.headings, key=lambda h: h.offset):
             while stack and stack[-1][0] >= h.level:
                 stack.pop()

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest.chunker import PAGE_JOINER, ChunkDraft, chunk_document, locate
+from ingest.chunker import ChunkDraft, chunk_document, locate
 from ingest.document import Heading, Page
 from qa.errors import InvalidInput
+from qa.spans import PAGE_JOINER
 from qa.tokens import Tokenizer, load_tokenizer, packaged_model_dir
 
 
@@ -213,11 +214,20 @@ def test_chinese_without_spaces(tok: Tokenizer) -> None:
     assert sum(c.text.endswith("。") for c in chunks) >= len(chunks) - 1
 
 
-def test_flowing_text_crosses_pages(tok: Tokenizer) -> None:
-    pages = [Page(1, "The results were measured on"), Page(2, "three machines in total.")]
+def test_each_page_starts_a_chunk_so_citations_name_one_page(tok: Tokenizer) -> None:
+    pages = [
+        Page(1, "The results were measured on three machines with two cores each."),
+        Page(2, "Every machine ran the same benchmark three times in a quiet room."),
+    ]
+    chunks = chunk_document(pages, tok, 50, 10)
+    assert [(c.page_start, c.page_end) for c in chunks] == [(1, 1), (2, 2)]
+
+
+def test_a_tiny_page_is_glued_to_the_next(tok: Tokenizer) -> None:
+    pages = [Page(1, "Results"), Page(2, "three machines were measured in total, twice each.")]
     (chunk,) = chunk_document(pages, tok, 50, 10)
     assert (chunk.page_start, chunk.page_end) == (1, 2)
-    assert chunk.text == "The results were measured on" + PAGE_JOINER + "three machines in total."
+    assert chunk.text == "Results" + PAGE_JOINER + pages[1].text
     assert locate(pages, chunk) == chunk.text
 
 
