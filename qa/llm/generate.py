@@ -1,0 +1,371 @@
+"""Token streaming from a built Qwen3 ONNX model on onnxruntime (CPU).
+
+``Generator`` is the small protocol the answer service codes against (a test fake
+subclasses it); ``OnnxQwenGenerator`` is the real backend:
+
+* the session memory-maps ``model.onnx.data``; MatMulNBits repacks the INT8 weights into its
+  own layout at load, and nothing is ever widened to float32;
+* the KV cache lives in per-layer numpy buffers bound through IOBinding as both the
+  ``past`` input and the ``present`` output, so GroupQueryAttention appends in place;
+* a prompt is prefilled in chunks (``prefill_chunk`` tokens) so a cancel lands between
+  chunks too; during decoding ``cancel`` is checked before every step;
+* with a ``KVSessionCache`` the KV of the system-prompt prefix and of each chat's previous
+  turns is reused, so only the new tokens are prefilled.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from qa.errors import InvalidInput
+from qa.llm.detok import IncrementalDetokenizer
+from qa.llm.errors import GenerationError, ModelNotBuilt
+from qa.llm.kv_cache import KVBuffers, KVSessionCache
+from qa.llm.manifest import MODEL_FILE, ModelManifest
+from qa.llm.sampling import Sampler, SamplingParams
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+ChatMessage = Mapping[str, str]
+Prompt = Sequence[ChatMessage] | Sequence[int]
+FinishReason = Literal["stop", "length", "cancelled"]
+
+STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    prompt_tokens: int
+    cached_tokens: int  # reused from a KVSessionCache snapshot
+    prefilled_tokens: int  # run through the model before the first token
+    generated_tokens: int
+    time_to_first_token_s: float
+    prefill_tokens_per_s: float
+    decode_tokens_per_s: float  # after the first token
+    total_s: float
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """New text since the previous event and the tokens that produced it.
+
+    A token that completes no character yet (half of a CJK character) has its id carried
+    by the next event. The last event has ``finish_reason`` and ``stats``; stop tokens are
+    never reported.
+    """
+
+    text: str
+    token_ids: tuple[int, ...] = ()
+    finish_reason: FinishReason | None = None
+    stats: GenerationStats | None = None
+
+
+class Generator(abc.ABC):
+    """What the answer service needs from an LLM backend."""
+
+    #: longest prompt + answer the backend accepts, in tokens
+    context_length: int
+
+    @abc.abstractmethod
+    def encode(self, prompt: Prompt) -> list[int]:
+        """Prompt token ids: chat messages through the model's chat template, ids as given."""
+
+    def count_tokens(self, prompt: Prompt) -> int:
+        return len(self.encode(prompt))
+
+    @abc.abstractmethod
+    def stream(
+        self,
+        prompt: Prompt,
+        *,
+        max_new_tokens: int = 512,
+        temperature: float = 0.7,
+        top_p: float = 0.8,
+        top_k: int = 20,
+        seed: int | None = None,
+        cancel: threading.Event | None = None,
+        session_cache: KVSessionCache | None = None,
+        chat_id: str | None = None,
+    ) -> Iterator[TokenEvent]:
+        """Yield text pieces as they are generated; the last event is always the final one."""
+
+    def generate(self, prompt: Prompt, **kwargs: Any) -> tuple[str, TokenEvent]:
+        """The whole answer and the final event (convenience for batch jobs and tests)."""
+        parts: list[str] = []
+        last = TokenEvent("")
+        for event in self.stream(prompt, **kwargs):
+            parts.append(event.text)
+            last = event
+        return "".join(parts), last
+
+
+def _is_messages(prompt: Prompt) -> bool:
+    return len(prompt) > 0 and isinstance(prompt[0], Mapping)
+
+
+class OnnxQwenGenerator(Generator):
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        threads: int | None = None,
+        prefill_chunk: int = 512,
+        spin: bool = True,
+    ) -> None:
+        """``threads``: intra-op threads (default: the CPUs this process may use).
+        ``spin=False`` makes idle worker threads sleep instead of busy-waiting between
+        operators: a little slower, but fairer to other processes on a shared machine."""
+        import onnxruntime as ort
+        from transformers import AutoTokenizer
+
+        self.model_dir = Path(model_dir)
+        self.manifest = ModelManifest.read(self.model_dir)
+        spec = self.manifest.spec
+        self.spec = spec
+        self.context_length = self.manifest.context_length
+        self.prefill_chunk = max(1, prefill_chunk)
+        self.model_key = f"{self.manifest.source_fingerprint}:{self.manifest.precision}"
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if not spin:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(
+                str(self.model_dir / MODEL_FILE), opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ModelNotBuilt(f"{self.model_dir}: model does not load ({exc})") from exc
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ModelNotBuilt(f"{self.model_dir}: tokenizer does not load ({exc})") from exc
+        stops = set(self.manifest.eos_token_ids)
+        vocab = self.tokenizer.get_vocab()
+        stops.update(vocab[t] for t in STOP_TOKENS if t in vocab)
+        self.stop_ids = frozenset(stops)
+        self.vocab_limit = min(len(self.tokenizer), spec.vocab_size)
+        self._lock = threading.Lock()
+        self._ort = ort
+
+    # ---- prompts -------------------------------------------------------------------------
+
+    def _template(self, messages: Sequence[ChatMessage], generation_prompt: bool) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(
+            [dict(m) for m in messages], add_generation_prompt=generation_prompt, tokenize=True
+        )
+        return [int(i) for i in ids]
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        if _is_messages(prompt):
+            return self._template(prompt, True)  # type: ignore[arg-type]
+        ids = [int(i) for i in prompt]  # type: ignore[arg-type]
+        if any(not 0 <= i < self.spec.vocab_size for i in ids):
+            raise InvalidInput(f"token ids must be in [0, {self.spec.vocab_size})")
+        return ids
+
+    def _system_prefix(self, prompt: Prompt, ids: list[int]) -> int:
+        """Length of the system message's tokens when they prefix the prompt, else 0."""
+        if not _is_messages(prompt) or prompt[0].get("role") != "system":  # type: ignore[union-attr]
+            return 0
+        sys_ids = self._template([prompt[0]], False)  # type: ignore[list-item]
+        return len(sys_ids) if ids[: len(sys_ids)] == sys_ids and len(sys_ids) < len(ids) else 0
+
+    # ---- model steps ---------------------------------------------------------------------
+
+    def _new_buffers(self, needed: int) -> tuple[KVBuffers, list[ort.OrtValue], list[ort.OrtValue]]:
+        # Round the capacity up so prompts of similar length share allocation sizes.
+        capacity = min(self.context_length, -(-needed // 256) * 256)
+        s = self.spec
+        kv = KVBuffers(s.num_layers, s.num_kv_heads, s.head_dim, capacity)
+        ov = self._ort.OrtValue.ortvalue_from_numpy  # shares the numpy memory on CPU
+        return kv, [ov(k) for k in kv.keys], [ov(v) for v in kv.values]
+
+    def _step(
+        self,
+        tokens: Sequence[int],
+        kv: KVBuffers,
+        keys: list[ort.OrtValue],
+        values: list[ort.OrtValue],
+        logits: npt.NDArray[np.float32],
+        logits_ov: ort.OrtValue,
+    ) -> None:
+        total = kv.length + len(tokens)
+        if total > kv.capacity:
+            raise GenerationError(f"KV capacity {kv.capacity} exceeded ({total} positions)")
+        # Locals, not temporaries: the binding may point at their memory until run returns.
+        input_ids = np.asarray([tokens], dtype=np.int64)
+        seqlens_k = np.asarray([total - 1], dtype=np.int32)
+        total_len = np.asarray(total, dtype=np.int32)
+        io = self.session.io_binding()
+        io.bind_cpu_input("input_ids", input_ids)
+        io.bind_cpu_input("seqlens_k", seqlens_k)
+        io.bind_cpu_input("total_sequence_length", total_len)
+        for i, (k, v) in enumerate(zip(keys, values, strict=True)):
+            io.bind_ortvalue_input(f"past_key_values.{i}.key", k)
+            io.bind_ortvalue_input(f"past_key_values.{i}.value", v)
+            io.bind_ortvalue_output(f"present.{i}.key", k)
+            io.bind_ortvalue_output(f"present.{i}.value", v)
+        io.bind_ortvalue_output("logits", logits_ov)
+        try:
+            self.session.run_with_iobinding(io)
+        except Exception as exc:  # onnxruntime's errors are untyped RuntimeErrors
+            raise GenerationError(f"onnxruntime failed: {exc}") from exc
+        kv.length = total
+
+    # ---- streaming -----------------------------------------------------------------------
+
+    def stream(
+        self,
+        prompt: Prompt,
+        *,
+        max_new_tokens: int = 512,
+        temperature: float = 0.7,
+        top_p: float = 0.8,
+        top_k: int = 20,
+        seed: int | None = None,
+        cancel: threading.Event | None = None,
+        session_cache: KVSessionCache | None = None,
+        chat_id: str | None = None,
+    ) -> Iterator[TokenEvent]:
+        params = SamplingParams(max_new_tokens, temperature, top_p, top_k, seed)
+        sampler = Sampler(params, self.vocab_limit)  # validates before any work
+        ids = self.encode(prompt)
+        if not ids:
+            raise InvalidInput("empty prompt")
+        if len(ids) >= self.context_length:
+            raise InvalidInput(
+                f"prompt of {len(ids)} tokens leaves no room in the {self.context_length}-token "
+                "context"
+            )
+        sys_len = self._system_prefix(prompt, ids)
+        return self._stream(ids, sys_len, params, sampler, cancel, session_cache, chat_id)
+
+    def _stream(
+        self,
+        ids: list[int],
+        sys_len: int,
+        params: SamplingParams,
+        sampler: Sampler,
+        cancel: threading.Event | None,
+        cache: KVSessionCache | None,
+        chat_id: str | None,
+    ) -> Iterator[TokenEvent]:
+        with self._lock:  # one sequence at a time per process
+            start = time.perf_counter()
+            max_new = min(params.max_new_tokens, self.context_length - len(ids))
+            kv, keys, values = self._new_buffers(len(ids) + max_new)
+            logits = np.zeros((1, 1, self.spec.vocab_size), np.float32)
+            logits_ov = self._ort.OrtValue.ortvalue_from_numpy(logits)
+
+            cached = 0
+            if cache is not None:
+                snap, cached = cache.lookup(self.model_key, ids, chat_id)
+                if snap is not None and cached:
+                    kv.load(snap, cached)
+            # Chunk boundaries: the system prefix end (to snapshot it), then prefill_chunk.
+            bounds = []
+            save_prefix = (
+                cache is not None
+                and sys_len > cached
+                and not cache.has_prefix(self.model_key, ids[:sys_len])
+            )
+            if save_prefix:
+                bounds.append(sys_len)
+            pos = cached
+            cuts = sorted({*bounds, *range(pos + self.prefill_chunk, len(ids), self.prefill_chunk)})
+            for end in [*cuts, len(ids)]:
+                if end <= pos:
+                    continue
+                if cancel is not None and cancel.is_set():
+                    yield self._final("", (), "cancelled", ids, cached, 0, start, None, None)
+                    return
+                self._step(ids[pos:end], kv, keys, values, logits, logits_ov)
+                pos = end
+                if save_prefix and end == sys_len and cache is not None:
+                    cache.put_prefix(kv.snapshot(self.model_key, ids[:sys_len]))
+            prefill_done = time.perf_counter()
+
+            detok = IncrementalDetokenizer(self.tokenizer)
+            generated: list[int] = []
+            pending: list[int] = []  # tokens whose text is not complete yet
+            first_token_at: float | None = None
+            reason: FinishReason = "length"
+            while True:
+                token = sampler(logits[0, -1])
+                if first_token_at is None:
+                    first_token_at = time.perf_counter()
+                if token in self.stop_ids:
+                    reason = "stop"
+                    break
+                generated.append(token)
+                pending.append(token)
+                piece = detok.push(token)
+                if piece:
+                    yield TokenEvent(piece, tuple(pending))
+                    pending.clear()
+                if len(generated) >= max_new:
+                    break
+                if cancel is not None and cancel.is_set():
+                    reason = "cancelled"
+                    break
+                self._step([token], kv, keys, values, logits, logits_ov)
+
+            if cache is not None and chat_id is not None:
+                # KV exists for every token fed: the prompt and all generated but the last.
+                fed = ids + generated[: kv.length - len(ids)]
+                cache.put_chat(chat_id, kv.snapshot(self.model_key, fed))
+            yield self._final(
+                detok.flush(),
+                tuple(pending),
+                reason,
+                ids,
+                cached,
+                len(generated),
+                start,
+                prefill_done,
+                first_token_at,
+            )
+
+    def _final(
+        self,
+        text: str,
+        token_ids: tuple[int, ...],
+        reason: FinishReason,
+        ids: list[int],
+        cached: int,
+        n_generated: int,
+        start: float,
+        prefill_done: float | None,
+        first_token_at: float | None,
+    ) -> TokenEvent:
+        now = time.perf_counter()
+        prefilled = len(ids) - cached if prefill_done is not None else 0
+        prefill_s = (prefill_done - start) if prefill_done is not None else 0.0
+        decode_s = now - first_token_at if first_token_at is not None else 0.0
+        stats = GenerationStats(
+            prompt_tokens=len(ids),
+            cached_tokens=cached,
+            prefilled_tokens=prefilled,
+            generated_tokens=n_generated,
+            time_to_first_token_s=(first_token_at - start) if first_token_at else 0.0,
+            prefill_tokens_per_s=prefilled / prefill_s if prefill_s > 0 else 0.0,
+            decode_tokens_per_s=(n_generated - 1) / decode_s
+            if n_generated > 1 and decode_s > 0
+            else 0.0,
+            total_s=now - start,
+        )
+        return TokenEvent(text, token_ids, reason, stats)

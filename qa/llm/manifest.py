@@ -1,0 +1,81 @@
+"""``docqa_model.json``: what was built, from what, and how; read by the runner and CLI."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qa.llm.errors import ModelNotBuilt
+from qa.llm.spec import Qwen3Spec
+
+MANIFEST = "docqa_model.json"
+MODEL_FILE = "model.onnx"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelManifest:
+    architecture: str
+    spec: Qwen3Spec
+    context_length: int
+    precision: str
+    block_size: int | None
+    accuracy_level: int | None
+    int8_kernel: str | None
+    eos_token_ids: list[int]
+    build_seconds: float
+    built_at: str
+    source: str
+    source_fingerprint: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "architecture": self.architecture,
+            **self.spec.to_json(),
+            "context_length": self.context_length,
+            "precision": self.precision,
+            "block_size": self.block_size,
+            "accuracy_level": self.accuracy_level,
+            "int8_kernel": self.int8_kernel,
+            "eos_token_ids": self.eos_token_ids,
+            "build_seconds": self.build_seconds,
+            "built_at": self.built_at,
+            "source": self.source,
+            "source_fingerprint": self.source_fingerprint,
+        }
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def read(cls, model_dir: Path) -> ModelManifest:
+        path = model_dir / MANIFEST
+        if not (model_dir / MODEL_FILE).is_file() or not path.is_file():
+            raise ModelNotBuilt(f"no built model in {model_dir} (run `docqa model build`)")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("format_version") != FORMAT_VERSION:
+                raise ModelNotBuilt(
+                    f"{path}: format {data.get('format_version')} is not {FORMAT_VERSION}; "
+                    "rebuild the model"
+                )
+            spec_fields = Qwen3Spec.__dataclass_fields__
+            return cls(
+                architecture=data["architecture"],
+                spec=Qwen3Spec.from_json({k: data[k] for k in spec_fields}),
+                context_length=data["context_length"],
+                precision=data["precision"],
+                block_size=data["block_size"],
+                accuracy_level=data["accuracy_level"],
+                int8_kernel=data.get("int8_kernel"),
+                eos_token_ids=list(data["eos_token_ids"]),
+                build_seconds=data["build_seconds"],
+                built_at=data["built_at"],
+                source=data["source"],
+                source_fingerprint=data["source_fingerprint"],
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelNotBuilt(f"{path}: unreadable manifest ({exc}); rebuild the model") from exc

@@ -1,0 +1,208 @@
+"""The answer service with a real (tiny) Qwen3 built through the production ONNX path.
+
+The tiny model is first taught one answer: a few hundred optimizer steps make it reproduce
+"... EUR 220 [1]." for the exact prompt the service builds, so the test can check that a
+citation the MODEL writes comes back mapped to the right document and page.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ingest.factory import build_ingest_service
+from ingest.runner import run_ingest
+from qa.answer import AnswerService, AskOptions
+from qa.catalog import get_collection
+from qa.embedder import Embedder
+from qa.llm.build import build_model
+from qa.llm.generate import OnnxQwenGenerator
+from qa.prompt import Message
+from qa.services import build_answer_service
+from qa.settings import Settings
+from qa.slot import ModelSlot
+from tests.conftest import SAMPLES
+from tests.qa.llm.tiny_qwen import make_tiny_qwen3
+
+QUESTION = "What is the hotel limit in London?"
+TAUGHT_ANSWER = "The hotel limit in London is EUR 220 [1]."
+GREEDY = AskOptions(temperature=0.0, max_tokens=40)
+
+
+@dataclass
+class Setup:
+    settings: Settings
+    service: AnswerService
+    collection_id: int
+
+
+def teach(hf_dir: Path, messages: list[Message], answer: str) -> None:
+    """Fine-tune the tiny model in place until greedy decoding reproduces ``answer``."""
+    import torch
+    from transformers import AutoTokenizer, Qwen3ForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(hf_dir, local_files_only=True)
+    prompt = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    target = [*tok.encode(answer, add_special_tokens=False), end]
+    ids = torch.tensor([list(prompt) + target])
+    labels = ids.clone()
+    labels[0, : len(prompt)] = -100  # learn the answer only
+    model = Qwen3ForCausalLM.from_pretrained(hf_dir)
+    model.train()
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for step in range(600):
+        loss = model(input_ids=ids, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 25 == 24:
+            with torch.no_grad():
+                logits = model(input_ids=ids).logits[0, len(prompt) - 1 : -1]
+            if logits.argmax(-1).tolist() == target and loss.item() < 0.05:
+                break
+    else:
+        raise AssertionError(f"the tiny model did not learn the answer (loss {loss.item():.3f})")
+    model.eval()
+    model.save_pretrained(hf_dir, safe_serialization=True)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Iterator[Setup]:
+    root = tmp_path_factory.mktemp("generative")
+    settings = Settings(data_dir=root / "var", model_dir=root / "model")
+    ingest = build_ingest_service(settings, embedder)
+    run_ingest(ingest, [SAMPLES], "handbook")
+    ingest.close()
+
+    hf = make_tiny_qwen3(root / "hf", max_positions=4096)
+    build_model(hf, settings.llm_dir, precision="int8")
+    service = build_answer_service(settings, embedder=embedder)
+    with service.db.session() as s:
+        coll = get_collection(s, "handbook").id
+    # The exact prompt the service will send for QUESTION, then teach the model to answer it.
+    result = service.retriever.retrieve(QUESTION, [coll], k=GREEDY.k)
+    plan, _ = service.plan_prompt(QUESTION, result.passages, GREEDY)
+    assert plan.sources and plan.sources[0].document_name.endswith("travel-and-expenses.pdf")
+    teach(hf, plan.messages, TAUGHT_ANSWER)
+    build_model(hf, settings.llm_dir, precision="int8")
+    service = build_answer_service(settings, embedder=embedder)
+    yield Setup(settings, service, coll)
+    service.db.dispose()
+
+
+def test_stream_order_and_a_model_written_citation_lands_on_the_right_page(setup: Setup) -> None:
+    events = list(setup.service.ask(QUESTION, [setup.collection_id], GREEDY))
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "sources"
+    assert kinds[-2:] == ["citations", "done"]
+    assert set(kinds[1:-2]) <= {"token", "queued"} and "token" in kinds
+    answer = "".join(e["text"] for e in events if e["type"] == "token")
+    assert answer == TAUGHT_ANSWER
+    cites = events[-2]
+    assert cites["invalid"] == 0 and [c["n"] for c in cites["citations"]] == [1]
+    first = cites["citations"][0]
+    assert first["document_name"].endswith("travel-and-expenses.pdf")
+    assert first["page_start"] == first["page_end"] == 4
+    assert first["chunk_id"] == events[0]["sources"][0]["chunk_id"]
+    done = events[-1]
+    assert done["mode"] == "generative" and done["finish_reason"] == "stop"
+    assert done["prompt_tokens"] > 0 and done["completion_tokens"] > 5
+    assert done["time_to_first_token_ms"] > 0
+
+
+def test_follow_up_turn_reuses_the_kv_cache(setup: Setup) -> None:
+    service = setup.service
+    first = list(service.ask(QUESTION, [setup.collection_id], GREEDY, chat_id="chat-1"))
+    answer = first[-2]["text"]
+    result = service.retriever.retrieve(QUESTION, [setup.collection_id], k=GREEDY.k)
+    plan, _ = service.plan_prompt(QUESTION, result.passages, GREEDY)
+    history = [*plan.messages[1:], {"role": "assistant", "content": answer}]
+    follow = list(
+        service.ask(
+            "And in Paris?", [setup.collection_id], GREEDY, history=history, chat_id="chat-1"
+        )
+    )
+    done = follow[-1]
+    assert done["cached_tokens"] > done["prompt_tokens"] // 2
+    assert done["prefilled_tokens"] < done["prompt_tokens"] - done["cached_tokens"] + 1
+
+
+def test_cancel_stops_within_a_token_and_frees_the_slot(setup: Setup) -> None:
+    service = setup.service
+    cancel = threading.Event()
+    tokens = 0
+    events = []
+    for event in service.ask(QUESTION, [setup.collection_id], GREEDY, cancel=cancel):
+        events.append(event)
+        if event["type"] == "token":
+            tokens += 1
+            cancel.set()
+    assert tokens == 1
+    assert events[-1]["finish_reason"] == "cancelled"
+    assert not service.slot.in_use
+
+
+def test_full_queue_gives_a_busy_error_event(setup: Setup) -> None:
+    service = setup.service
+    busy = AnswerService(
+        service.db,
+        service.retriever,
+        service.embedder,
+        service.generator,
+        slot=ModelSlot(max_waiting=0, retry_after_s=3),
+    )
+    assert list(busy.slot.wait_turn()) == []  # someone else holds the model
+    events = list(busy.ask(QUESTION, [setup.collection_id], GREEDY))
+    assert [e["type"] for e in events] == ["sources", "error"]
+    assert events[-1]["code"] == "busy"
+
+
+def test_abandoned_stream_releases_the_slot(setup: Setup) -> None:
+    service = setup.service
+    stream = service.ask(QUESTION, [setup.collection_id], GREEDY)
+    for event in stream:
+        if event["type"] == "token":
+            break
+    assert service.slot.in_use
+    stream.close()  # type: ignore[attr-defined]  # the client went away
+    assert not service.slot.in_use
+
+
+def test_cli_ask_with_the_built_model(setup: Setup) -> None:
+    env = {**os.environ, "DOCQA_MODEL_DIR": str(setup.settings.llm_dir)}
+    base = [sys.executable, "-m", "worker.cli", "--data-dir", str(setup.settings.data_dir)]
+    run = subprocess.run(
+        [*base, "ask", QUESTION, "--temperature", "0", "--max-tokens", "40"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert TAUGHT_ANSWER in run.stdout
+    assert "[1] docs/travel-and-expenses.pdf, page 4" in run.stdout
+    info = subprocess.run([*base, "model", "info"], capture_output=True, text=True, env=env)
+    assert "Qwen3ForCausalLM" in info.stdout or "qwen3" in info.stdout.lower()
+    as_json = subprocess.run(
+        [*base, "ask", "--json", QUESTION, "--temperature", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    events = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert events[-1]["mode"] == "generative"
+
+
+def test_generator_is_the_production_class(setup: Setup) -> None:
+    assert isinstance(setup.service.generator, OnnxQwenGenerator)

@@ -1,0 +1,151 @@
+"""The builder: artifact layout, manifest, atomic replacement, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qa.errors import ConfigError, DocqaError, InvalidInput
+from qa.llm.build import build_model
+from qa.llm.errors import ModelBuildError, ModelNotBuilt
+from qa.llm.generate import OnnxQwenGenerator
+from qa.llm.manifest import ModelManifest
+from qa.llm.quant import quantize_rows
+
+
+def copy_hf(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_built_folder_has_model_tokenizer_and_manifest(built_int8: Path, tiny_hf: Path) -> None:
+    for name in (
+        "model.onnx",
+        "model.onnx.data",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+        "chat_template.jinja",
+        "docqa_model.json",
+    ):
+        assert (built_int8 / name).is_file(), name
+    m = ModelManifest.read(built_int8)
+    cfg = json.loads((tiny_hf / "config.json").read_text())
+    assert m.spec.head_dim == 32 != cfg["hidden_size"] // cfg["num_attention_heads"]
+    assert (m.spec.num_layers, m.spec.num_heads, m.spec.num_kv_heads) == (2, 4, 2)
+    assert m.spec.vocab_size == cfg["vocab_size"] and m.precision == "int8"
+    assert m.block_size == 32 and m.accuracy_level == 4
+    assert m.context_length == cfg["max_position_embeddings"]
+    assert set(m.eos_token_ids) == {0, 2}
+    assert len(m.source_fingerprint) == 16
+    # the graph protobuf holds no weights; they are in the external data file
+    assert (built_int8 / "model.onnx").stat().st_size < 100_000
+
+
+def test_rebuild_replaces_atomically_and_leaves_no_temp_dirs(tiny_hf: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    build_model(tiny_hf, out, precision="fp32")
+    first = ModelManifest.read(out).built_at
+    steps: list[tuple[int, int, str]] = []
+    build_model(tiny_hf, out, precision="int8", progress=lambda *a: steps.append(a))
+    assert ModelManifest.read(out).precision == "int8" and first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert steps[0][0] == 0 and steps[-1][0] == steps[-1][1]
+
+
+def test_failed_build_keeps_the_previous_model(tiny_hf: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    build_model(tiny_hf, out, precision="fp32")
+    hf = copy_hf(tiny_hf, tmp_path / "hf")
+    cfg = json.loads((hf / "config.json").read_text())
+    cfg["intermediate_size"] = 96  # no longer matches the weights
+    (hf / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelBuildError, match="shape"):
+        build_model(hf, out)
+    assert ModelManifest.read(out).precision == "fp32"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "model"]
+
+
+def test_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        build_model(tmp_path / "nope", tmp_path / "out")
+
+
+def test_folder_without_config(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"no config\.json"):
+        build_model(tmp_path, tmp_path / "out")
+
+
+def test_corrupted_config(tiny_hf: Path, tmp_path: Path) -> None:
+    hf = copy_hf(tiny_hf, tmp_path / "hf")
+    (hf / "config.json").write_text('{"model_type": "qwen3", ')
+    with pytest.raises(ConfigError, match="unreadable config"):
+        build_model(hf, tmp_path / "out")
+
+
+def test_not_a_qwen3_config(tiny_hf: Path, tmp_path: Path) -> None:
+    hf = copy_hf(tiny_hf, tmp_path / "hf")
+    cfg = json.loads((hf / "config.json").read_text())
+    cfg.update(model_type="llama", architectures=["LlamaForCausalLM"])
+    (hf / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="not a Qwen3 model"):
+        build_model(hf, tmp_path / "out")
+
+
+def test_missing_safetensors_shard(tiny_hf: Path, tmp_path: Path) -> None:
+    hf = copy_hf(tiny_hf, tmp_path / "hf")
+    (hf / "model.safetensors").rename(hf / "model-00001-of-00002.safetensors")
+    index = {
+        "weight_map": {
+            "a": "model-00001-of-00002.safetensors",
+            "b": "model-00002-of-00002.safetensors",
+        }
+    }
+    (hf / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ConfigError, match=r"missing safetensors shards: model-00002"):
+        build_model(hf, tmp_path / "out")
+
+
+def test_no_weights_at_all(tiny_hf: Path, tmp_path: Path) -> None:
+    hf = copy_hf(tiny_hf, tmp_path / "hf")
+    (hf / "model.safetensors").unlink()
+    with pytest.raises(ConfigError, match="no safetensors weights"):
+        build_model(hf, tmp_path / "out")
+
+
+def test_unsupported_weight_dtype(tiny_hf: Path, tmp_path: Path) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    hf = copy_hf(tiny_hf, tmp_path / "hf")
+    tensors = load_file(hf / "model.safetensors")
+    tensors = {k: v.astype(np.float64) for k, v in tensors.items()}
+    save_file(tensors, hf / "model.safetensors")
+    with pytest.raises(ModelBuildError, match="unsupported dtype F64"):
+        build_model(hf, tmp_path / "out")
+
+
+def test_bad_build_options(tiny_hf: Path, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput):
+        build_model(tiny_hf, tmp_path / "o", block_size=24)
+    with pytest.raises(InvalidInput):
+        build_model(tiny_hf, tmp_path / "o", precision="int4")  # type: ignore[arg-type]
+
+
+def test_generator_on_a_folder_without_a_model(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotBuilt) as info:
+        OnnxQwenGenerator(tmp_path)
+    assert isinstance(info.value, DocqaError) and "docqa model build" in str(info.value)
+
+
+def test_int8_quantization_round_trips_within_half_a_step() -> None:
+    w = np.random.default_rng(0).normal(size=(8, 80)).astype(np.float32)  # K not /32: padded
+    packed, scales = quantize_rows(w, 32)
+    assert packed.shape == (8, 3, 32) and scales.shape == (8, 3)
+    deq = (packed.astype(np.float32) - 128) * scales[:, :, None]
+    err = np.abs(deq.reshape(8, 96)[:, :80] - w)
+    assert (err <= scales.repeat(32, axis=1)[:, :80] / 2 + 1e-6).all()
+    assert (packed.reshape(8, 96)[:, 80:] == 128).all()  # padding decodes to exactly 0
