@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -23,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ingest.chunker import chunk_document
-from ingest.document import ParsedDocument
+from ingest.document import Page, ParsedDocument
 from ingest.sandbox import ParseLimits, SandboxedParser
 from qa.blobstore import BlobStore, display_name
 from qa.catalog import (
@@ -72,6 +73,32 @@ class Processed:
     chunks: int = 0
     replaced: int = 0
     seconds: float = 0.0
+
+
+def chunk_rows(pages: Sequence[Page], embedder: Embedder, settings: Settings) -> list[ChunkRow]:
+    """Chunk pages in the embedder's tokens and analyze each chunk's lexical terms."""
+    # A model with a short max_seq_length caps the chunk size; the overlap shrinks with it.
+    max_tokens = min(settings.chunk_tokens, embedder.max_tokens)
+    drafts = chunk_document(
+        pages,
+        embedder.tokenizer,
+        max_tokens=max_tokens,
+        overlap=min(settings.chunk_overlap, max_tokens // 2),
+    )
+    return [
+        ChunkRow(
+            ordinal=d.ordinal,
+            text=d.text,
+            page_start=d.page_start,
+            page_end=d.page_end,
+            char_start=d.char_start,
+            char_end=d.char_end,
+            heading_path=d.heading_path,
+            token_count=d.token_count,
+            terms=" ".join(analyze(d.text)),
+        )
+        for d in drafts
+    ]
 
 
 class IngestService:
@@ -183,28 +210,7 @@ class IngestService:
         )
 
     def _chunk(self, parsed: ParsedDocument) -> tuple[list[ChunkRow], list[tuple[int, str]]]:
-        # A model with a short max_seq_length caps the chunk size; the overlap shrinks with it.
-        max_tokens = min(self.settings.chunk_tokens, self.embedder.max_tokens)
-        drafts = chunk_document(
-            parsed.pages,
-            self.embedder.tokenizer,
-            max_tokens=max_tokens,
-            overlap=min(self.settings.chunk_overlap, max_tokens // 2),
-        )
-        rows = [
-            ChunkRow(
-                ordinal=d.ordinal,
-                text=d.text,
-                page_start=d.page_start,
-                page_end=d.page_end,
-                char_start=d.char_start,
-                char_end=d.char_end,
-                heading_path=d.heading_path,
-                token_count=d.token_count,
-                terms=" ".join(analyze(d.text)),
-            )
-            for d in drafts
-        ]
+        rows = chunk_rows(parsed.pages, self.embedder, self.settings)
         return rows, [(p.number, p.text) for p in parsed.pages]
 
     def _remove_older_versions(self, session: Session, doc: Document) -> int:
