@@ -19,11 +19,14 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-# Ingest the bundled sample documents into ./var and list what is searchable.
+# Ingest the bundled sample documents into ./var, list them and answer two questions
+# (extractive mode until a model is built with `docqa model build`).
 demo: venv
 	$(BIN)/docqa ingest samples/docs --collection handbook
 	$(BIN)/docqa collections
 	$(BIN)/docqa docs --collection handbook
+	$(BIN)/docqa ask "What is the hotel limit in London?"
+	$(BIN)/docqa ask "带薪年假有几天？"
 
 # The whole suite, including the slow tests (every file of the shared corpus, retrieval
 # quality). This is what CI runs.

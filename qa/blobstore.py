@@ -17,17 +17,10 @@ from pathlib import Path
 from typing import IO, BinaryIO
 
 from qa.errors import InvalidInput, NotFound, StorageError
+from qa.fsutil import fsync_path
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(_CHUNK):
-            h.update(block)
-    return h.hexdigest()
 
 
 class BlobStore:
@@ -66,7 +59,7 @@ class BlobStore:
                 tmp.unlink()
             else:
                 os.replace(tmp, final)
-                _fsync_dir(final.parent)
+                fsync_path(final.parent)
             return digest, size
         except OSError as exc:
             raise StorageError(f"could not store blob: {exc}") from exc
@@ -99,14 +92,6 @@ class BlobStore:
         for p in self.root.glob("??/??/*"):
             if _SHA256.match(p.name):
                 yield p.name
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def display_name(raw: str, *, max_len: int = 512) -> str:

@@ -204,3 +204,18 @@ def index_material(session: Session, collection_id: int, dim: int, model_id: str
     for i, r in enumerate(rows):
         vectors[i] = np.frombuffer(r[2], dtype="<f4")
     return IndexMaterial(ids, vectors, [r[1].split() for r in rows], model_id)
+
+
+def page_lengths(session: Session, document_ids: Sequence[str]) -> dict[str, dict[int, int]]:
+    """``{document id: {page number: length of its text}}`` for mapping spans to pages."""
+    out: dict[str, dict[int, int]] = {d: {} for d in document_ids}
+    if not document_ids:
+        return out
+    rows = session.execute(
+        select(PageText.document_id, PageText.number, func.length(PageText.text)).where(
+            PageText.document_id.in_(list(document_ids))
+        )
+    )
+    for doc_id, number, length in rows:
+        out[doc_id][number] = int(length)
+    return out

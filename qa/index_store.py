@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import math
 import os
@@ -44,6 +43,7 @@ import numpy.typing as npt
 
 from qa.bm25 import BM25Index
 from qa.errors import IndexUnavailable, InvalidInput, StorageError
+from qa.fsutil import fsync_path, sha256_file
 
 IndexKind = Literal["flat", "hnsw"]
 
@@ -71,28 +71,6 @@ def _check_key(collection_key: str) -> str:
     return collection_key
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    # On Linux a directory is fsynced through a read-only descriptor; that makes the
-    # rename/creation of its entries durable.
-    _fsync_file(path)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _swap_current(collection_dir: Path, version: str) -> None:
     """Atomically point ``CURRENT`` at ``version``.
 
@@ -105,7 +83,7 @@ def _swap_current(collection_dir: Path, version: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, collection_dir / CURRENT_FILE)
-    _fsync_dir(collection_dir)
+    fsync_path(collection_dir)
 
 
 def _version_number(name: str) -> int | None:
@@ -225,7 +203,7 @@ class IndexStore:
             created = not cdir.exists()
             cdir.mkdir(parents=True, exist_ok=True)
             if created:
-                _fsync_dir(cdir.parent)
+                fsync_path(cdir.parent)
             fd = os.open(cdir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
@@ -259,7 +237,7 @@ class IndexStore:
                 versions = cdir / "versions"
                 if not versions.exists():
                     versions.mkdir()
-                    _fsync_dir(cdir)
+                    fsync_path(cdir)
                 current = _read_current(cdir)
                 self._remove_leftovers(versions, current)
                 version = self._next_version(versions, current)
@@ -267,7 +245,7 @@ class IndexStore:
                 tmp.mkdir()
                 self._write_version(tmp, version, ids, vectors, term_lists, model_id, kind)
                 os.rename(tmp, versions / version)
-                _fsync_dir(versions)
+                fsync_path(versions)
                 _swap_current(cdir, version)
                 self._collect_garbage(versions, version)
                 return version
@@ -291,7 +269,7 @@ class IndexStore:
         lexical = BM25Index.build(ids, term_lists)
         written = [tmp / DENSE_FILE, *lexical.save(tmp)]
         for path in written:
-            _fsync_file(path)
+            fsync_path(path)
         manifest = {
             "format": FORMAT,
             "version": version,
@@ -301,13 +279,15 @@ class IndexStore:
             "model_id": model_id,
             "kind": kind,
             "bm25": lexical.stats,
-            "files": {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in written},
+            "files": {
+                p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in written
+            },
         }
         with open(tmp / MANIFEST_FILE, "w", encoding="utf-8") as fh:
             json.dump(manifest, fh, indent=2, ensure_ascii=False)
             fh.flush()
             os.fsync(fh.fileno())
-        _fsync_dir(tmp)
+        fsync_path(tmp)
 
     @staticmethod
     def _next_version(versions: Path, current: str | None) -> str:
@@ -356,7 +336,7 @@ class IndexStore:
                 # Rename first so that no reader ever sees a half-deleted version.
                 trash = self.root / f"{TMP_PREFIX}drop-{collection_key}-{uuid.uuid4().hex}"
                 os.rename(cdir, trash)
-                _fsync_dir(self.root)
+                fsync_path(self.root)
             shutil.rmtree(trash, ignore_errors=True)
         except OSError as exc:
             raise StorageError(f"dropping index of {collection_key} failed: {exc}") from exc

@@ -49,6 +49,23 @@ class Settings(BaseSettings):
     index_kind: Literal["flat", "hnsw"] = "flat"
     index_keep_versions: int = Field(default=3, ge=1)
 
+    # answering
+    model_dir: Path | None = Field(
+        default=None, description="built ONNX model folder; default data_dir/model"
+    )
+    llm_threads: int | None = Field(default=None, ge=1, le=256)
+    retrieval_k: int = Field(default=6, ge=1, le=50)
+    retrieval_k_dense: int = Field(default=50, ge=1, le=1000)
+    retrieval_k_lexical: int = Field(default=50, ge=1, le=1000)
+    retrieval_rrf_k: int = Field(default=60, ge=1)
+    retrieval_dedup_threshold: float = Field(default=0.9, gt=0, le=1)
+    rerank_model_dir: Path | None = None
+    rerank_depth: int = Field(default=20, ge=1, le=200)
+    source_budget_tokens: int = Field(default=1500, ge=64, le=32768)
+    answer_reserve_tokens: int = Field(default=1024, ge=16, le=8192)
+    system_prompt: str | None = None
+    max_queue: int = Field(default=16, ge=0, le=10_000)
+
     @field_validator("chunk_overlap")
     @classmethod
     def _overlap_below_size(cls, v: int, info: object) -> int:
@@ -71,6 +88,10 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "indexes"
+
+    @property
+    def llm_dir(self) -> Path:
+        return self.model_dir or self.data_dir / "model"
 
     @property
     def model_cache_dir(self) -> Path:

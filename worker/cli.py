@@ -10,6 +10,8 @@ import logging
 import os
 import sys
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -29,6 +31,24 @@ def _settings(data_dir: Path | None) -> Settings:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return Settings(data_dir=data_dir) if data_dir else Settings()
+
+
+@contextmanager
+def _progress_bar(first: str) -> Iterator[Callable[[int, int, str], None]]:
+    """A progress bar on stderr, driven by the ``(done, total, what)`` callbacks services take."""
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+    ) as progress:
+        task = progress.add_task(first, total=None)
+
+        def update(done: int, total: int, what: str) -> None:
+            progress.update(task, completed=done, total=total, description=what[-40:])
+
+        yield update
 
 
 class _Group(click.Group):
@@ -71,19 +91,7 @@ def ingest(
 
     service = build_ingest_service(settings)
     try:
-        with Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            transient=False,
-        ) as progress:
-            task = progress.add_task("scanning", total=None)
-
-            def on_progress(done: int, total: int, name: str) -> None:
-                progress.update(task, completed=done, total=total, description=name[-40:])
-
+        with _progress_bar("scanning") as on_progress:
             report = run_ingest(
                 service, list(paths), collection, retry_failed=retry_failed, progress=on_progress
             )
@@ -208,6 +216,220 @@ def reindex(settings: Settings, collection: str | None) -> None:
             out.print(f"{pub.collection}: {pub.count} chunks -> version {pub.version}")
     finally:
         service.close()
+
+
+@main.group(name="eval")
+def eval_group() -> None:
+    """Measure quality on benchmark folders."""
+
+
+@eval_group.command(name="retrieval")
+@click.argument("beir_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--split", default="test", show_default=True, help="qrels/<split>.tsv to score.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N queries.")
+@click.option(
+    "--backend",
+    type=click.Choice(["torch", "onnx-int8"]),
+    default=None,
+    help="Embedding backend (default: the configured one).",
+)
+@click.pass_obj
+def eval_retrieval(
+    settings: Settings, beir_dir: Path, split: str, limit: int | None, backend: str | None
+) -> None:
+    """nDCG@10, Recall@10/100, MRR@10 and latency of dense, BM25 and hybrid retrieval
+    on a BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv)."""
+    from ingest.evaluation import evaluate_retrieval
+
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+    ) as progress:
+        task = progress.add_task("loading", total=None)
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total, description=stage)
+
+        report = evaluate_retrieval(
+            beir_dir,
+            settings=settings,
+            split=split,
+            limit_queries=limit,
+            backend=backend,
+            progress=on_progress,
+        )
+
+    table = Table(title=f"retrieval on {beir_dir.name} ({split}, {report.queries} queries)")
+    for col in ("mode", "nDCG@10", "Recall@10", "Recall@100", "MRR@10", "p50 ms", "p95 ms"):
+        table.add_column(col, justify="left" if col == "mode" else "right")
+    for s in report.scores:
+        table.add_row(
+            {"dense": "dense", "lexical": "BM25", "hybrid": "hybrid"}[s.mode],
+            f"{s.ndcg_at_10:.4f}",
+            f"{s.recall_at_10:.4f}",
+            f"{s.recall_at_100:.4f}",
+            f"{s.mrr_at_10:.4f}",
+            f"{s.latency_p50_ms:.1f}",
+            f"{s.latency_p95_ms:.1f}",
+        )
+    out.print(table)
+    how = "reused" if report.index_cached else "built"
+    out.print(
+        f"{report.documents} documents, {report.chunks} chunks, {report.model_id}"
+        f" ({report.backend}); index {how} ({report.index_seconds:.0f} s to build)"
+        f" in {report.index_dir}"
+    )
+
+
+@main.command()
+@click.argument("question")
+@click.option(
+    "--collection", "-c", "collections_", multiple=True, help="Search only these (repeatable)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the event stream as JSON lines.")
+@click.option("--extractive", is_flag=True, help="Do not use the model even if one is built.")
+@click.option("-k", "k", type=click.IntRange(1, 50), default=None, help="Passages to use.")
+@click.option("--max-tokens", type=click.IntRange(1, 8192), default=512)
+@click.option("--temperature", type=click.FloatRange(0, 2), default=0.7)
+@click.pass_obj
+def ask(
+    settings: Settings,
+    question: str,
+    collections_: tuple[str, ...],
+    as_json: bool,
+    extractive: bool,
+    k: int | None,
+    max_tokens: int,
+    temperature: float,
+) -> None:
+    """Answer QUESTION from the documents, streaming, with cited sources."""
+    import json
+
+    from qa.answer import AskOptions
+    from qa.catalog import get_collection
+    from qa.db.models import Collection
+    from qa.services import build_answer_service
+
+    service = build_answer_service(settings, use_model=not extractive)
+    with service.db.session() as session:
+        if collections_:
+            ids = [get_collection(session, name).id for name in collections_]
+        else:
+            from sqlalchemy import select
+
+            ids = list(session.scalars(select(Collection.id)).all())
+    options = AskOptions(
+        k=k or settings.retrieval_k, max_tokens=max_tokens, temperature=temperature
+    )
+    for event in service.ask(question, ids, options):
+        if as_json:
+            click.echo(json.dumps(event, ensure_ascii=False))
+            continue
+        kind = event["type"]
+        if kind == "sources":
+            for src in event["sources"]:
+                pages = src["page_start"]
+                if src["page_end"] != src["page_start"]:
+                    pages = f"{src['page_start']}-{src['page_end']}"
+                out.print(f"[dim][{src['n']}] {src['document_name']} p. {pages}[/dim]")
+            out.print()
+        elif kind == "queued":
+            out.print(f"[dim]waiting for the model: position {event['position']}[/dim]")
+        elif kind == "token":
+            out.print(event["text"], end="", markup=False, highlight=False, soft_wrap=True)
+            out.file.flush()
+        elif kind == "citations":
+            out.print()
+            for c in event["citations"]:
+                pages = {h["page"] for h in event["highlights"] if h["n"] == c["n"]}
+                page = min(pages) if pages else c["page_start"]
+                out.print(f"[{c['n']}] {c['document_name']}, page {page}", markup=False)
+            if event["invalid"]:
+                err.print(f"[yellow]{event['invalid']} invalid citation(s) removed[/yellow]")
+        elif kind == "done":
+            ttft = event.get("time_to_first_token_ms")
+            out.print(
+                f"[dim]{event['mode']}: retrieval {event['retrieval_ms']} ms"
+                + (f", first token {ttft} ms" if ttft is not None else "")
+                + (f", {event['tokens_per_s']} tok/s" if "tokens_per_s" in event else "")
+                + "[/dim]"
+            )
+        elif kind == "error":
+            err.print(f"[red]error:[/red] {event['message']}")
+            sys.exit(1)
+
+
+@main.group()
+def model() -> None:
+    """Build and inspect the local language model (Qwen3, ONNX Runtime, INT8)."""
+
+
+@model.command("build")
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A Hugging Face Qwen3 folder (config.json, *.safetensors, tokenizer files).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the built model (default: $DOCQA_MODEL_DIR or <data dir>/model).",
+)
+@click.option("--precision", type=click.Choice(["int8", "fp32"]), default="int8")
+@click.option(
+    "--kernel",
+    type=click.Choice(["blockwise", "dynamic"]),
+    default="blockwise",
+    help="INT8 matmul kernel: blockwise (MatMulNBits) or dynamic (per-channel).",
+)
+@click.pass_obj
+def model_build(
+    settings: Settings, source: Path, out_dir: Path | None, precision: str, kernel: str
+) -> None:
+    """Export and quantize a Qwen3 checkpoint once, offline, streaming its weights."""
+    from qa.llm.build import build_model
+
+    target = out_dir or settings.llm_dir
+    with _progress_bar("building") as on_progress:
+        report = build_model(
+            source,
+            target,
+            precision=precision,  # type: ignore[arg-type]
+            int8_kernel=kernel,  # type: ignore[arg-type]
+            progress=on_progress,
+        )
+    out.print(
+        f"built {report.manifest.architecture} ({report.manifest.spec.num_layers} layers,"
+        f" {report.manifest.precision}) into {report.out_dir}:"
+        f" {report.model_bytes / 1e9:.2f} GB in {report.seconds:.0f} s"
+    )
+
+
+@model.command("info")
+@click.pass_obj
+def model_info(settings: Settings) -> None:
+    """Show the built model, or say that answers are extractive until one is built."""
+    from qa.llm.errors import ModelNotBuilt
+    from qa.llm.manifest import ModelManifest
+
+    try:
+        manifest = ModelManifest.read(settings.llm_dir)
+    except ModelNotBuilt as exc:
+        out.print(f"{exc}\nanswers are extractive until a model is built")
+        return
+    table = Table(title=f"model in {settings.llm_dir}")
+    table.add_column("field")
+    table.add_column("value")
+    for key, value in manifest.to_json().items():
+        table.add_row(key, str(value))
+    out.print(table)
 
 
 if __name__ == "__main__":  # pragma: no cover

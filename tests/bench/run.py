@@ -74,6 +74,11 @@ def main() -> None:
     print("\n== embedding throughput, same texts, same run")
     bench_embed.main(["--n", "256"])
 
+    from tests.bench import bench_llm
+
+    print("\n== language model: our ONNX INT8 builds vs PyTorch bf16, Qwen3-4B shape")
+    bench_llm.main([])
+
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,303 @@
+"""The answer service: one event stream for every client (portal, API, CLI).
+
+    queued*  -> position in the model queue, while waiting (generative mode only)
+    sources  -> the passages given to the model, numbered [1]..[k], before the first token
+    token*   -> answer text as it is generated
+    citations-> each [n] checked against the sources; valid ones mapped to page + char span
+    done     -> mode, timings (retrieval ms, time to first token, tokens/s), token counts
+    error    -> instead of the rest, when something fails after the stream started
+
+Retrieval takes milliseconds and the first token can take seconds on a CPU, so sources go
+out first. With no model built the same stream carries an extractive answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from qa.catalog import page_lengths
+from qa.citations import CitationReport, validate_citations
+from qa.db.engine import Database
+from qa.embedder import Embedder
+from qa.errors import DocqaError, InvalidInput
+from qa.extractive import extractive_answer
+from qa.llm.generate import GenerationStats, Generator
+from qa.llm.kv_cache import KVSessionCache
+from qa.prompt import DEFAULT_SYSTEM_PROMPT, Message, PromptPlan, build_prompt
+from qa.retriever import Passage, Retriever
+from qa.slot import INTERACTIVE, ModelSlot
+from qa.spans import chunk_span_to_pages
+
+log = logging.getLogger(__name__)
+
+Event = dict[str, Any]
+MAX_QUESTION_CHARS = 8000
+
+
+@dataclass(frozen=True)
+class AskOptions:
+    k: int = 6
+    temperature: float = 0.7
+    top_p: float = 0.8
+    top_k: int = 20
+    max_tokens: int = 512
+    system_prompt: str | None = None
+    seed: int | None = None
+
+    def validate(self) -> None:
+        checks = [
+            (1 <= self.k <= 50, "k must be between 1 and 50"),
+            (0.0 <= self.temperature <= 2.0, "temperature must be between 0 and 2"),
+            (0.0 < self.top_p <= 1.0, "top_p must be in (0, 1]"),
+            (0 <= self.top_k <= 1000, "top_k must be between 0 and 1000"),
+            (1 <= self.max_tokens <= 8192, "max_tokens must be between 1 and 8192"),
+            (
+                self.system_prompt is None or len(self.system_prompt) <= 8000,
+                "the system prompt is limited to 8000 characters",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InvalidInput(message)
+
+
+def source_dict(n: int, p: Passage) -> Event:
+    return {
+        "n": n,
+        "chunk_id": p.chunk_id,
+        "document_id": p.document_id,
+        "document_name": p.document_name,
+        "title": p.document_title,
+        "collection": p.collection_name,
+        "page_start": p.page_start,
+        "page_end": p.page_end,
+        "char_start": p.char_start,
+        "char_end": p.char_end,
+        "heading_path": list(p.heading_path),
+        "score": round(p.score, 6),
+        "text": p.text,
+    }
+
+
+class AnswerService:
+    def __init__(
+        self,
+        db: Database,
+        retriever: Retriever,
+        embedder: Embedder,
+        generator: Generator | None = None,
+        *,
+        slot: ModelSlot | None = None,
+        kv_cache: KVSessionCache | None = None,
+        source_budget_tokens: int = 1500,
+        answer_reserve_tokens: int = 1024,
+        default_system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    ) -> None:
+        self.db = db
+        self.retriever = retriever
+        self.embedder = embedder
+        self.generator = generator
+        self.slot = slot or ModelSlot()
+        self.kv_cache = kv_cache if kv_cache is not None else KVSessionCache()
+        self.source_budget_tokens = source_budget_tokens
+        self.answer_reserve_tokens = answer_reserve_tokens
+        self.default_system_prompt = default_system_prompt
+
+    @property
+    def mode(self) -> str:
+        return "extractive" if self.generator is None else "generative"
+
+    def ask(
+        self,
+        question: str,
+        collection_ids: Sequence[int],
+        options: AskOptions | None = None,
+        *,
+        history: Sequence[Message] = (),
+        chat_id: str | None = None,
+        cancel: threading.Event | None = None,
+        priority: int = INTERACTIVE,
+    ) -> Iterator[Event]:
+        """Validate, retrieve, then stream. Input errors raise before the first event."""
+        options = options or AskOptions()
+        options.validate()
+        question = question.strip()
+        if not question:
+            raise InvalidInput("the question is empty")
+        if len(question) > MAX_QUESTION_CHARS:
+            raise InvalidInput(f"the question is longer than {MAX_QUESTION_CHARS} characters")
+        result = self.retriever.retrieve(question, collection_ids, k=options.k)
+        retrieval_ms = result.timings.total_ms
+        if self.generator is None:
+            return self._extractive(question, result.passages, retrieval_ms)
+        plan, max_new = self.plan_prompt(question, result.passages, options, history)
+        return self._generative(plan, max_new, retrieval_ms, options, chat_id, cancel, priority)
+
+    # -- extractive -----------------------------------------------------------------------
+
+    def _extractive(
+        self, question: str, passages: Sequence[Passage], retrieval_ms: float
+    ) -> Iterator[Event]:
+        started = time.perf_counter()
+        yield {"type": "sources", "sources": [source_dict(n, p) for n, p in enumerate(passages, 1)]}
+        answer = extractive_answer(question, passages, self.embedder)
+        ttft_ms = retrieval_ms + (time.perf_counter() - started) * 1000
+        for piece in answer.text.split("\n\n"):
+            yield {"type": "token", "text": piece + "\n\n"}
+        report = validate_citations(answer.text, passages)
+        highlights = self._highlights(passages, answer.sentences)
+        yield self._citations_event(report, highlights)
+        yield {
+            "type": "done",
+            "mode": "extractive",
+            "retrieval_ms": round(retrieval_ms, 1),
+            "time_to_first_token_ms": round(ttft_ms, 1),
+            "finish_reason": "stop",
+        }
+
+    def _highlights(self, passages: Sequence[Passage], sentences: Sequence[Any]) -> list[Event]:
+        if not sentences:
+            return []
+        with self.db.session() as session:
+            lengths = page_lengths(session, sorted({p.document_id for p in passages}))
+        out: list[Event] = []
+        for s in sentences:
+            p = passages[s.source - 1]
+            for span in chunk_span_to_pages(
+                lengths[p.document_id], p.page_start, p.char_start, s.start, s.end
+            ):
+                out.append(
+                    {
+                        "n": s.source,
+                        "document_id": p.document_id,
+                        "page": span.page,
+                        "char_start": span.char_start,
+                        "char_end": span.char_end,
+                    }
+                )
+        return out
+
+    # -- generative -----------------------------------------------------------------------
+
+    def _generative(
+        self,
+        plan: PromptPlan,
+        max_new: int,
+        retrieval_ms: float,
+        options: AskOptions,
+        chat_id: str | None,
+        cancel: threading.Event | None,
+        priority: int,
+    ) -> Iterator[Event]:
+        generator = self.generator
+        assert generator is not None
+        yield {
+            "type": "sources",
+            "sources": [source_dict(n, p) for n, p in enumerate(plan.sources, 1)],
+            "dropped": plan.dropped,
+        }
+        waiter = self.slot.wait_turn(priority, cancel)
+        try:
+            for position in waiter:
+                yield {"type": "queued", "position": position}
+        except DocqaError as exc:  # Busy, or Cancelled while queued
+            yield {"type": "error", "code": exc.code, "message": str(exc)}
+            return
+        finally:
+            waiter.close()  # a client that left while queued gives its place up now
+        parts: list[str] = []
+        stats: GenerationStats | None = None
+        finish = "stop"
+        try:
+            for event in generator.stream(
+                plan.messages,
+                max_new_tokens=max_new,
+                temperature=options.temperature,
+                top_p=options.top_p,
+                top_k=options.top_k,
+                seed=options.seed,
+                cancel=cancel,
+                session_cache=self.kv_cache,
+                chat_id=chat_id,
+            ):
+                if event.text:
+                    parts.append(event.text)
+                    yield {"type": "token", "text": event.text}
+                if event.finish_reason is not None:
+                    finish = event.finish_reason
+                    stats = event.stats
+        except DocqaError as exc:
+            log.warning("generation failed: %s", exc)
+            yield {"type": "error", "code": exc.code, "message": str(exc)}
+            return
+        finally:
+            self.slot.release()
+        report = validate_citations("".join(parts), plan.sources)
+        yield self._citations_event(report, [])
+        done: Event = {
+            "type": "done",
+            "mode": "generative",
+            "finish_reason": finish,
+            "retrieval_ms": round(retrieval_ms, 1),
+        }
+        if stats is not None:
+            done.update(
+                {
+                    "time_to_first_token_ms": round(stats.time_to_first_token_s * 1000, 1),
+                    "tokens_per_s": round(stats.decode_tokens_per_s, 2),
+                    "prompt_tokens": stats.prompt_tokens,
+                    "cached_tokens": stats.cached_tokens,
+                    "prefilled_tokens": stats.prefilled_tokens,
+                    "completion_tokens": stats.generated_tokens,
+                }
+            )
+        yield done
+
+    def plan_prompt(
+        self,
+        question: str,
+        passages: Sequence[Passage],
+        options: AskOptions,
+        history: Sequence[Message] = (),
+    ) -> tuple[PromptPlan, int]:
+        """The exact prompt the model will see, and how many tokens it may answer with."""
+        generator = self.generator
+        if generator is None:
+            raise InvalidInput("no language model is built: answers are extractive")
+        ctx = generator.context_length
+        # Small test models have small windows: the reserves shrink with the context.
+        reserve = min(self.answer_reserve_tokens, ctx // 4)
+        system = options.system_prompt or self.default_system_prompt
+        overhead = generator.count_tokens(
+            [{"role": "system", "content": system}, *history, {"role": "user", "content": question}]
+        )
+        budget = min(self.source_budget_tokens, ctx - reserve - overhead)
+        if budget < 1:
+            raise InvalidInput("the conversation is too long for the model's context window")
+        plan = build_prompt(
+            question,
+            passages,
+            count_tokens=lambda text: generator.count_tokens([{"role": "user", "content": text}]),
+            budget_tokens=budget,
+            system_prompt=options.system_prompt or self.default_system_prompt,
+            history=history,
+        )
+        max_new = min(options.max_tokens, ctx - generator.count_tokens(plan.messages) - 1)
+        if max_new < 1:
+            raise InvalidInput("the conversation is too long for the model's context window")
+        return plan, max_new
+
+    @staticmethod
+    def _citations_event(report: CitationReport, highlights: list[Event]) -> Event:
+        return {
+            "type": "citations",
+            "citations": [c.to_dict() for c in report.citations],
+            "invalid": report.invalid,
+            "text": report.text,
+            "highlights": highlights,
+        }

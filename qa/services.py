@@ -1,0 +1,69 @@
+"""Build the answer side from settings: the same wiring for CLI, web app and workers."""
+
+from __future__ import annotations
+
+import logging
+
+from qa.answer import AnswerService
+from qa.db.engine import Database
+from qa.embedder import Embedder, get_embedder
+from qa.index_store import IndexReader, IndexStore
+from qa.llm.generate import Generator
+from qa.llm.manifest import MANIFEST
+from qa.prompt import DEFAULT_SYSTEM_PROMPT
+from qa.retriever import Retriever
+from qa.settings import Settings
+from qa.slot import ModelSlot
+
+log = logging.getLogger(__name__)
+
+
+def load_generator(settings: Settings) -> Generator | None:
+    """The built model, or None (extractive mode) when nothing has been built yet."""
+    if not (settings.llm_dir / MANIFEST).is_file():
+        log.info("no model built in %s: answering in extractive mode", settings.llm_dir)
+        return None
+    from qa.llm.generate import OnnxQwenGenerator
+
+    return OnnxQwenGenerator(settings.llm_dir, threads=settings.llm_threads)
+
+
+def build_answer_service(
+    settings: Settings,
+    *,
+    db: Database | None = None,
+    embedder: Embedder | None = None,
+    generator: Generator | None = None,
+    use_model: bool = True,
+) -> AnswerService:
+    db = db or Database(settings.db_url)
+    embedder = embedder or get_embedder(settings)
+    reader = IndexReader(IndexStore(settings.index_dir, keep=settings.index_keep_versions))
+    if generator is None and use_model:
+        generator = load_generator(settings)
+    reranker = None
+    if settings.rerank_model_dir is not None:
+        from qa.reranker import CrossEncoderReranker
+
+        reranker = CrossEncoderReranker(settings.rerank_model_dir)
+    retriever = Retriever(
+        db,
+        reader,
+        embedder,
+        k_dense=settings.retrieval_k_dense,
+        k_lexical=settings.retrieval_k_lexical,
+        rrf_k=settings.retrieval_rrf_k,
+        dedup_threshold=settings.retrieval_dedup_threshold,
+        reranker=reranker,
+        rerank_depth=settings.rerank_depth,
+    )
+    return AnswerService(
+        db,
+        retriever,
+        embedder,
+        generator,
+        slot=ModelSlot(max_waiting=settings.max_queue),
+        source_budget_tokens=settings.source_budget_tokens,
+        answer_reserve_tokens=settings.answer_reserve_tokens,
+        default_system_prompt=settings.system_prompt or DEFAULT_SYSTEM_PROMPT,
+    )

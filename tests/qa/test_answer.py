@@ -1,0 +1,176 @@
+"""The answer service in extractive mode, end to end over the ingested sample documents."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ingest.factory import build_ingest_service
+from ingest.runner import run_ingest
+from qa.answer import AnswerService, AskOptions
+from qa.catalog import get_collection
+from qa.embedder import Embedder
+from qa.errors import InvalidInput
+from qa.services import build_answer_service
+from qa.settings import Settings
+from tests.conftest import SAMPLES
+
+
+@pytest.fixture(scope="module")
+def answered(
+    tmp_path_factory: pytest.TempPathFactory, embedder: Embedder
+) -> Iterator[tuple[AnswerService, dict[str, int]]]:
+    settings = Settings(data_dir=tmp_path_factory.mktemp("answer"))
+    ingest = build_ingest_service(settings, embedder)
+    run_ingest(ingest, [SAMPLES], "handbook")
+    run_ingest(ingest, [SAMPLES / "员工福利指南.md"], "shenzhen")
+    ingest.close()
+    service = build_answer_service(settings, embedder=embedder)
+    with service.db.session() as s:
+        ids = {name: get_collection(s, name).id for name in ("handbook", "shenzhen")}
+    yield service, ids
+    service.db.dispose()
+
+
+def test_extractive_stream_order_sources_and_citations_on_the_right_page(
+    answered: tuple[AnswerService, dict[str, int]],
+) -> None:
+    service, ids = answered
+    assert service.mode == "extractive"
+    events = list(service.ask("What is the hotel limit in London?", [ids["handbook"]]))
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "sources" and kinds[-2:] == ["citations", "done"]
+    assert set(kinds[1:-2]) == {"token"}
+    answer = "".join(e["text"] for e in events if e["type"] == "token")
+    assert answer.startswith("Extractive answer") and "EUR 220" in answer
+    sources = events[0]["sources"]
+    citations = events[-2]["citations"]
+    assert citations and events[-2]["invalid"] == 0
+    first = citations[0]
+    assert first["document_name"].endswith("travel-and-expenses.pdf")
+    assert first["page_start"] == 4
+    assert sources[first["n"] - 1]["chunk_id"] == first["chunk_id"]
+    highlight = next(h for h in events[-2]["highlights"] if h["n"] == first["n"])
+    assert highlight["page"] == 4 and highlight["char_end"] > highlight["char_start"]
+    done = events[-1]
+    assert done["mode"] == "extractive" and done["retrieval_ms"] > 0
+
+
+def test_highlight_spans_point_at_the_quoted_sentence(
+    answered: tuple[AnswerService, dict[str, int]],
+) -> None:
+    from sqlalchemy import select
+
+    from qa.db.models import PageText
+
+    service, ids = answered
+    events = list(service.ask("How many days of paid annual leave?", [ids["handbook"]]))
+    cites = events[-2]
+    assert cites["highlights"]
+    with service.db.session() as s:
+        for h in cites["highlights"]:
+            page = s.scalar(
+                select(PageText.text).where(
+                    PageText.document_id == h["document_id"], PageText.number == h["page"]
+                )
+            )
+            assert page is not None
+            quoted = page[h["char_start"] : h["char_end"]]
+            assert " ".join(quoted.split()) in " ".join(cites["text"].split())
+
+
+def test_only_allowed_collections_are_answered_from(
+    answered: tuple[AnswerService, dict[str, int]],
+) -> None:
+    service, ids = answered
+    events = list(service.ask("带薪年假有几天？", [ids["shenzhen"]]))
+    names = {s["document_name"] for s in events[0]["sources"]}
+    assert names == {"员工福利指南.md"}
+    assert "十五天" in events[-2]["text"]
+    nothing = list(service.ask("What is the hotel limit?", []))
+    assert nothing[0]["sources"] == [] and nothing[-2]["citations"] == []
+
+
+@pytest.mark.parametrize(
+    ("question", "options"),
+    [
+        ("", AskOptions()),
+        ("   ", AskOptions()),
+        ("x" * 9000, AskOptions()),
+        ("ok?", AskOptions(k=0)),
+        ("ok?", AskOptions(temperature=5)),
+        ("ok?", AskOptions(top_p=0)),
+        ("ok?", AskOptions(max_tokens=0)),
+    ],
+)
+def test_bad_requests_raise_before_any_event(
+    answered: tuple[AnswerService, dict[str, int]], question: str, options: AskOptions
+) -> None:
+    service, ids = answered
+    with pytest.raises(InvalidInput):
+        service.ask(question, [ids["handbook"]], options)
+
+
+def test_cli_ask_prints_sources_answer_and_pages(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    data = tmp_path / "var"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "worker.cli",
+            "--data-dir",
+            str(data),
+            "ingest",
+            str(SAMPLES),
+            "-c",
+            "h",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "worker.cli",
+            "--data-dir",
+            str(data),
+            "ask",
+            "hotel limit in London?",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "travel-and-expenses.pdf, page 4" in run.stdout and "EUR 220" in run.stdout
+    as_json = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "worker.cli",
+            "--data-dir",
+            str(data),
+            "ask",
+            "--json",
+            "-c",
+            "h",
+            "hotel?",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    import json
+
+    kinds = [json.loads(line)["type"] for line in as_json.stdout.splitlines()]
+    assert kinds[0] == "sources" and kinds[-1] == "done"
+    bad = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "--data-dir", str(data), "ask", "  "],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 1 and "the question is empty" in bad.stderr
