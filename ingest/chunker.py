@@ -39,7 +39,6 @@ from qa.errors import InvalidInput
 from qa.spans import PAGE_JOINER
 from qa.tokens import Tokenizer
 
-
 # Boundary classes for the gap after a token (higher = better place to end a chunk).
 _INSIDE_WORD = 0
 _WORD = 1
