@@ -5,6 +5,7 @@ one boundary with ``raise ... from``, so callers only ever catch ``DocqaError`` 
 
     DocqaError
     ├── ConfigError            settings that cannot work (missing model folder, bad URL)
+    │   └── ModelNotBuilt      the model folder holds no complete built model
     ├── InvalidInput           a request or file argument that is malformed or out of range
     ├── NotFound               a collection, document or job that does not exist
     ├── ParseError             a file that could not become text (reason shown to admins)
@@ -16,7 +17,11 @@ one boundary with ``raise ... from``, so callers only ever catch ``DocqaError`` 
     │   └── ParserCrashed      the sandboxed child died (segfault, kill)
     ├── StorageError           blob store or metadata DB failure
     ├── IndexUnavailable       no published index, or one that fails its consistency check
-    └── EmbeddingError         the embedding model failed to load or run
+    ├── EmbeddingError         the embedding model failed to load or run
+    ├── ModelBuildError        a model folder that cannot be turned into an ONNX model
+    ├── GenerationError        onnxruntime failed while running the model
+    ├── Busy                   the model queue is full (web: 503 + Retry-After)
+    └── Cancelled              the client went away while waiting
 """
 
 from __future__ import annotations
@@ -95,3 +100,29 @@ class IndexUnavailable(DocqaError):
 
 class EmbeddingError(DocqaError):
     code = "embedding"
+
+
+class ModelNotBuilt(ConfigError):
+    code = "model_not_built"
+
+
+class ModelBuildError(DocqaError):
+    code = "model_build"
+
+
+class GenerationError(DocqaError):
+    """onnxruntime failed while running the model (translated at the session boundary)."""
+
+    code = "generation"
+
+
+class Busy(DocqaError):
+    code = "busy"
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"the model is busy; retry in about {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+class Cancelled(DocqaError):
+    code = "cancelled"

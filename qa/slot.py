@@ -16,22 +16,10 @@ from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from qa.errors import DocqaError
+from qa.errors import Busy, Cancelled
 
 INTERACTIVE = 0
 BATCH = 1
-
-
-class Busy(DocqaError):
-    code = "busy"
-
-    def __init__(self, retry_after_s: int) -> None:
-        super().__init__(f"the model is busy; retry in about {retry_after_s} s")
-        self.retry_after_s = retry_after_s
-
-
-class Cancelled(DocqaError):
-    code = "cancelled"
 
 
 @dataclass(order=True)

@@ -420,7 +420,7 @@ def model_build(
 @click.pass_obj
 def model_info(settings: Settings) -> None:
     """Show the built model, or say that answers are extractive until one is built."""
-    from qa.llm.errors import ModelNotBuilt
+    from qa.errors import ModelNotBuilt
     from qa.llm.manifest import ModelManifest
 
     try:

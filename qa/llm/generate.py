@@ -27,9 +27,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from qa.errors import InvalidInput
+from qa.errors import GenerationError, InvalidInput, ModelNotBuilt
 from qa.llm.detok import IncrementalDetokenizer
-from qa.llm.errors import GenerationError, ModelNotBuilt
 from qa.llm.kv_cache import KVBuffers, KVSessionCache
 from qa.llm.manifest import MODEL_FILE, ModelManifest
 from qa.llm.sampling import Sampler, SamplingParams

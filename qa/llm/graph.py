@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 from onnx import ModelProto, NodeProto, TensorProto, helper
 
-from qa.llm.errors import ModelBuildError
+from qa.errors import ModelBuildError
 from qa.llm.external_data import ExternalDataWriter
 from qa.llm.quant import k_blocks, quantize_rows
 from qa.llm.safetensors_io import SafetensorsCheckpoint

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qa.llm.errors import ModelNotBuilt
+from qa.errors import ModelNotBuilt
 from qa.llm.spec import Qwen3Spec
 
 MANIFEST = "docqa_model.json"

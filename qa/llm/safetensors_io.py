@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from qa.errors import ConfigError
-from qa.llm.errors import ModelBuildError
+from qa.errors import ConfigError, ModelBuildError
 
 # safetensors dtype -> (numpy dtype of the raw data, bytes per element)
 _DTYPES: dict[str, np.dtype[np.generic]] = {

@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from qa.slot import BATCH, INTERACTIVE, Busy, Cancelled, ModelSlot
+from qa.errors import Busy, Cancelled
+from qa.slot import BATCH, INTERACTIVE, ModelSlot
 
 
 def test_first_caller_gets_the_slot_without_waiting() -> None:

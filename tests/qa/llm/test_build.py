@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qa.errors import ConfigError, DocqaError, InvalidInput
+from qa.errors import ConfigError, DocqaError, InvalidInput, ModelBuildError, ModelNotBuilt
 from qa.llm.build import build_model
-from qa.llm.errors import ModelBuildError, ModelNotBuilt
 from qa.llm.generate import OnnxQwenGenerator
 from qa.llm.manifest import ModelManifest
 from qa.llm.quant import quantize_rows
