@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ B = 0.75
 MATRIX_FILE = "bm25.npz"
 VOCAB_FILE = "bm25_vocab.json"
 _FORMAT = 1
+_NPY_LOAD_LOCK = threading.Lock()
 
 
 class BM25Index:
@@ -167,7 +169,10 @@ class BM25Index:
         try:
             with open(directory / VOCAB_FILE, encoding="utf-8") as fh:
                 meta = json.load(fh)
-            with np.load(directory / MATRIX_FILE, allow_pickle=False) as npz:
+            # numpy parses each .npy header with ast.literal_eval; on CPython 3.11 before
+            # 3.11.8, parallel ast use in threads can raise "SystemError: AST constructor
+            # recursion depth mismatch" (gh-106905), so readers load one at a time.
+            with _NPY_LOAD_LOCK, np.load(directory / MATRIX_FILE, allow_pickle=False) as npz:
                 ids, indptr = npz["ids"], npz["indptr"]
                 indices, data = npz["indices"], npz["data"]
         except (OSError, ValueError, KeyError) as exc:
