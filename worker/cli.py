@@ -241,17 +241,10 @@ def eval_retrieval(
     on a BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv)."""
     from ingest.evaluation import evaluate_retrieval
 
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-    ) as progress:
-        task = progress.add_task("loading", total=None)
+    with _progress_bar("loading") as update:
 
         def on_progress(stage: str, done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total, description=stage)
+            update(done, total, stage)
 
         report = evaluate_retrieval(
             beir_dir,
