@@ -7,7 +7,14 @@ one boundary with ``raise ... from``, so callers only ever catch ``DocqaError`` 
     ├── ConfigError            settings that cannot work (missing model folder, bad URL)
     │   └── ModelNotBuilt      the model folder holds no complete built model
     ├── InvalidInput           a request or file argument that is malformed or out of range
-    ├── NotFound               a collection, document or job that does not exist
+    │   └── TooLarge           a body or file over its size cap (web: 413)
+    ├── NotFound               a collection, document or job that does not exist (or one the
+    │                          caller may not see: existence is not revealed)
+    ├── Conflict               a name that is already taken
+    ├── Unauthenticated        missing or wrong credentials, expired session, revoked token
+    ├── PermissionDenied       signed in, but the role or grant does not allow it
+    ├── RateLimited            too many requests from one user (web: 429 + Retry-After)
+    ├── Unavailable            a part the request needs is not running (web: 503)
     ├── ParseError             a file that could not become text (reason shown to admins)
     │   ├── UnsupportedType
     │   ├── PasswordProtected
@@ -42,8 +49,40 @@ class InvalidInput(DocqaError):
     code = "invalid_input"
 
 
+class TooLarge(InvalidInput):
+    code = "too_large"
+
+
 class NotFound(DocqaError):
     code = "not_found"
+
+
+class Conflict(DocqaError):
+    code = "conflict"
+
+
+class Unauthenticated(DocqaError):
+    code = "unauthenticated"
+
+
+class PermissionDenied(DocqaError):
+    code = "forbidden"
+
+
+class RateLimited(DocqaError):
+    code = "rate_limited"
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"too many requests; retry in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+class Unavailable(DocqaError):
+    code = "unavailable"
+
+    def __init__(self, message: str, retry_after_s: int = 30) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class ParseError(DocqaError):
