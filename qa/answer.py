@@ -30,7 +30,7 @@ from qa.llm.generate import GenerationStats, Generator
 from qa.llm.kv_cache import KVSessionCache
 from qa.prompt import DEFAULT_SYSTEM_PROMPT, Message, PromptPlan, build_prompt
 from qa.retriever import Passage, Retriever
-from qa.slot import INTERACTIVE, ModelSlot
+from qa.slot import INTERACTIVE, ModelSlot, Turn
 from qa.spans import chunk_span_to_pages
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,12 @@ class AnswerService:
         if self.generator is None:
             return self._extractive(question, result.passages, retrieval_ms)
         plan, max_new = self.plan_prompt(question, result.passages, options, history)
-        return self._generative(plan, max_new, retrieval_ms, options, chat_id, cancel, priority)
+        # The queue place is taken now, so a full queue raises Busy before any event (the
+        # web layer answers 503 + Retry-After) rather than inside a started stream.
+        turn = self.slot.join(priority, cancel)
+        return _TurnStream(
+            self._generative(plan, max_new, retrieval_ms, options, chat_id, cancel, turn), turn
+        )
 
     # -- extractive -----------------------------------------------------------------------
 
@@ -192,24 +197,29 @@ class AnswerService:
         options: AskOptions,
         chat_id: str | None,
         cancel: threading.Event | None,
-        priority: int,
+        turn: Turn,
     ) -> Iterator[Event]:
         generator = self.generator
         assert generator is not None
-        yield {
-            "type": "sources",
-            "sources": [source_dict(n, p) for n, p in enumerate(plan.sources, 1)],
-            "dropped": plan.dropped,
-        }
-        waiter = self.slot.wait_turn(priority, cancel)
+        queued_at = time.perf_counter()
         try:
-            for position in waiter:
+            yield {
+                "type": "sources",
+                "sources": [source_dict(n, p) for n, p in enumerate(plan.sources, 1)],
+                "dropped": plan.dropped,
+            }
+            # Positions repeat every heartbeat: each write is a chance to notice a client
+            # that went away while it waited, so it gives its place up in time.
+            for position in turn.wait():
                 yield {"type": "queued", "position": position}
-        except DocqaError as exc:  # Busy, or Cancelled while queued
+        except DocqaError as exc:  # Cancelled while queued
+            turn.release()
             yield {"type": "error", "code": exc.code, "message": str(exc)}
             return
-        finally:
-            waiter.close()  # a client that left while queued gives its place up now
+        except BaseException:
+            turn.release()  # the client left while queued: its place goes now
+            raise
+        queue_wait_ms = (time.perf_counter() - queued_at) * 1000
         parts: list[str] = []
         stats: GenerationStats | None = None
         finish = "stop"
@@ -236,7 +246,7 @@ class AnswerService:
             yield {"type": "error", "code": exc.code, "message": str(exc)}
             return
         finally:
-            self.slot.release()
+            turn.release()
         report = validate_citations("".join(parts), plan.sources)
         yield self._citations_event(report, [])
         done: Event = {
@@ -244,6 +254,7 @@ class AnswerService:
             "mode": "generative",
             "finish_reason": finish,
             "retrieval_ms": round(retrieval_ms, 1),
+            "queue_wait_ms": round(queue_wait_ms, 1),
         }
         if stats is not None:
             done.update(
@@ -301,3 +312,30 @@ class AnswerService:
             "text": report.text,
             "highlights": highlights,
         }
+
+
+class _TurnStream(Iterator[Event]):
+    """The generative event stream, owning its model turn.
+
+    Closing it gives the turn back even when it was never iterated (a client that left
+    before the first event was written): a plain generator would not run its ``finally``.
+    """
+
+    def __init__(self, events: Iterator[Event], turn: Turn) -> None:
+        self._events = events
+        self._turn = turn
+
+    def __next__(self) -> Event:
+        return next(self._events)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._events, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._turn.release()
+
+    def __del__(self) -> None:
+        # Last resort for a caller that neither exhausted nor closed the stream.
+        self._turn.release()

@@ -71,3 +71,55 @@ def test_cancelled_waiter_leaves_the_queue() -> None:
     assert slot.queue_depth == 0
     slot.release()
     assert list(slot.wait_turn()) == []
+
+
+def test_join_reserves_the_place_at_once() -> None:
+    """A burst is counted when it arrives, not when each stream gets around to waiting."""
+    slot = ModelSlot(max_waiting=2, retry_after_s=4)
+    holder = slot.join()
+    assert holder.holding
+    first, second = slot.join(), slot.join()
+    assert slot.queue_depth == 2
+    with pytest.raises(Busy):
+        slot.join()
+    second.release()  # a queued caller that never started waiting gives its place back
+    assert slot.queue_depth == 1
+    second.release()  # idempotent
+    assert slot.queue_depth == 1
+    holder.release()
+    assert list(first.wait()) == []
+    assert first.holding
+    first.release()
+    assert not slot.in_use
+
+
+def test_release_while_holding_frees_the_slot_once() -> None:
+    slot = ModelSlot()
+    turn = slot.join()
+    other = slot.join()
+    turn.release()
+    turn.release()  # must not free the slot a second time under the next holder
+    assert list(other.wait()) == []
+    assert slot.in_use
+    turn.release()
+    assert slot.in_use
+    other.release()
+    assert not slot.in_use
+
+
+def test_waiting_position_is_repeated_every_heartbeat() -> None:
+    slot = ModelSlot(heartbeat_s=0.2)
+    holder = slot.join()
+    waiter = slot.join()
+    seen: list[float] = []
+    started = time.monotonic()
+    for position in waiter.wait():
+        assert position == 1
+        seen.append(time.monotonic() - started)
+        if len(seen) == 3:
+            break
+    assert seen[2] >= 0.35
+    waiter.release()
+    holder.release()
+    assert slot.queue_depth == 0
+    assert not slot.in_use

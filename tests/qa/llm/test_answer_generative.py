@@ -23,6 +23,7 @@ from ingest.runner import run_ingest
 from qa.answer import AnswerService, AskOptions
 from qa.catalog import get_collection
 from qa.embedder import Embedder
+from qa.errors import Busy
 from qa.llm.build import build_model
 from qa.llm.generate import OnnxQwenGenerator
 from qa.prompt import Message
@@ -152,7 +153,7 @@ def test_cancel_stops_within_a_token_and_frees_the_slot(setup: Setup) -> None:
     assert not service.slot.in_use
 
 
-def test_full_queue_gives_a_busy_error_event(setup: Setup) -> None:
+def test_full_queue_is_refused_before_the_stream(setup: Setup) -> None:
     service = setup.service
     busy = AnswerService(
         service.db,
@@ -162,9 +163,18 @@ def test_full_queue_gives_a_busy_error_event(setup: Setup) -> None:
         slot=ModelSlot(max_waiting=0, retry_after_s=3),
     )
     assert list(busy.slot.wait_turn()) == []  # someone else holds the model
-    events = list(busy.ask(QUESTION, [setup.collection_id], GREEDY))
-    assert [e["type"] for e in events] == ["sources", "error"]
-    assert events[-1]["code"] == "busy"
+    with pytest.raises(Busy) as info:
+        busy.ask(QUESTION, [setup.collection_id], GREEDY)
+    assert info.value.retry_after_s == 3
+
+
+def test_unstarted_stream_gives_its_place_back(setup: Setup) -> None:
+    """A client that leaves before the first event was written holds nothing."""
+    service = setup.service
+    stream = service.ask(QUESTION, [setup.collection_id], GREEDY)
+    assert service.slot.in_use  # taken at ask time
+    stream.close()  # type: ignore[attr-defined]
+    assert not service.slot.in_use
 
 
 def test_abandoned_stream_releases_the_slot(setup: Setup) -> None:
