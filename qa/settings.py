@@ -66,6 +66,23 @@ class Settings(BaseSettings):
     system_prompt: str | None = None
     max_queue: int = Field(default=16, ge=0, le=10_000)
 
+    # web serving (``docqa serve``)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    #: request threads of the WSGI server; every open answer stream holds one
+    web_threads: int = Field(default=32, ge=2, le=1024)
+    #: signs session cookies; default: a random key kept in data_dir/secret_key
+    secret_key: str | None = None
+    #: set on HTTPS deployments so the session cookie is never sent over plain HTTP
+    cookie_secure: bool = False
+    session_hours: int = Field(default=12, ge=1, le=24 * 90)
+    #: one upload request (many files or a zip); refused with 413 before the body is read
+    max_upload_mb: int = Field(default=1024, ge=1)
+    #: per-user limits, a token bucket each; over the limit: 429 with Retry-After
+    rate_questions_per_min: int = Field(default=20, ge=1)
+    rate_requests_per_min: int = Field(default=600, ge=1)
+    rate_sign_ins_per_min: int = Field(default=10, ge=1)
+
     @field_validator("chunk_overlap")
     @classmethod
     def _overlap_below_size(cls, v: int, info: object) -> int:
@@ -92,6 +109,10 @@ class Settings(BaseSettings):
     @property
     def llm_dir(self) -> Path:
         return self.model_dir or self.data_dir / "model"
+
+    @property
+    def secret_key_file(self) -> Path:
+        return self.data_dir / "secret_key"
 
     @property
     def model_cache_dir(self) -> Path:

@@ -1,0 +1,188 @@
+"""A signed-in user's question: access filter, chat history, answer stream, records.
+
+Portal, REST API and OpenAI-compatible endpoint all come through here, so each of them
+applies the same rules:
+
+- only collections the caller may read *now* are searched (grants are read from the DB on
+  every question, so a revoked grant or a deleted collection stops answering at once);
+  naming a collection the caller may not read is NotFound, never an empty answer;
+- a chat's earlier turns become the prompt history, and the question and the answer
+  (partial when the client went away) are stored in the chat;
+- every question is written to the audit log with the ids of the documents it returned.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from typing import Any
+
+from qa.access import AccessService
+from qa.accounts import Principal
+from qa.answer import AnswerService, AskOptions, Event
+from qa.app_config import AppConfig
+from qa.audit import AuditLog
+from qa.chats import ChatService
+from qa.errors import InvalidInput, NotFound
+from qa.prompt import Message
+
+#: source fields kept with a stored answer (the passage text is in the DB already)
+_STORED_SOURCE_FIELDS = (
+    "n",
+    "document_id",
+    "document_name",
+    "title",
+    "collection",
+    "page_start",
+    "page_end",
+    "char_start",
+    "char_end",
+)
+
+Observer = Callable[[Event], None]
+
+
+class QuestionService:
+    def __init__(
+        self,
+        answers: AnswerService,
+        access: AccessService,
+        chats: ChatService,
+        audit: AuditLog,
+        *,
+        config: AppConfig | None = None,
+        observer: Observer | None = None,
+    ) -> None:
+        self.answers = answers
+        #: holds the admins' default system prompt, read per question (changes apply at once)
+        self.config = config
+        self.access = access
+        self.chats = chats
+        self.audit = audit
+        #: sees every event (the web app counts time to first token, tokens/s, queueing)
+        self.observer = observer
+
+    def allowed_collections(self, p: Principal, requested: Sequence[int] | None) -> list[int]:
+        readable = self.access.readable_collection_ids(p)
+        if not requested:
+            return readable
+        wanted: set[int] = set()
+        for cid in requested:
+            if isinstance(cid, bool) or not isinstance(cid, int):
+                raise InvalidInput(f"collection ids are integers, got {cid!r}")
+            wanted.add(cid)
+        hidden = sorted(wanted - set(readable))
+        if hidden:
+            raise NotFound(f"no collection with id {hidden[0]}")
+        return sorted(wanted)
+
+    def ask(
+        self,
+        p: Principal,
+        question: str,
+        *,
+        collection_ids: Sequence[int] | None = None,
+        options: AskOptions | None = None,
+        chat_id: str | None = None,
+        history: Sequence[Message] = (),
+        cancel: threading.Event | None = None,
+        ip: str | None = None,
+        channel: str = "portal",
+    ) -> Iterator[Event]:
+        """Check everything, then return the event stream; input errors raise before it."""
+        if not isinstance(question, str):
+            raise InvalidInput("the question must be a string")
+        ids = self.allowed_collections(p, collection_ids)
+        if not ids:
+            raise InvalidInput("you may not read any collection yet; ask an administrator")
+        if chat_id is not None:
+            self.chats.get(p.user_id, chat_id)  # NotFound for another user's chat
+            history = self.chats.history(p.user_id, chat_id)
+        options = options or AskOptions()
+        if not options.system_prompt and self.config is not None:
+            default = self.config.default_system_prompt()
+            if default:
+                options = replace(options, system_prompt=default)
+        events = self.answers.ask(
+            question,
+            ids,
+            options,
+            history=history,
+            # The KV cache of a chat's earlier turns is kept per user and chat.
+            chat_id=f"{p.user_id}:{chat_id}" if chat_id else None,
+            cancel=cancel,
+        )
+        if chat_id is not None:
+            self.chats.add_message(p.user_id, chat_id, "user", question.strip())
+        return self._record(p, question, ids, events, chat_id, ip, channel)
+
+    def _record(
+        self,
+        p: Principal,
+        question: str,
+        ids: list[int],
+        events: Iterator[Event],
+        chat_id: str | None,
+        ip: str | None,
+        channel: str,
+    ) -> Iterator[Event]:
+        sources: list[dict[str, Any]] = []
+        tokens: list[str] = []
+        citations: Event | None = None
+        done: Event | None = None
+        error: Event | None = None
+        try:
+            for event in events:
+                kind = event.get("type")
+                if kind == "sources":
+                    sources = [
+                        {k: s.get(k) for k in _STORED_SOURCE_FIELDS} for s in event["sources"]
+                    ]
+                elif kind == "token":
+                    tokens.append(event["text"])
+                elif kind == "citations":
+                    citations = event
+                elif kind == "done":
+                    done = event
+                elif kind == "error":
+                    error = event
+                if self.observer is not None:
+                    self.observer(event)
+                yield event
+        finally:
+            # Also reached when the client goes away (GeneratorExit): what was said so far
+            # is kept, marked as cut off.
+            events_close = getattr(events, "close", None)
+            if events_close is not None:
+                events_close()
+            finish = (
+                "error"
+                if error is not None
+                else (done or {}).get("finish_reason", "cancelled" if done is None else "stop")
+            )
+            answer = citations["text"] if citations is not None else "".join(tokens)
+            if chat_id is not None:
+                meta: dict[str, Any] = {
+                    "sources": sources,
+                    "citations": (citations or {}).get("citations", []),
+                    "highlights": (citations or {}).get("highlights", []),
+                    "mode": (done or {}).get("mode", self.answers.mode),
+                    "finish_reason": finish,
+                }
+                if error is not None:
+                    meta["error"] = {"code": error.get("code"), "message": error.get("message")}
+                self.chats.add_message(p.user_id, chat_id, "assistant", answer, meta)
+            self.audit.record(
+                "question",
+                actor=p,
+                details={
+                    "question": question[:500],
+                    "collections": ids,
+                    "document_ids": sorted({str(s["document_id"]) for s in sources}),
+                    "chat_id": chat_id,
+                    "channel": channel,
+                    "finish_reason": finish,
+                },
+                ip=ip,
+            )

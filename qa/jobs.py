@@ -1,0 +1,64 @@
+"""What the web app may ask of ingestion, without knowing how ingestion runs.
+
+The web app never parses a document (``web`` imports only ``qa``). It hands uploads to an
+``IngestQueue``; the composition root (``docqa serve``) decides what sits behind it: an
+in-process thread pool in the embedded default, Celery workers when a broker is configured.
+Whatever runs it, an accepted upload is first stored and registered as ``queued`` in the
+metadata DB, so a crash or a lost task leaves a row the queue can pick up again.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import IO
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One file of an upload (a zip archive becomes one ``Upload`` per member)."""
+
+    name: str
+    #: None when the file was refused before it got a document row (unreadable archive)
+    document_id: str | None
+    status: str
+    #: False when the same bytes were already in the collection: nothing new was created
+    created: bool
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "document_id": self.document_id,
+            "status": self.status,
+            "created": self.created,
+            "error": self.error,
+        }
+
+
+class IngestQueue(abc.ABC):
+    """Accepts uploads and index work; processing happens elsewhere, later."""
+
+    @abc.abstractmethod
+    def submit(self, collection: str, stream: IO[bytes], name: str) -> list[Upload]:
+        """Store the bytes, register ``queued`` documents and schedule their processing."""
+
+    @abc.abstractmethod
+    def retry(self, document_ids: Sequence[str]) -> None:
+        """Process failed (or stuck) documents again."""
+
+    @abc.abstractmethod
+    def reindex(self, collection_id: int) -> None:
+        """Republish a collection's indexes from the DB (after deletes, or on request)."""
+
+    @abc.abstractmethod
+    def forget_blobs(self, shas: set[str]) -> None:
+        """Delete originals no document references any more."""
+
+    def depth(self) -> int:
+        """Documents waiting or being processed (for metrics); -1 when unknown."""
+        return -1
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most queues hold nothing
+        """Stop accepting work and release threads or connections."""
