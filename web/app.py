@@ -1,0 +1,81 @@
+"""The Flask app factory: one blueprint per feature, services in ``app.extensions``.
+
+    create_app(settings)                       # services built from settings
+    create_app(settings, services=svc)          # tests and ``docqa serve`` pass their own
+
+``docqa serve`` (worker/cli.py) is the composition root that also hands in the ingest
+queue, because ``web`` may not import ``ingest``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+from flask import Flask, Response, g, request
+
+from qa.settings import Settings, get_settings
+from web import auth, security
+from web.errors import register_error_handlers
+from web.services import EXTENSION, WebServices, build_web_services, load_secret_key
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, services: WebServices | None = None) -> Flask:
+    settings = settings or (services.settings if services else get_settings())
+    svc = services or build_web_services(settings)
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=load_secret_key(settings),
+        SESSION_COOKIE_NAME="docqa_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.cookie_secure,
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.session_hours),
+        MAX_CONTENT_LENGTH=settings.max_upload_mb * 1024 * 1024,
+        JSON_SORT_KEYS=False,
+        TEMPLATES_AUTO_RELOAD=False,
+    )
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.extensions[EXTENSION] = svc
+
+    @app.before_request
+    def _guards() -> None:
+        g.started = time.perf_counter()
+        security.check_body_size()
+        if request.routing_exception is not None:
+            return  # 404/405 answer as such, before credentials or CSRF are looked at
+        auth.load_principal()
+        security.check_rate()
+        security.check_csrf()
+
+    @app.after_request
+    def _after(resp: Response) -> Response:
+        resp = security.set_headers(resp)
+        endpoint = request.endpoint or "unmatched"
+        svc.metrics.requests.labels(request.method, endpoint, str(resp.status_code)).inc()
+        started = g.get("started")
+        if started is not None:
+            svc.metrics.request_seconds.labels(endpoint).observe(time.perf_counter() - started)
+        return resp
+
+    @app.context_processor
+    def _template_globals() -> dict[str, object]:
+        return {
+            "csrf_token": security.csrf_token,
+            "principal": g.get("principal"),
+            "answer_mode": svc.answers.mode,
+        }
+
+    register_error_handlers(app)
+    _register_blueprints(app)
+    return app
+
+
+def _register_blueprints(app: Flask) -> None:
+    from web.blueprints import admin, api, auth_views, openai, ops, portal
+
+    for module in (ops, auth_views, portal, admin, api, openai):
+        app.register_blueprint(module.bp)

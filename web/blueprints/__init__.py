@@ -1,0 +1,1 @@
+"""One blueprint per feature: ops, auth_views, portal, admin, api, openai."""

@@ -1,0 +1,58 @@
+"""Operations: liveness, readiness (DB, indexes, model) and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+from sqlalchemy import select, text
+
+from qa.db.models import Collection
+from web.metrics import CONTENT_TYPE
+from web.services import services
+
+bp = Blueprint("ops", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """The process answers requests (no dependency is checked: that is /readyz)."""
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    svc = services()
+    checks: dict[str, Any] = {}
+    ready = True
+    try:
+        with svc.db.session() as session:
+            session.execute(text("SELECT 1"))
+            keys = list(session.scalars(select(Collection)).all())
+        checks["database"] = {"ok": True}
+    except Exception as exc:  # any driver error means "not ready", with the reason
+        checks["database"] = {"ok": False, "error": type(exc).__name__}
+        keys = []
+        ready = False
+    reader = svc.answers.retriever.reader
+    published = [c.name for c in keys if reader.store.current_version(c.index_key) is not None]
+    checks["indexes"] = {
+        "ok": True,
+        "collections": len(keys),
+        "published": len(published),
+        "unpublished": sorted(c.name for c in keys if c.name not in set(published)),
+    }
+    checks["model"] = {
+        "ok": True,
+        "mode": svc.answers.mode,
+        "queue_depth": svc.answers.slot.queue_depth,
+        "busy": svc.answers.slot.in_use,
+    }
+    checks["ingest"] = {"ok": True, "running": svc.ingest is not None}
+    status = 200 if ready else 503
+    return jsonify({"status": "ready" if ready else "not ready", "checks": checks}), status
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    return Response(services().metrics.exposition(), mimetype=None, content_type=CONTENT_TYPE)

@@ -1,0 +1,143 @@
+"""Prometheus metrics of one web process (``GET /metrics``).
+
+Each app gets its own registry, so tests that build several apps in one process do not
+collide on metric names. Counts that live in the DB (documents by status) and in the model
+slot (queue depth) are read at scrape time, never duplicated in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+
+from qa.answer import AnswerService
+from qa.db.engine import Database
+from qa.db.models import Document
+from qa.jobs import IngestQueue
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class _DocumentCounts(Collector):
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def collect(self) -> Any:
+        family = GaugeMetricFamily(
+            "docqa_documents", "Documents in the metadata DB by status", labels=["status"]
+        )
+        try:
+            with self.db.session() as session:
+                rows = session.execute(
+                    select(Document.status, func.count()).group_by(Document.status)
+                ).all()
+        except Exception:  # a scrape must not fail because the DB hiccups
+            log.warning("metrics: could not count documents", exc_info=True)
+            rows = []
+        for status, n in rows:
+            family.add_metric([status], n)
+        yield family
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "docqa_http_requests",
+            "HTTP requests by endpoint and status",
+            ["method", "endpoint", "status"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "docqa_http_request_seconds",
+            "Time to the response headers (streams are timed by time to first token)",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.questions = Counter(
+            "docqa_questions",
+            "Questions answered, by mode and finish",
+            ["mode", "finish"],
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "docqa_time_to_first_token_seconds",
+            "From the question to the first answer token",
+            ["mode"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens_per_s = Histogram(
+            "docqa_decode_tokens_per_second",
+            "Decode speed of each generated answer",
+            buckets=(0.5, 1, 2, 4, 6, 8, 10, 15, 20, 40, 80, 160),
+            registry=r,
+        )
+        self.completion_tokens = Counter(
+            "docqa_completion_tokens", "Answer tokens generated", registry=r
+        )
+        self.queue_wait = Histogram(
+            "docqa_queue_wait_seconds",
+            "Time a question waited for the model slot",
+            buckets=(0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=r,
+        )
+        self.uploads = Counter(
+            "docqa_uploaded_files",
+            "Files accepted for ingestion, by status",
+            ["status"],
+            registry=r,
+        )
+        self._queue_depth = Gauge(
+            "docqa_model_queue_depth", "Questions waiting for the model slot", registry=r
+        )
+        self._model_busy = Gauge("docqa_model_busy", "1 while the model is generating", registry=r)
+        self._ingest_depth = Gauge(
+            "docqa_ingest_queue_depth", "Documents waiting for or in ingestion", registry=r
+        )
+
+    def bind(self, *, answers: AnswerService, db: Database, ingest: IngestQueue | None) -> None:
+        self._queue_depth.set_function(lambda: answers.slot.queue_depth)
+        self._model_busy.set_function(lambda: 1.0 if answers.slot.in_use else 0.0)
+        self._ingest_depth.set_function(lambda: ingest.depth() if ingest is not None else 0)
+        self.registry.register(_DocumentCounts(db))
+
+    def observe_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "done":
+            mode = str(event.get("mode", "unknown"))
+            self.questions.labels(mode, str(event.get("finish_reason", "stop"))).inc()
+            ttft = event.get("time_to_first_token_ms")
+            if isinstance(ttft, (int, float)):
+                self.ttft.labels(mode).observe(ttft / 1000.0)
+            tps = event.get("tokens_per_s")
+            if isinstance(tps, (int, float)) and tps > 0:
+                self.tokens_per_s.observe(tps)
+            wait = event.get("queue_wait_ms")
+            if isinstance(wait, (int, float)):
+                self.queue_wait.observe(wait / 1000.0)
+            completion = event.get("completion_tokens")
+            if isinstance(completion, int):
+                self.completion_tokens.inc(completion)
+        elif kind == "error":
+            self.questions.labels("unknown", str(event.get("code", "error"))).inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
