@@ -92,3 +92,8 @@ def _file_sources(path: Path, name: str, limits: ParseLimits) -> Iterator[Source
         yield from _zip_members(path, name, limits)
     else:
         yield Source(name, _file_opener(path))
+
+
+def named_file_sources(path: Path, name: str, limits: ParseLimits) -> Iterator[Source]:
+    """One uploaded file under the name its client gave it (a zip: one source per member)."""
+    return _file_sources(path, name, limits)

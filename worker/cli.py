@@ -429,5 +429,30 @@ def model_info(settings: Settings) -> None:
     out.print(table)
 
 
+@main.command()
+@click.option("--host", default=None, help="Address to listen on (default $DOCQA_HOST).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Default $DOCQA_PORT.")
+@click.option(
+    "--threads", type=click.IntRange(2, 1024), default=None, help="Request threads (streams)."
+)
+@click.pass_obj
+def serve(settings: Settings, host: str | None, port: int | None, threads: int | None) -> None:
+    """Serve the portal, admin console and APIs (ingestion and the model in-process)."""
+    from worker.serve import first_admin
+    from worker.serve import serve as run_server
+
+    host = host or settings.host
+    port = port or settings.port
+    creds = first_admin(settings)
+    if creds is not None:
+        out.print(
+            "[bold]first start: created the admin account[/bold]\n"
+            f"  username: {creds[0]}\n  password: {creds[1]}\n"
+            "  (shown once; change it under Admin > Users)"
+        )
+    out.print(f"docqa portal on http://{host}:{port}/  (Ctrl-C stops it)")
+    run_server(settings, host=host, port=port, threads=threads or settings.web_threads)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

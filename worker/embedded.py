@@ -1,0 +1,171 @@
+"""The embedded ingest queue: uploads processed by a thread pool inside ``docqa serve``.
+
+This is the single-machine default (no broker). An upload is stored in the blob store and
+registered ``queued`` before ``submit`` returns; processing happens on a worker thread, and
+a collection's indexes are republished once its last queued document is done, so a batch
+of uploads costs one publish rather than one per file. Documents still ``queued`` or
+``processing`` when the process stopped are picked up again by ``start()``: an accepted
+upload is never lost, only delayed.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from pathlib import Path
+from typing import IO
+
+from ingest.pipeline import IngestService
+from ingest.sandbox import ParseLimits
+from ingest.sources import Source, named_file_sources
+from qa.blobstore import display_name
+from qa.db.models import DocStatus, Document
+from qa.errors import DocqaError, NotFound
+from qa.jobs import IngestQueue, Upload
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedIngestQueue(IngestQueue):
+    def __init__(self, service: IngestService, *, workers: int = 1) -> None:
+        self.service = service
+        # One worker by default: parsing and embedding already use every core, and one
+        # sandboxed parser child serves the whole queue.
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest")
+        self._lock = threading.Lock()
+        self._waiting: Counter[int] = Counter()  # per collection: documents not done yet
+        self._inflight = 0
+        self._closed = False
+        self._tmp = service.settings.data_dir / "uploads"
+        self._tmp.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> int:
+        """Re-queue documents an earlier run accepted but did not finish."""
+        pending = self.service.pending()
+        for doc_id in pending:
+            self._schedule_document(doc_id, self._collection_of(doc_id))
+        if pending:
+            log.info("re-queued %d documents left unfinished by an earlier run", len(pending))
+        return len(pending)
+
+    # -- IngestQueue ----------------------------------------------------------------------
+
+    def submit(self, collection: str, stream: IO[bytes], name: str) -> list[Upload]:
+        name = display_name(name or "upload")
+        # Spooled to a file first: a zip archive (a folder upload) needs random access.
+        fd, tmp_name = tempfile.mkstemp(dir=self._tmp, suffix=".upload")
+        tmp = Path(tmp_name)
+        try:
+            with open(fd, "wb") as f:
+                shutil.copyfileobj(stream, f, 1024 * 1024)
+            limits = ParseLimits.from_settings(self.service.settings)
+            sources = named_file_sources(tmp, name, limits)
+            return [self._submit_one(collection, src) for src in sources]
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def retry(self, document_ids: Sequence[str]) -> None:
+        for doc_id in document_ids:
+            self._schedule_document(doc_id, self._collection_of(doc_id))
+
+    def reindex(self, collection_id: int) -> None:
+        with self._lock:
+            if self._waiting[collection_id]:
+                return  # the last document of the running batch publishes anyway
+        self._run(self._publish, collection_id)
+
+    def forget_blobs(self, shas: set[str]) -> None:
+        self.service.forget_blobs(shas)
+
+    def depth(self) -> int:
+        with self._lock:
+            return self._inflight
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        # Queued work is dropped, not lost: its documents stay ``queued`` in the DB and the
+        # next start picks them up.
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.service.close()
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Block until nothing is queued or running (tests, and a clean shutdown)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.depth() == 0:
+                return True
+            time.sleep(0.05)
+        return False
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _submit_one(self, collection: str, src: Source) -> Upload:
+        if src.error:
+            return Upload(src.name, None, DocStatus.FAILED, False, src.error)
+        try:
+            with src.open() as stream:
+                sub = self.service.submit_stream(collection, stream, src.name)
+        except DocqaError as exc:
+            return Upload(src.name, None, DocStatus.FAILED, False, str(exc))
+        if sub.created or sub.status in (DocStatus.QUEUED, DocStatus.PROCESSING):
+            self._schedule_document(sub.document_id, sub.collection_id)
+            return Upload(sub.name, sub.document_id, DocStatus.QUEUED, sub.created)
+        error = None
+        if sub.status == DocStatus.FAILED:
+            with self.service.db.session() as session:
+                doc = session.get(Document, sub.document_id)
+                error = doc.error if doc is not None else None
+        return Upload(sub.name, sub.document_id, sub.status, False, error)
+
+    def _collection_of(self, doc_id: str) -> int:
+        with self.service.db.session() as session:
+            doc = session.get(Document, doc_id)
+            if doc is None:
+                raise NotFound(f"no document {doc_id!r}")
+            return doc.collection_id
+
+    def _schedule_document(self, doc_id: str, collection_id: int) -> None:
+        with self._lock:
+            self._waiting[collection_id] += 1
+        self._run(self._process, doc_id, collection_id)
+
+    def _run(self, fn: Callable[..., None], *args: object) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._inflight += 1
+        self._pool.submit(self._guarded, fn, *args)
+
+    def _guarded(self, fn: Callable[..., None], *args: object) -> None:
+        try:
+            fn(*args)
+        except Exception:  # a worker thread must survive anything one task does
+            log.exception("ingest task %s%r failed", getattr(fn, "__name__", fn), args)
+        finally:
+            with self._lock:
+                self._inflight -= 1
+
+    def _process(self, doc_id: str, collection_id: int) -> None:
+        try:
+            with suppress(NotFound):  # deleted while it waited
+                self.service.process(doc_id)
+        finally:
+            with self._lock:
+                self._waiting[collection_id] -= 1
+                last = self._waiting[collection_id] <= 0
+                if last:
+                    del self._waiting[collection_id]
+        if last:
+            self._publish(collection_id)
+
+    def _publish(self, collection_id: int) -> None:
+        with suppress(NotFound):  # the collection was deleted meanwhile
+            self.service.publish(collection_id)
