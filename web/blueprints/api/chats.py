@@ -1,0 +1,108 @@
+"""``/api/v1/chats``: the caller's own conversations (someone else's chat is a 404).
+
+GET    /chats              -> {"chats": [chat]}
+POST   /chats              {title?, collection_ids?} -> 201 {"chat": chat}
+GET    /chats/<id>         -> {"chat": chat, "messages": [message with meta]}
+PATCH  /chats/<id>         {title?, collection_ids?} -> {"chat": chat}
+DELETE /chats/<id>         -> 204
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, jsonify, request
+
+from qa.accounts import Principal
+from qa.chats import MAX_TITLE_CHARS
+from qa.db.models import Chat, ChatMessage, iso_utc
+from qa.errors import InvalidInput
+from web.auth import current_principal, login_required
+from web.blueprints.api import bp
+from web.requests import field_int_list, field_str, json_body
+from web.services import services
+
+
+def chat_dict(chat: Chat) -> dict[str, Any]:
+    return {
+        "id": chat.id,
+        "title": chat.title,
+        "collection_ids": list(chat.collection_ids or []),
+        "created_at": iso_utc(chat.created_at),
+        "updated_at": iso_utc(chat.updated_at),
+    }
+
+
+def message_dict(message: ChatMessage) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "role": message.role,
+        "content": message.content,
+        "meta": message.meta or {},
+        "created_at": iso_utc(message.created_at),
+    }
+
+
+@bp.get("/chats")
+@login_required
+def list_chats() -> Response:
+    p = current_principal()
+    return jsonify({"chats": [chat_dict(c) for c in services().chats.list(p.user_id)]})
+
+
+@bp.post("/chats")
+@login_required
+def create_chat() -> tuple[Response, int]:
+    p = current_principal()
+    # An empty body is a chat with the defaults (handy for curl); a body must be JSON.
+    data = json_body() if request.get_data(cache=True) else {}
+    title = field_str(data, "title", required=False, max_len=MAX_TITLE_CHARS)
+    ids = _readable_ids(p, field_int_list(data, "collection_ids"))
+    chat = services().chats.create(p.user_id, title=title, collection_ids=ids or ())
+    return jsonify({"chat": chat_dict(chat)}), 201
+
+
+@bp.get("/chats/<chat_id>")
+@login_required
+def get_chat(chat_id: str) -> Response:
+    p = current_principal()
+    chats = services().chats
+    chat = chats.get(p.user_id, chat_id)
+    messages = chats.messages(p.user_id, chat_id)
+    return jsonify({"chat": chat_dict(chat), "messages": [message_dict(m) for m in messages]})
+
+
+@bp.patch("/chats/<chat_id>")
+@login_required
+def update_chat(chat_id: str) -> Response:
+    p = current_principal()
+    data = json_body()
+    title = field_str(data, "title", required=False, max_len=MAX_TITLE_CHARS)
+    ids = _readable_ids(p, field_int_list(data, "collection_ids"))
+    if title is None and ids is None:
+        raise InvalidInput("send 'title' and/or 'collection_ids'")
+    chats = services().chats
+    chat = chats.get(p.user_id, chat_id)  # NotFound before any change
+    if title is not None:
+        chat = chats.rename(p.user_id, chat_id, title)
+    if ids is not None:
+        chat = chats.set_collections(p.user_id, chat_id, ids)
+    return jsonify({"chat": chat_dict(chat)})
+
+
+@bp.delete("/chats/<chat_id>")
+@login_required
+def delete_chat(chat_id: str) -> tuple[str, int]:
+    services().chats.delete(current_principal().user_id, chat_id)
+    return "", 204
+
+
+def _readable_ids(p: Principal, ids: list[int] | None) -> list[int] | None:
+    """The ids, if the caller may read every one (NotFound otherwise, like asking).
+
+    The chat service stores any ids (access is checked per question); checking here keeps
+    a chat from remembering a collection its owner cannot even see.
+    """
+    if not ids:
+        return ids
+    return services().questions.allowed_collections(p, ids)

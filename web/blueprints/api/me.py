@@ -1,0 +1,73 @@
+"""``/api/v1/me``: who the caller is, what they may read, and their saved preferences.
+
+GET /me                   -> {"user", "role", "preferences", "defaults", "collections",
+                              "answer_mode"}
+PUT /me/preferences       {system_prompt?, temperature?, top_p?, max_tokens?, theme?}
+                          -> {"preferences"}; a null value resets that key to the default
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, jsonify
+
+from qa.answer import AskOptions
+from web.auth import current_principal, login_required
+from web.blueprints.api import bp
+from web.requests import client_ip, json_body
+from web.services import services
+
+
+@bp.get("/me")
+@login_required
+def me() -> Response:
+    p = current_principal()
+    svc = services()
+    return jsonify(
+        {
+            "user": {
+                "id": p.user_id,
+                "username": p.username,
+                "display_name": p.display_name,
+                "role": p.role,
+            },
+            "role": p.role,
+            "preferences": svc.accounts.preferences(p.user_id),
+            "defaults": _defaults(
+                svc.config.default_system_prompt() or svc.answers.default_system_prompt
+            ),
+            "collections": [c.to_dict() for c in svc.library.collections(p)],
+            "answer_mode": svc.answers.mode,
+        }
+    )
+
+
+@bp.put("/me/preferences")
+@login_required
+def set_preferences() -> Response:
+    p = current_principal()
+    svc = services()
+    data = json_body()
+    merged = svc.accounts.set_preferences(p.user_id, data)
+    svc.audit.record(
+        "settings_change",
+        actor=p,
+        target=p.username,
+        # Which keys changed, not the values: a system prompt can be long and personal.
+        details={"preferences": sorted(data)},
+        ip=client_ip(),
+    )
+    return jsonify({"preferences": merged})
+
+
+def _defaults(system_prompt: str) -> dict[str, Any]:
+    """What an unset preference means, so the settings panel can show it."""
+    options = AskOptions()
+    return {
+        "system_prompt": system_prompt,
+        "temperature": options.temperature,
+        "top_p": options.top_p,
+        "max_tokens": options.max_tokens,
+        "theme": "dark",
+    }

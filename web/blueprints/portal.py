@@ -1,0 +1,64 @@
+"""The employee portal: the chat page and the document viewer.
+
+Both pages are server-rendered shells; the behaviour lives in ES modules under
+``static/js/portal`` that talk to ``/api/v1`` (the CSP forbids inline script and style).
+The collection picker is rendered here too, so the page shows only what the user may read
+even before the script runs.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, render_template, request
+
+from qa.accounts import Principal
+from web.auth import current_principal, login_required
+from web.requests import arg_int
+from web.services import services
+
+bp = Blueprint("portal", __name__)
+
+#: offsets in a page's text; pages of real documents stay far below this
+MAX_OFFSET = 10_000_000
+MAX_PAGE = 1_000_000
+
+
+@bp.get("/")
+@login_required
+def index() -> str:
+    p = current_principal()
+    svc = services()
+    return render_template(
+        "portal/chat.html",
+        theme=_theme(p),
+        collections=svc.library.collections(p),
+    )
+
+
+@bp.get("/documents/<doc_id>/view")
+@login_required
+def view_document(doc_id: str) -> str:
+    p = current_principal()
+    doc = services().library.document(p, doc_id)  # NotFound for documents p may not read
+    page = arg_int("page", 1, 1, MAX_PAGE)
+    start = _optional_offset("start")
+    end = _optional_offset("end")
+    return render_template(
+        "portal/viewer.html",
+        theme=_theme(p),
+        doc=doc,
+        page=page,
+        start=start,
+        end=end,
+    )
+
+
+def _optional_offset(name: str) -> int | None:
+    """A char offset from the query, or None when the link names no passage."""
+    if request.args.get(name, "") == "":
+        return None
+    return arg_int(name, 0, 0, MAX_OFFSET)
+
+
+def _theme(p: Principal) -> str:
+    theme = services().accounts.preferences(p.user_id).get("theme")
+    return theme if theme in ("dark", "light") else "dark"

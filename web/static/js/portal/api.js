@@ -1,0 +1,71 @@
+// Talking to /api/v1 from the portal: JSON in and out, the CSRF header on every change,
+// and error messages a person can act on ("retry in 12 s").
+
+/** The per-session CSRF token the server put into <meta name="csrf-token">. */
+export function csrfToken() {
+  const meta = document.querySelector('meta[name="csrf-token"]');
+  return meta ? meta.getAttribute("content") || "" : "";
+}
+
+export class ApiError extends Error {
+  constructor(status, code, message, retryAfter) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+    this.code = code;
+    this.retryAfter = retryAfter;
+  }
+}
+
+/** An ApiError from a non-2xx response: the server's {"error": {code, message}} if any. */
+export async function errorFrom(resp) {
+  let code = `http_${resp.status}`;
+  let message = `${resp.status} ${resp.statusText || "error"}`;
+  try {
+    const body = await resp.json();
+    if (body && body.error) {
+      code = body.error.code || code;
+      message = body.error.message || message;
+    }
+  } catch {
+    // not JSON (a proxy's error page): keep the status line
+  }
+  const retry = Number.parseInt(resp.headers.get("Retry-After") || "", 10);
+  const retryAfter = Number.isFinite(retry) ? retry : null;
+  if ((resp.status === 429 || resp.status === 503) && retryAfter !== null) {
+    // The header is the number to trust; the server's wording may carry one already.
+    const base = message.replace(/[;,]?\s*retry in (about )?\d+ s\.?$/i, "");
+    message = `${base}; retry in ${retryAfter} s`;
+  }
+  return new ApiError(resp.status, code, message, retryAfter);
+}
+
+/** fetch + JSON; resolves to the parsed body (null for 204), rejects with ApiError. */
+export async function api(method, url, body) {
+  const headers = { Accept: "application/json" };
+  const init = { method, headers, credentials: "same-origin" };
+  if (method !== "GET" && method !== "HEAD") headers["X-CSRF-Token"] = csrfToken();
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const resp = await fetch(url, init);
+  if (!resp.ok) throw await errorFrom(resp);
+  if (resp.status === 204) return null;
+  return resp.json();
+}
+
+/** Start an answer stream; the caller reads resp.body as server-sent events. */
+export function askStream(body, signal) {
+  return fetch("/api/v1/ask", {
+    method: "POST",
+    credentials: "same-origin",
+    headers: {
+      "Content-Type": "application/json",
+      Accept: "text/event-stream",
+      "X-CSRF-Token": csrfToken(),
+    },
+    body: JSON.stringify(body),
+    signal,
+  });
+}
