@@ -1,0 +1,366 @@
+// Collection page: every file is uploaded in its own XHR (so each has its own progress
+// bar), then the documents' statuses are polled until each upload is indexed or failed.
+// The documents table is refreshed from the same poll.
+
+const FINAL = new Set(["indexed", "failed"]);
+const PARALLEL_UPLOADS = 3;
+const POLL_MS = 1000;
+const POLL_RETRY_MS = 4000;
+
+const csrf = document.querySelector('meta[name="csrf-token"]').content;
+const form = document.getElementById("upload-form");
+const input = document.getElementById("upload-input");
+const folderInput = document.getElementById("folder-input");
+const zone = document.getElementById("drop-zone");
+const list = document.getElementById("upload-list");
+const table = document.getElementById("documents");
+
+const uploadUrl = form ? form.dataset.uploadUrl : null;
+const maxBytes = form ? Number(form.dataset.maxMb) * 1024 * 1024 : Infinity;
+const canWrite = table.dataset.canWrite === "true";
+const statusFilter = table.dataset.statusFilter;
+
+// ---- upload rows -------------------------------------------------------------------
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function makeRow(name, before = null) {
+  const row = el("li", "upload");
+  row.dataset.name = name;
+  const bar = el("progress", "progress");
+  bar.max = 100;
+  bar.value = 0;
+  row.append(el("span", "name", name), bar, el("span", "state"));
+  list.insertBefore(row, before);
+  setState(row, "uploading");
+  return row;
+}
+
+function setState(row, state, reason) {
+  row.dataset.state = state;
+  row.querySelector(".state").textContent =
+    state === "failed" ? `failed: ${reason || "unknown reason"}` : state;
+  if (FINAL.has(state)) row.querySelector(".progress").value = 100;
+}
+
+function fail(row, reason) {
+  setState(row, "failed", reason);
+}
+
+// ---- sending -------------------------------------------------------------------------
+
+const waiting = [];
+let running = 0;
+
+function enqueue(file, name) {
+  const row = makeRow(name);
+  if (file.size > maxBytes) {
+    // Checked here too, so a huge file is not sent only to be refused with 413.
+    fail(row, `the file is ${file.size} bytes; the limit is ${maxBytes} bytes`);
+    return;
+  }
+  waiting.push({ file, name, row });
+  pump();
+}
+
+function pump() {
+  while (running < PARALLEL_UPLOADS && waiting.length) {
+    running += 1;
+    send(waiting.shift()).finally(() => {
+      running -= 1;
+      pump();
+    });
+  }
+}
+
+function errorText(xhr) {
+  let message = null;
+  try {
+    message = JSON.parse(xhr.responseText).error.message;
+  } catch {
+    /* not our JSON error: fall back to the status line */
+  }
+  if (xhr.status === 401) return "signed out; reload the page and sign in again";
+  return message || `HTTP ${xhr.status} ${xhr.statusText}`.trim();
+}
+
+function send({ file, name, row }) {
+  return new Promise((resolve) => {
+    const xhr = new XMLHttpRequest();
+    const bar = row.querySelector(".progress");
+    xhr.open("POST", uploadUrl);
+    xhr.setRequestHeader("X-CSRF-Token", csrf);
+    xhr.setRequestHeader("Accept", "application/json");
+    xhr.upload.onprogress = (event) => {
+      if (event.lengthComputable) bar.value = Math.round((event.loaded / event.total) * 100);
+    };
+    xhr.onload = () => {
+      let data = null;
+      try {
+        data = JSON.parse(xhr.responseText);
+      } catch {
+        data = null;
+      }
+      if (xhr.status >= 200 && xhr.status < 300 && data && Array.isArray(data.uploads)) {
+        accepted(row, data.uploads);
+      } else {
+        fail(row, errorText(xhr));
+      }
+      resolve();
+    };
+    xhr.onerror = () => {
+      fail(row, "the upload did not reach the server (network error or connection closed)");
+      resolve();
+    };
+    const body = new FormData();
+    body.append("file", file, name);
+    xhr.send(body);
+  });
+}
+
+function accepted(row, uploads) {
+  row.querySelector(".progress").value = 100;
+  if (uploads.length === 0) {
+    fail(row, "the archive contains no files");
+    return;
+  }
+  const single = uploads.length === 1 && uploads[0].name === uploads[0].source;
+  if (single) {
+    track(row, uploads[0]);
+    return;
+  }
+  // A zip archive: one row per member (named by the server) in place of the archive's.
+  for (const upload of uploads) {
+    const member = makeRow(upload.name, row);
+    member.querySelector(".progress").value = 100;
+    track(member, upload);
+  }
+  row.remove();
+}
+
+function track(row, upload) {
+  if (!upload.document_id) {
+    fail(row, upload.error);
+    return;
+  }
+  row.dataset.docId = upload.document_id;
+  setState(row, upload.status, upload.error);
+  if (!FINAL.has(upload.status)) schedulePoll();
+}
+
+// ---- picking and dropping files -------------------------------------------------------
+
+function readEntries(reader) {
+  return new Promise((resolve, reject) => reader.readEntries(resolve, reject));
+}
+
+async function filesOfEntry(entry) {
+  if (entry.isFile) {
+    const file = await new Promise((resolve, reject) => entry.file(resolve, reject));
+    // Files inside a dropped folder keep their relative path, like a folder pick does.
+    return [{ file, name: entry.fullPath.replace(/^\/+/, "") || file.name }];
+  }
+  const reader = entry.createReader();
+  const found = [];
+  // readEntries returns at most ~100 entries per call: read until it returns none.
+  for (let batch = await readEntries(reader); batch.length; batch = await readEntries(reader)) {
+    for (const child of batch) found.push(...(await filesOfEntry(child)));
+  }
+  return found;
+}
+
+async function droppedFiles(dataTransfer) {
+  // Items must be read synchronously: the list is emptied once the handler yields.
+  const picked = [];
+  for (const item of dataTransfer.items || []) {
+    if (item.kind !== "file") continue;
+    const entry = item.webkitGetAsEntry ? item.webkitGetAsEntry() : null;
+    if (entry && entry.isDirectory) picked.push({ entry });
+    else {
+      const file = item.getAsFile();
+      if (file) picked.push({ file, name: file.name });
+    }
+  }
+  if (!picked.length) {
+    for (const file of dataTransfer.files || []) picked.push({ file, name: file.name });
+  }
+  const files = [];
+  for (const p of picked) files.push(...(p.entry ? await filesOfEntry(p.entry) : [p]));
+  return files;
+}
+
+if (form) {
+  form.addEventListener("submit", (event) => event.preventDefault());
+  input.addEventListener("change", () => {
+    for (const file of input.files) enqueue(file, file.name);
+    input.value = ""; // picking the same file again must fire "change" again
+  });
+  folderInput.addEventListener("change", () => {
+    for (const file of folderInput.files) enqueue(file, file.webkitRelativePath || file.name);
+    folderInput.value = "";
+  });
+  zone.addEventListener("click", (event) => {
+    if (!event.target.closest("label, input")) input.click();
+  });
+  zone.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      input.click();
+    }
+  });
+  zone.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    event.dataTransfer.dropEffect = "copy";
+    zone.classList.add("over");
+  });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", async (event) => {
+    event.preventDefault();
+    zone.classList.remove("over");
+    for (const { file, name } of await droppedFiles(event.dataTransfer)) enqueue(file, name);
+  });
+  // A file dropped next to the zone must not make the browser navigate away to it.
+  window.addEventListener("dragover", (event) => event.preventDefault());
+  window.addEventListener("drop", (event) => event.preventDefault());
+}
+
+// ---- polling and the documents table ---------------------------------------------------
+
+let pollTimer = null;
+let lastSignature = null;
+
+function schedulePoll(delay = POLL_MS) {
+  if (pollTimer === null) pollTimer = setTimeout(poll, delay);
+}
+
+function pending() {
+  const uploading = list && list.querySelector('.upload:not([data-state="indexed"]):not([data-state="failed"])');
+  const inTable = table.querySelector('tr[data-status="queued"], tr[data-status="processing"]');
+  return Boolean(uploading || inTable);
+}
+
+async function poll() {
+  pollTimer = null;
+  let docs;
+  try {
+    const resp = await fetch(table.dataset.jsonUrl, {
+      headers: { Accept: "application/json" },
+      credentials: "same-origin",
+    });
+    if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
+    docs = await resp.json();
+  } catch {
+    schedulePoll(POLL_RETRY_MS);
+    return;
+  }
+  updateUploads(new Map(docs.map((d) => [d.id, d])));
+  renderTable(docs);
+  if (pending()) schedulePoll();
+}
+
+function updateUploads(byId) {
+  if (!list) return;
+  for (const row of list.querySelectorAll(".upload[data-doc-id]")) {
+    if (FINAL.has(row.dataset.state)) continue;
+    const doc = byId.get(row.dataset.docId);
+    if (doc) setState(row, doc.status, doc.error);
+    else fail(row, "the document was deleted meanwhile");
+  }
+}
+
+function sizeText(bytes) {
+  // Mirrors Jinja's filesizeformat (decimal units), so both renderings look alike.
+  if (bytes < 1000) return bytes === 1 ? "1 Byte" : `${bytes} Bytes`;
+  const units = ["kB", "MB", "GB", "TB"];
+  let value = bytes;
+  let unit = "";
+  for (const u of units) {
+    value /= 1000;
+    unit = u;
+    if (value < 1000) break;
+  }
+  return `${value.toFixed(1)} ${unit}`;
+}
+
+function hiddenInput(name, value) {
+  const node = el("input");
+  node.type = "hidden";
+  node.name = name;
+  node.value = value;
+  return node;
+}
+
+function actionForm(url, docId, label, danger) {
+  const f = el("form", "inline");
+  f.method = "post";
+  f.action = url;
+  f.append(hiddenInput("csrf_token", csrf), hiddenInput("doc_id", docId));
+  f.append(hiddenInput("status", statusFilter));
+  const button = el("button", danger ? "link danger" : "link", label);
+  button.type = "submit";
+  f.append(button);
+  return f;
+}
+
+function documentRow(doc) {
+  const tr = el("tr");
+  tr.dataset.docId = doc.id;
+  tr.dataset.status = doc.status;
+  const name = el("td", "name", doc.name);
+  if (doc.title && doc.title !== doc.name) name.append(el("div", "muted small", doc.title));
+  const badgeCell = el("td");
+  badgeCell.append(el("span", `badge status ${doc.status}`, doc.status));
+  const when = el("td", "when", doc.updated_at ? doc.updated_at.slice(0, 16).replace("T", " ") : "—");
+  tr.append(
+    name,
+    el("td", "", doc.type || ""),
+    el("td", "num", sizeText(doc.size_bytes)),
+    el("td", "num", String(doc.pages)),
+    el("td", "num", String(doc.chunks)),
+    badgeCell,
+    el("td", "reason", doc.error || ""),
+    when,
+  );
+  if (canWrite) {
+    const actions = el("td", "row-actions");
+    if (doc.status === "failed") actions.append(actionForm(table.dataset.retryUrl, doc.id, "Retry"));
+    actions.append(actionForm(table.dataset.deleteUrl, doc.id, "Delete", true));
+    tr.append(actions);
+  }
+  return tr;
+}
+
+function renderTable(docs) {
+  const signature = docs.map((d) => `${d.id}:${d.status}:${d.error}:${d.chunks}`).join("|");
+  if (signature === lastSignature) return;
+  lastSignature = signature;
+  const shown = statusFilter ? docs.filter((d) => d.status === statusFilter) : docs;
+  const body = table.tBodies[0];
+  body.replaceChildren(...shown.map(documentRow));
+  document.getElementById("no-documents").classList.toggle("hidden", shown.length > 0);
+  updateCounts(docs);
+}
+
+function updateCounts(docs) {
+  const counts = { queued: 0, processing: 0, indexed: 0, failed: 0 };
+  for (const d of docs) counts[d.status] = (counts[d.status] || 0) + 1;
+  for (const [status, n] of Object.entries(counts)) {
+    const badge = document.querySelector(`[data-count="${status}"]`);
+    if (badge) badge.textContent = `${status}: ${n}`;
+    const link = document.querySelector(`a[data-filter="${status}"]`);
+    if (link) link.textContent = `${status} (${n})`;
+  }
+  document.getElementById("doc-total").textContent = String(docs.length);
+  const chunks = docs.reduce((sum, d) => sum + (d.chunks || 0), 0);
+  document.getElementById("chunk-total").textContent = String(chunks);
+  const retryAll = document.querySelector("#retry-failed button");
+  if (retryAll) retryAll.disabled = counts.failed === 0;
+}
+
+// Documents still in flight when the page opens (after a retry or re-index) are followed too.
+if (pending()) schedulePoll();
