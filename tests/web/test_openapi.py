@@ -1,0 +1,331 @@
+"""The OpenAPI description: served, complete, well-formed, and true to real responses.
+
+The route table and the description are compared both ways, and real responses of every
+JSON route are checked against their documented schema, so neither a route nor a response
+shape can change without the description changing with it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from tests.web.conftest import WebEnv
+from web.openapi import openapi_spec
+
+HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
+API_PREFIXES = ("/api/v1/", "/v1/")
+_CONVERTER = re.compile(r"<(?:(\w+):)?(\w+)>")
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def routed(app: Flask) -> dict[tuple[str, str], dict[str, str | None]]:
+    """{(OpenAPI path, method): {variable: converter}} for every API rule of the app."""
+    out: dict[tuple[str, str], dict[str, str | None]] = {}
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith(API_PREFIXES):
+            continue
+        path = _CONVERTER.sub(lambda m: "{" + m.group(2) + "}", rule.rule)
+        converters = {m.group(2): m.group(1) for m in _CONVERTER.finditer(rule.rule)}
+        for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}:
+            out[(path, method.lower())] = converters
+    return out
+
+
+def documented(spec: dict[str, Any]) -> set[tuple[str, str]]:
+    return {
+        (path, method)
+        for path, item in spec["paths"].items()
+        for method in item
+        if method in HTTP_METHODS
+    }
+
+
+def operation(spec: dict[str, Any], path: str, method: str) -> dict[str, Any]:
+    op: dict[str, Any] = spec["paths"][path][method]
+    return op
+
+
+def resolve(spec: dict[str, Any], ref: str) -> Any:
+    assert ref.startswith("#/"), ref
+    node: Any = spec
+    for part in ref[2:].split("/"):
+        node = node[part]
+    return node
+
+
+# -- a small JSON Schema checker for the keywords the description uses ----------------------
+
+_TYPES: dict[str, Any] = {
+    "object": dict,
+    "array": list,
+    "string": str,
+    "integer": int,
+    "number": (int, float),
+    "boolean": bool,
+    "null": type(None),
+}
+
+
+def type_ok(value: Any, name: str) -> bool:
+    if name in ("integer", "number") and isinstance(value, bool):
+        return False
+    return isinstance(value, _TYPES[name])
+
+
+def violations(
+    spec: dict[str, Any], schema: dict[str, Any], value: Any, at: str = "$"
+) -> list[str]:
+    if "$ref" in schema:
+        target = resolve(spec, schema["$ref"])
+        rest = {k: v for k, v in schema.items() if k not in ("$ref", "description")}
+        return violations(spec, target, value, at) + violations(spec, rest, value, at)
+    errors: list[str] = []
+    for sub in schema.get("allOf", []):
+        errors += violations(spec, sub, value, at)
+    if "oneOf" in schema:
+        matches = sum(not violations(spec, sub, value, at) for sub in schema["oneOf"])
+        if matches != 1:
+            errors.append(f"{at}: matches {matches} of oneOf")
+    types = schema.get("type")
+    if types is not None:
+        names = types if isinstance(types, list) else [types]
+        if not any(type_ok(value, n) for n in names):
+            return [*errors, f"{at}: {value!r} is not {types}"]
+    if "const" in schema and value != schema["const"]:
+        errors.append(f"{at}: {value!r} != {schema['const']!r}")
+    if "enum" in schema and value not in schema["enum"]:
+        errors.append(f"{at}: {value!r} not in {schema['enum']}")
+    if "pattern" in schema and isinstance(value, str) and not re.search(schema["pattern"], value):
+        errors.append(f"{at}: {value!r} does not match {schema['pattern']}")
+    if isinstance(value, dict):
+        errors += [f"{at}: missing {k!r}" for k in schema.get("required", []) if k not in value]
+        for key, sub in schema.get("properties", {}).items():
+            if key in value:
+                errors += violations(spec, sub, value[key], f"{at}.{key}")
+    if isinstance(value, list):
+        if len(value) < schema.get("minItems", 0) or len(value) > schema.get("maxItems", 1e9):
+            errors.append(f"{at}: {len(value)} items")
+        if "items" in schema:
+            for i, item in enumerate(value):
+                errors += violations(spec, schema["items"], item, f"{at}[{i}]")
+    return errors
+
+
+def response_schema(spec: dict[str, Any], path: str, method: str, status: int, mime: str) -> Any:
+    responses = operation(spec, path, method)["responses"]
+    assert str(status) in responses, f"{method} {path} does not document {status}"
+    response = responses[str(status)]
+    if "$ref" in response:
+        response = resolve(spec, response["$ref"])
+    return response["content"][mime]["schema"]
+
+
+def conforms(spec: dict[str, Any], path: str, method: str, resp: Any) -> Any:
+    """Assert that a real JSON response is what the description promises; return the body."""
+    body = resp.get_json()
+    schema = response_schema(spec, path, method, resp.status_code, "application/json")
+    problems = violations(spec, schema, body)
+    assert not problems, f"{method.upper()} {path} {resp.status_code}: {problems}"
+    return body
+
+
+# -- the document itself --------------------------------------------------------------------
+
+
+def test_served_without_auth(web: WebEnv) -> None:
+    resp = web.app.test_client().get("/api/v1/openapi.json")
+    assert resp.status_code == 200 and resp.mimetype == "application/json"
+    body = resp.get_json()
+    assert body["openapi"] == "3.1.0"
+    assert body["info"]["title"] and body["info"]["version"]
+    assert body == json.loads(json.dumps(openapi_spec()))
+
+
+def test_every_route_is_described_and_nothing_else(web: WebEnv) -> None:
+    spec = openapi_spec()
+    routes = set(routed(web.app))
+    assert routes, "no API routes registered"
+    assert sorted(routes - documented(spec)) == [], "routes missing from the description"
+    assert sorted(documented(spec) - routes) == [], "described operations with no route"
+
+
+def test_path_parameters_match_the_routes(web: WebEnv) -> None:
+    spec = openapi_spec()
+    for (path, method), converters in routed(web.app).items():
+        item = spec["paths"][path]
+        params = item.get("parameters", []) + operation(spec, path, method).get("parameters", [])
+        in_path = {p["name"]: p for p in params if p["in"] == "path"}
+        assert set(in_path) == set(converters), (path, method)
+        for name, converter in converters.items():
+            assert in_path[name]["required"] is True
+            expected = "integer" if converter == "int" else "string"
+            assert in_path[name]["schema"]["type"] == expected, (path, name)
+
+
+def test_every_reference_resolves() -> None:
+    spec = openapi_spec()
+    refs: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("$ref"), str):
+                refs.append(node["$ref"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(spec)
+    assert len(refs) > 50
+    for ref in refs:
+        assert resolve(spec, ref) is not None, ref
+    used = {r.rsplit("/", 1)[-1] for r in refs}
+    unused = set(spec["components"]["schemas"]) - used
+    assert unused == set(), f"schemas nothing refers to: {unused}"
+
+
+def test_operations_are_complete() -> None:
+    spec = openapi_spec()
+    assert spec["components"]["securitySchemes"]["bearerToken"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": spec["components"]["securitySchemes"]["bearerToken"]["description"],
+    }
+    assert {"bearerToken": []} in spec["security"]
+    error = spec["components"]["schemas"]["Error"]
+    assert error["required"] == ["error"]
+    assert error["properties"]["error"]["required"] == ["code", "message"]
+    for path, method in documented(spec):
+        op = operation(spec, path, method)
+        assert op["summary"] and op["tags"], (path, method)
+        statuses = set(op["responses"])
+        assert any(s.startswith("2") for s in statuses), (path, method)
+        if path == "/api/v1/openapi.json":
+            assert op["security"] == []
+            continue
+        assert "security" not in op  # the global bearer/session requirement applies
+        assert {"401", "429"} <= statuses, (path, method)
+        if method in ("post", "put", "patch") and "requestBody" in op:
+            assert "413" in statuses or "multipart/form-data" in op["requestBody"]["content"]
+        for status, response in op["responses"].items():
+            if status.startswith(("4", "5")):
+                assert response["$ref"].startswith("#/components/responses/"), (path, status)
+
+
+# -- real responses against the description -------------------------------------------------
+
+
+def test_rest_responses_match_their_schemas(web: WebEnv) -> None:
+    spec, http = openapi_spec(), web.app.test_client()
+    editor, bob = bearer(web.token("editor")), bearer(web.token("bob"))
+    hb = web.collections["handbook"]
+
+    conforms(spec, "/api/v1/collections", "get", http.get("/api/v1/collections", headers=bob))
+    created = http.post("/api/v1/collections", json={"name": "spec-check"}, headers=editor)
+    new = conforms(spec, "/api/v1/collections", "post", created)
+    item = "/api/v1/collections/{collection_id}"
+    conforms(spec, item, "get", http.get(f"/api/v1/collections/{hb}", headers=bob))
+    renamed = http.patch(f"/api/v1/collections/{new['id']}", json={"name": "s2"}, headers=editor)
+    conforms(spec, item, "patch", renamed)
+    conforms(spec, item, "delete", http.delete(f"/api/v1/collections/{new['id']}", headers=editor))
+
+    docs_path = "/api/v1/collections/{collection_id}/documents"
+    docs = conforms(
+        spec, docs_path, "get", http.get(f"/api/v1/collections/{hb}/documents", headers=bob)
+    )["documents"]
+    upload = http.post(
+        f"/api/v1/collections/{hb}/documents",
+        data={"file": (io.BytesIO(b"Lockers are on level 2 (amber-quill).\n"), "lockers.txt")},
+        headers=editor,
+    )
+    (up,) = conforms(spec, docs_path, "post", upload)["uploads"]
+    reindex = http.post(f"/api/v1/collections/{hb}/reindex", headers=editor)
+    conforms(spec, "/api/v1/collections/{collection_id}/reindex", "post", reindex)
+    web.wait_ingested()
+
+    doc = "/api/v1/documents/{doc_id}"
+    conforms(spec, doc, "get", http.get(f"/api/v1/documents/{docs[0]['id']}", headers=bob))
+    pages = http.get(f"/api/v1/documents/{docs[0]['id']}/pages", headers=bob)
+    conforms(spec, doc + "/pages", "get", pages)
+    retry = http.post(f"/api/v1/documents/{up['document_id']}/retry", headers=editor)
+    conforms(spec, doc + "/retry", "post", retry)
+    gone = http.delete(f"/api/v1/documents/{up['document_id']}", headers=editor)
+    conforms(spec, doc, "delete", gone)
+    conforms(spec, doc, "get", http.get(f"/api/v1/documents/{up['document_id']}", headers=bob))
+
+
+def test_other_api_responses_match_their_schemas(web: WebEnv) -> None:
+    spec, http = openapi_spec(), web.app.test_client()
+    alice = bearer(web.token("alice"))
+    hb = web.collections["handbook"]
+
+    conforms(spec, "/api/v1/me", "get", http.get("/api/v1/me", headers=alice))
+    prefs = http.put("/api/v1/me/preferences", json={"temperature": 0.3}, headers=alice)
+    conforms(spec, "/api/v1/me/preferences", "put", prefs)
+
+    chat = conforms(
+        spec, "/api/v1/chats", "post", http.post("/api/v1/chats", json={}, headers=alice)
+    )["chat"]
+    asked = http.post(
+        "/api/v1/ask",
+        json={"question": "What is the hotel limit in London?", "chat_id": chat["id"]},
+        headers=alice,
+    )
+    conforms(spec, "/api/v1/ask", "post", asked)
+    conforms(spec, "/api/v1/chats", "get", http.get("/api/v1/chats", headers=alice))
+    one = "/api/v1/chats/{chat_id}"
+    full = conforms(spec, one, "get", http.get(f"/api/v1/chats/{chat['id']}", headers=alice))
+    assert [m["role"] for m in full["messages"]] == ["user", "assistant"]
+    patched = http.patch(
+        f"/api/v1/chats/{chat['id']}", json={"title": "t", "collection_ids": [hb]}, headers=alice
+    )
+    conforms(spec, one, "patch", patched)
+    deleted = http.delete(f"/api/v1/chats/{chat['id']}", headers=alice)
+    assert str(deleted.status_code) in operation(spec, one, "delete")["responses"]
+
+
+def test_openai_responses_match_their_schemas(web: WebEnv) -> None:
+    spec, http = openapi_spec(), web.app.test_client()
+    alice = bearer(web.token("alice"))
+    conforms(spec, "/v1/models", "get", http.get("/v1/models", headers=alice))
+    body = {"model": "docqa", "messages": [{"role": "user", "content": "hotel limit London?"}]}
+    path = "/v1/chat/completions"
+    conforms(spec, path, "post", http.post(path, json=body, headers=alice))
+    conforms(spec, path, "post", http.post(path, json={**body, "model": "x"}, headers=alice))
+    conforms(spec, path, "post", http.post(path, json=body))
+
+    streamed = http.post(path, json={**body, "stream": True}, headers=alice)
+    schema = response_schema(spec, path, "post", 200, "text/event-stream")
+    lines = [ln for ln in streamed.get_data(as_text=True).split("\n") if ln.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    for line in lines[:-1]:
+        assert violations(spec, schema, json.loads(line[len("data: ") :])) == [], line
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "path", "status"),
+    [
+        ("get", "/api/v1/collections/999999", "/api/v1/collections/{collection_id}", 404),
+        ("post", "/api/v1/collections", "/api/v1/collections", 400),
+        ("delete", "/api/v1/documents/nope", "/api/v1/documents/{doc_id}", 404),
+    ],
+)
+def test_error_bodies_match_the_schema(
+    web: WebEnv, method: str, url: str, path: str, status: int
+) -> None:
+    spec = openapi_spec()
+    resp = web.app.test_client().open(
+        url, method=method.upper(), json=[], headers=bearer(web.token("admin"))
+    )
+    assert resp.status_code == status
+    conforms(spec, path, method, resp)

@@ -1,0 +1,35 @@
+"""One document: its status (and failure reason), deleting it, retrying a failed one.
+
+A document in a collection the caller may not read answers 404, like a missing one.
+"""
+
+from __future__ import annotations
+
+from flask import Response, jsonify
+
+from qa.library import document_dict
+from web.auth import current_principal, login_required
+from web.blueprints.api import bp
+from web.requests import client_ip
+from web.services import services
+
+
+@bp.get("/documents/<doc_id>")
+@login_required
+def get_document(doc_id: str) -> Response:
+    return jsonify(document_dict(services().library.document(current_principal(), doc_id)))
+
+
+@bp.delete("/documents/<doc_id>")
+@login_required
+def delete_document(doc_id: str) -> Response:
+    services().library.delete_documents(current_principal(), [doc_id], ip=client_ip())
+    return jsonify({"deleted": True, "id": doc_id})
+
+
+@bp.post("/documents/<doc_id>/retry")
+@login_required
+def retry_document(doc_id: str) -> tuple[Response, int]:
+    n = services().library.retry(current_principal(), [doc_id], ip=client_ip())
+    # An indexed document has nothing to retry: queued is 0 and nothing changes.
+    return jsonify({"id": doc_id, "queued": n}), 202

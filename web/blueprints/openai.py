@@ -1,0 +1,467 @@
+"""An OpenAI-compatible endpoint (``/v1``), so existing chat clients and SDKs can ask docqa.
+
+    GET  /v1/models             "docqa" (every collection the caller may read) and one
+                                "docqa/<collection name>" per readable collection
+    POST /v1/chat/completions   the last user message is the question, earlier user and
+                                assistant turns the history, the first system message the
+                                system prompt; the model name picks the collection(s)
+
+Authentication is the same as the REST API: ``Authorization: Bearer dq_...`` (what the
+OpenAI SDKs send as the API key) or a signed-in session. Answers go through
+``QuestionService.ask`` like every other channel, so access control, audit and rate limits
+are identical. Replies carry two extra top-level fields, ``citations`` and ``sources``.
+Errors keep docqa's ``{"error": {"code", "message"}}`` and add OpenAI's ``type``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Generator, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+
+from qa.accounts import Principal
+from qa.answer import AskOptions
+from qa.errors import DocqaError, InvalidInput, NotFound, Unavailable
+from qa.prompt import Message
+from web.auth import current_principal, login_required
+from web.requests import client_ip, field_float, field_int, field_str, json_body
+from web.services import WebServices, services
+from web.sse import SSE_HEADERS, guarded
+
+bp = Blueprint("openai", __name__, url_prefix="/v1")
+
+MODEL = "docqa"
+MODEL_PREFIX = MODEL + "/"
+#: ``created`` of the models: they exist as long as the process serves them
+_STARTED = int(time.time())
+MAX_MESSAGES = 500
+#: earlier messages kept as history: the same six turns a stored chat gives the prompt
+MAX_HISTORY_MESSAGES = 12
+SYSTEM_ROLES = ("system", "developer")  # "developer" is the newer OpenAI name
+TURN_ROLES = ("user", "assistant")
+#: the source fields a client needs to show and link a citation (the passage text is not sent)
+SOURCE_FIELDS = (
+    "n",
+    "document_id",
+    "document_name",
+    "title",
+    "collection",
+    "page_start",
+    "page_end",
+    "char_start",
+    "char_end",
+)
+#: stream error codes worth retrying: answered 503 + Retry-After when not streaming
+RETRYABLE_CODES = frozenset({"busy", "cancelled", "unavailable", "index_unavailable"})
+
+
+# -- routes -------------------------------------------------------------------------------
+
+
+@bp.get("/models")
+@login_required
+def list_models() -> Response:
+    views = services().library.collections(current_principal())
+    names = [MODEL] + [MODEL_PREFIX + v.name for v in views]
+    data = [{"id": n, "object": "model", "created": _STARTED, "owned_by": "docqa"} for n in names]
+    return jsonify({"object": "list", "data": data})
+
+
+@bp.post("/chat/completions")
+@login_required
+def chat_completions() -> Response:
+    req = parse_completion_request(json_body())
+    svc, p = services(), current_principal()
+    collection_ids = collections_for_model(svc, p, req.model)
+    options = ask_options(svc, p, req)
+    svc.limiter.hit("question", f"user:{p.user_id}", svc.settings.rate_questions_per_min)
+    cancel = threading.Event()
+    events = svc.questions.ask(
+        p,
+        req.question,
+        collection_ids=collection_ids,
+        options=options,
+        history=req.history,
+        cancel=cancel,
+        ip=client_ip(),
+        channel="openai",
+    )
+    head = ChunkHead(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), req.model)
+    if req.stream:
+        body = stream_chunks(events, cancel, head, include_usage=req.include_usage)
+        return Response(
+            stream_with_context(body), mimetype="text/event-stream", headers=SSE_HEADERS
+        )
+    return jsonify(completion(collect(guarded(events, cancel)), head))
+
+
+@bp.after_app_request
+def add_openai_error_type(resp: Response) -> Response:
+    """OpenAI clients read ``error.type``; our error bodies get it here, so every /v1 error
+    (also 404/405 from routing, which never reach this blueprint) has it, and web.errors
+    stays the one place that maps errors to statuses."""
+    if not request.path.startswith("/v1/") or resp.status_code < 400:
+        return resp
+    if not resp.is_json or resp.is_streamed:
+        return resp
+    body = resp.get_json(silent=True)
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and "type" not in error:
+        error["type"] = error_type(resp.status_code)
+        resp.set_data(current_app.json.dumps(body))
+    return resp
+
+
+# -- the request ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    model: str
+    question: str
+    history: list[Message]
+    system_prompt: str | None
+    stream: bool
+    include_usage: bool
+    temperature: float | None
+    top_p: float | None
+    max_tokens: int | None
+    seed: int | None
+
+
+def parse_completion_request(data: dict[str, Any]) -> CompletionRequest:
+    model = field_str(data, "model", max_len=300) or ""
+    system, history, question = split_messages(data.get("messages"))
+    n = field_int(data, "n", default=1)
+    if n != 1:
+        raise InvalidInput("'n' must be 1: docqa gives one answer per question")
+    max_tokens = field_int(data, "max_tokens")
+    if max_tokens is None:  # the newer OpenAI name for the same limit
+        max_tokens = field_int(data, "max_completion_tokens")
+    return CompletionRequest(
+        model=model,
+        question=question,
+        history=history,
+        system_prompt=system,
+        stream=_field_bool(data, "stream"),
+        include_usage=_include_usage(data.get("stream_options")),
+        temperature=field_float(data, "temperature"),
+        top_p=field_float(data, "top_p"),
+        max_tokens=max_tokens,
+        seed=field_int(data, "seed"),
+    )
+
+
+def split_messages(messages: Any) -> tuple[str | None, list[Message], str]:
+    """(system prompt, history, question) from an OpenAI ``messages`` list."""
+    if not isinstance(messages, list) or not messages:
+        raise InvalidInput("'messages' must be a non-empty list of {role, content} objects")
+    if len(messages) > MAX_MESSAGES:
+        raise InvalidInput(f"'messages' holds at most {MAX_MESSAGES} messages")
+    system: str | None = None
+    turns: list[Message] = []
+    for i, message in enumerate(messages):
+        role, content = _role_and_content(message, i)
+        if role in SYSTEM_ROLES:
+            if system is None:  # the first one is the system prompt; later ones are ignored
+                system = content
+        else:
+            turns.append({"role": role, "content": content})
+    if not turns or turns[-1]["role"] != "user":
+        raise InvalidInput("the last message must be the user's question")
+    question = turns.pop()["content"]
+    if system is not None and not system.strip():
+        system = None  # blank means "the default", as in the preferences and /api/v1/ask
+    if not question.strip():
+        raise InvalidInput("the question (the last user message) is empty")
+    return system, turns[-MAX_HISTORY_MESSAGES:], question
+
+
+def _role_and_content(message: Any, i: int) -> tuple[str, str]:
+    if not isinstance(message, dict):
+        raise InvalidInput(f"messages[{i}] must be an object with 'role' and 'content'")
+    role = message.get("role")
+    if role not in SYSTEM_ROLES + TURN_ROLES:
+        raise InvalidInput(
+            f"messages[{i}].role must be one of {', '.join(SYSTEM_ROLES + TURN_ROLES)}"
+        )
+    return role, _text_content(message.get("content"), i)
+
+
+def _text_content(content: Any, i: int) -> str:
+    """Plain text, or the text parts of a multi-part content list joined."""
+    if content is None:  # an assistant turn that only called tools
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [
+            part.get("text") if isinstance(part, dict) and part.get("type") == "text" else None
+            for part in content
+        ]
+        strings = [t for t in texts if isinstance(t, str)]
+        if len(strings) == len(content):
+            return "\n".join(strings)
+    raise InvalidInput(f"messages[{i}].content must be text (images and files are not supported)")
+
+
+def _field_bool(data: dict[str, Any], name: str) -> bool:
+    value = data.get(name, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidInput(f"'{name}' must be true or false")
+    return value
+
+
+def _include_usage(stream_options: Any) -> bool:
+    if stream_options is None:
+        return False
+    if not isinstance(stream_options, dict):
+        raise InvalidInput("'stream_options' must be an object")
+    return _field_bool(stream_options, "include_usage")
+
+
+def collections_for_model(svc: WebServices, p: Principal, model: str) -> list[int] | None:
+    """None (every readable collection) for "docqa", one id for "docqa/<name>"."""
+    if model == MODEL:
+        return None
+    if model.startswith(MODEL_PREFIX):
+        name = model[len(MODEL_PREFIX) :]
+        for view in svc.library.collections(p):
+            if view.name == name:
+                return [view.id]
+    # A collection the caller may not read is reported exactly like a missing one.
+    raise NotFound(f"the model {model!r} does not exist; GET /v1/models lists yours")
+
+
+def ask_options(svc: WebServices, p: Principal, req: CompletionRequest) -> AskOptions:
+    """The request's values first, then the user's preferences, then the defaults."""
+    prefs = svc.accounts.preferences(p.user_id)
+    values: dict[str, Any] = {
+        "temperature": req.temperature,
+        "top_p": req.top_p,
+        "max_tokens": req.max_tokens,
+        "system_prompt": req.system_prompt,
+    }
+    for key, value in values.items():
+        if value is None:
+            values[key] = prefs.get(key)
+    if values["system_prompt"] is None:
+        values["system_prompt"] = svc.config.default_system_prompt()
+    values["seed"] = req.seed
+    return AskOptions(**{k: v for k, v in values.items() if v is not None})
+
+
+# -- the answer ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChunkHead:
+    """What every object of one completion shares."""
+
+    id: str
+    created: int
+    model: str
+
+
+@dataclass
+class Answer:
+    """What the event stream said, gathered for the final object."""
+
+    tokens: list[str] = field(default_factory=list)
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    citations: dict[str, Any] | None = None
+    done: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+    def take(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "token":
+            self.tokens.append(str(event.get("text", "")))
+        elif kind == "sources":
+            self.sources = [slim_source(s) for s in event.get("sources", [])]
+        elif kind == "citations":
+            self.citations = event
+        elif kind == "done":
+            self.done = event
+        elif kind == "error":
+            self.error = event
+
+    @property
+    def text(self) -> str:
+        # The validated text: citation markers that point at no source are removed.
+        if self.citations is not None:
+            return str(self.citations.get("text", ""))
+        return "".join(self.tokens)
+
+    @property
+    def finish_reason(self) -> str:
+        reason = (self.done or {}).get("finish_reason")
+        return "length" if reason == "length" else "stop"
+
+    @property
+    def usage(self) -> dict[str, int] | None:
+        done = self.done or {}
+        prompt, completion_ = done.get("prompt_tokens"), done.get("completion_tokens")
+        if not isinstance(prompt, int) or not isinstance(completion_, int):
+            return None  # extractive answers use no model tokens
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion_,
+            "total_tokens": prompt + completion_,
+        }
+
+    def extras(self) -> dict[str, Any]:
+        return {
+            "citations": (self.citations or {}).get("citations", []),
+            "sources": self.sources,
+        }
+
+
+def slim_source(source: dict[str, Any]) -> dict[str, Any]:
+    return {k: source.get(k) for k in SOURCE_FIELDS}
+
+
+def collect(events: Iterable[dict[str, Any]]) -> Answer:
+    answer = Answer()
+    for event in events:
+        answer.take(event)
+    if answer.error is not None:
+        raise stream_error(answer.error)
+    return answer
+
+
+def stream_error(event: dict[str, Any]) -> DocqaError:
+    """The exception for an ``error`` event, keeping its code (web.errors picks the status)."""
+    code = str(event.get("code") or "error")
+    message = str(event.get("message") or "the answer failed")
+    exc = Unavailable(message, retry_after_s=5) if code in RETRYABLE_CODES else DocqaError(message)
+    exc.code = code
+    return exc
+
+
+def completion(answer: Answer, head: ChunkHead) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": head.id,
+        "object": "chat.completion",
+        "created": head.created,
+        "model": head.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": answer.text},
+                "logprobs": None,
+                "finish_reason": answer.finish_reason,
+            }
+        ],
+    }
+    usage = answer.usage
+    if usage is not None:
+        body["usage"] = usage
+    body.update(answer.extras())
+    return body
+
+
+def chunk(
+    head: ChunkHead, delta: dict[str, Any], finish_reason: str | None = None
+) -> dict[str, Any]:
+    return {
+        "id": head.id,
+        "object": "chat.completion.chunk",
+        "created": head.created,
+        "model": head.model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+    }
+
+
+def data_line(obj: dict[str, Any] | str) -> str:
+    """OpenAI framing: ``data:`` lines only, no ``event:`` names."""
+    payload = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)
+    return f"data: {payload}\n\n"
+
+
+def stream_chunks(
+    events: Iterable[dict[str, Any]],
+    cancel: threading.Event,
+    head: ChunkHead,
+    *,
+    include_usage: bool,
+) -> Iterator[str]:
+    """Role chunk, one content chunk per token, the final chunk, ``[DONE]``.
+
+    Closing this generator (the client went away) closes ``guarded``, which sets ``cancel``
+    and closes the answer stream, so the model slot is given back within one token.
+    """
+    # guarded is a generator function: the cast only tells mypy it has close().
+    stream = cast("Generator[dict[str, Any], None, None]", guarded(events, cancel))
+    answer = Answer()
+    try:
+        for i, event in enumerate(stream):
+            if i == 0:
+                # Sent once the stream has started (retrieval is done, in milliseconds), so
+                # a client that leaves after its first byte always closes a started
+                # stream: the question is recorded and the model slot given back.
+                yield data_line(chunk(head, {"role": "assistant", "content": ""}))
+            answer.take(event)
+            kind = event.get("type")
+            if kind == "token":
+                yield data_line(chunk(head, {"content": event.get("text", "")}))
+            elif kind == "queued":
+                # An SSE comment: clients ignore it, proxies see the connection is alive.
+                yield f": queued, position {event.get('position')}\n\n"
+            elif kind == "error":
+                yield data_line({"error": _stream_error_body(event)})
+                break
+        else:
+            yield from _final_chunks(answer, head, include_usage)
+        yield data_line("[DONE]")
+    finally:
+        stream.close()
+        cancel.set()  # also when the stream never started (closing it then runs nothing)
+
+
+def _final_chunks(answer: Answer, head: ChunkHead, include_usage: bool) -> Iterator[str]:
+    final = chunk(head, {}, answer.finish_reason)
+    final.update(answer.extras())
+    yield data_line(final)
+    if include_usage:
+        # As OpenAI does with stream_options.include_usage: a last chunk with no choices.
+        usage_chunk = chunk(head, {})
+        usage_chunk["choices"] = []
+        usage_chunk["usage"] = answer.usage
+        yield data_line(usage_chunk)
+
+
+def _stream_error_body(event: dict[str, Any]) -> dict[str, Any]:
+    code = str(event.get("code") or "error")
+    status = 503 if code in RETRYABLE_CODES else 500
+    return {
+        "code": code,
+        "message": str(event.get("message") or "the answer failed"),
+        "type": error_type(status),
+    }
+
+
+# -- errors -------------------------------------------------------------------------------
+
+_ERROR_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    429: "rate_limit_error",
+}
+
+
+def error_type(status: int) -> str:
+    """OpenAI's error ``type`` for a status: what its SDKs map to exception classes."""
+    if status in _ERROR_TYPES:
+        return _ERROR_TYPES[status]
+    if status >= 500:
+        return "server_error"
+    return "invalid_request_error"
