@@ -1,6 +1,7 @@
 # Every target that runs code first makes sure the virtualenv matches pyproject.toml,
 # so `make demo` and `make test` each work as one command on a fresh clone.
 PYTHON ?= python3.11
+SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
@@ -8,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo test test-fast bench check lint typecheck clean samples
+.PHONY: venv demo test test-fast bench check lint typecheck clean samples assets browser
 
 venv: $(STAMP)
 
@@ -19,22 +20,21 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-# Ingest the bundled sample documents into ./var, list them and answer two questions
-# (extractive mode until a model is built with `docqa model build`).
-demo: venv
+# Ingest the bundled sample documents into ./var, answer one question on the command line,
+# then serve the portal on http://127.0.0.1:8000/ (first start prints the admin account).
+# Answers are extractive until a model is built with `docqa model build`.
+demo: venv assets
 	$(BIN)/docqa ingest samples/docs --collection handbook
-	$(BIN)/docqa collections
-	$(BIN)/docqa docs --collection handbook
 	$(BIN)/docqa ask "What is the hotel limit in London?"
-	$(BIN)/docqa ask "带薪年假有几天？"
+	$(BIN)/docqa serve
 
 # The whole suite, including the slow tests (every file of the shared corpus, retrieval
 # quality). This is what CI runs.
-test: venv
+test: venv assets browser
 	$(BIN)/pytest -q
 
 # The quick loop while developing: everything but the tests marked slow.
-test-fast: venv
+test-fast: venv assets
 	$(BIN)/pytest -m "not slow" -q
 
 bench: venv
@@ -54,3 +54,28 @@ samples: venv
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+# Browser assets for the web portal, served locally from web/static/vendor (no CDN):
+# install the exact versions from web/frontend/package-lock.json, then copy the browser
+# builds with web/frontend/build.mjs. The stamp is named after the lockfile and build
+# script, so a second `make assets` does nothing until one of them changes.
+NPM ?= npm
+NODE ?= node
+NPM_CI_FLAGS ?= --no-audit --no-fund --omit=optional --ignore-scripts
+FRONTEND_DIR := web/frontend
+VENDOR_DIR := web/static/vendor
+ASSETS_STAMP := $(VENDOR_DIR)/.stamp-$(shell cat $(FRONTEND_DIR)/package-lock.json $(FRONTEND_DIR)/build.mjs | sha256sum | cut -c1-16)
+
+assets: $(ASSETS_STAMP)
+
+$(ASSETS_STAMP): $(FRONTEND_DIR)/package.json $(FRONTEND_DIR)/package-lock.json $(FRONTEND_DIR)/build.mjs
+	$(NPM) ci $(NPM_CI_FLAGS) --prefix $(FRONTEND_DIR)
+	$(NODE) $(FRONTEND_DIR)/build.mjs
+	@touch $@
+
+# The browser tests drive Debian's Chromium (never a downloaded one); install it if missing.
+browser:
+	@test -x /usr/bin/chromium || { \
+	  echo "installing chromium for the browser tests"; \
+	  $(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null; }; }
