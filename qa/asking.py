@@ -14,7 +14,7 @@ applies the same rules:
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -41,6 +41,30 @@ _STORED_SOURCE_FIELDS = (
 )
 
 Observer = Callable[[Event], None]
+
+#: answer options a user may save as preferences (``qa.accounts``) or send per request
+PREFERRED_OPTIONS = ("k", "temperature", "top_p", "max_tokens", "system_prompt")
+
+
+def resolve_options(given: Mapping[str, Any], preferences: Mapping[str, Any]) -> AskOptions:
+    """What the request says, else what the user saved, else ``AskOptions``' defaults.
+
+    A blank system prompt means "the default"; the admins' default prompt is applied by
+    ``QuestionService.ask`` when none is chosen here. Ranges are validated by the answer
+    service (InvalidInput).
+    """
+    chosen: dict[str, Any] = {}
+    for name in PREFERRED_OPTIONS:
+        value = given.get(name)
+        if name == "system_prompt" and isinstance(value, str) and not value.strip():
+            value = None
+        if value is None:
+            value = preferences.get(name)
+        if value is not None:
+            chosen[name] = value
+    if given.get("seed") is not None:
+        chosen["seed"] = given["seed"]
+    return AskOptions(**chosen)
 
 
 class QuestionService:

@@ -27,6 +27,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, stream_wit
 
 from qa.accounts import Principal
 from qa.answer import AskOptions
+from qa.asking import resolve_options
 from qa.errors import DocqaError, InvalidInput, NotFound, Unavailable
 from qa.prompt import Message
 from web.auth import current_principal, login_required
@@ -243,20 +244,14 @@ def collections_for_model(svc: WebServices, p: Principal, model: str) -> list[in
 
 def ask_options(svc: WebServices, p: Principal, req: CompletionRequest) -> AskOptions:
     """The request's values first, then the user's preferences, then the defaults."""
-    prefs = svc.accounts.preferences(p.user_id)
-    values: dict[str, Any] = {
+    given = {
         "temperature": req.temperature,
         "top_p": req.top_p,
         "max_tokens": req.max_tokens,
         "system_prompt": req.system_prompt,
+        "seed": req.seed,
     }
-    for key, value in values.items():
-        if value is None:
-            values[key] = prefs.get(key)
-    if values["system_prompt"] is None:
-        values["system_prompt"] = svc.config.default_system_prompt()
-    values["seed"] = req.seed
-    return AskOptions(**{k: v for k, v in values.items() if v is not None})
+    return resolve_options(given, svc.accounts.preferences(p.user_id))
 
 
 # -- the answer ----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from flask import Response, g, jsonify, request
 
 from qa.answer import MAX_QUESTION_CHARS, AskOptions, Event
 from qa.app_config import MAX_SYSTEM_PROMPT_CHARS
+from qa.asking import resolve_options
 from qa.errors import (
     Busy,
     Cancelled,
@@ -35,7 +36,6 @@ from web.services import WebServices, services
 from web.sse import sse_response
 
 #: the option fields a body may carry, and the preference each falls back to
-_OPTION_FIELDS = ("k", "temperature", "top_p", "max_tokens", "system_prompt")
 MAX_CHAT_ID_CHARS = 64
 
 
@@ -78,11 +78,7 @@ def _wants_stream(data: dict[str, Any]) -> bool:
 
 
 def _options(data: dict[str, Any], svc: WebServices, user_id: int) -> AskOptions:
-    """Body first, then saved preferences, then the admin default prompt.
-
-    Keys nobody set are left out, so AskOptions keeps its own defaults; the answer service
-    validates the ranges (InvalidInput -> 400).
-    """
+    """Body first, then saved preferences (then the admin default prompt, in the service)."""
     given: dict[str, Any] = {
         "k": field_int(data, "k"),
         "temperature": field_float(data, "temperature"),
@@ -92,19 +88,7 @@ def _options(data: dict[str, Any], svc: WebServices, user_id: int) -> AskOptions
             data, "system_prompt", required=False, max_len=MAX_SYSTEM_PROMPT_CHARS
         ),
     }
-    if not (given["system_prompt"] or "").strip():
-        given["system_prompt"] = None  # blank means "the default", as in the preferences
-    prefs = svc.accounts.preferences(user_id)
-    chosen: dict[str, Any] = {}
-    for name in _OPTION_FIELDS:
-        value = given[name] if given[name] is not None else prefs.get(name)
-        if value is not None:
-            chosen[name] = value
-    if "system_prompt" not in chosen:
-        default_prompt = svc.config.default_system_prompt()
-        if default_prompt is not None:
-            chosen["system_prompt"] = default_prompt
-    return AskOptions(**chosen)
+    return resolve_options(given, svc.accounts.preferences(user_id))
 
 
 def _collect(events: Iterator[Event], cancel: threading.Event, chat_id: str | None) -> Event:
