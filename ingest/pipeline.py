@@ -180,7 +180,7 @@ class IngestService:
             sha, name = doc.sha256, doc.original_name
 
         try:
-            parsed = self.parser.parse(self.blobs.path_for(sha))
+            parsed = self.parser.parse(self.blobs.path_for(sha), name)
         except ParseError as exc:
             return self._fail(doc_id, name, exc.reason, started)
 

@@ -90,7 +90,7 @@ class ParseLimits:
 # --------------------------------------------------------------------------- child side
 
 
-def parse_in_process(path: Path, limits: ParseLimits) -> ParsedDocument:
+def parse_in_process(path: Path, limits: ParseLimits, name: str | None = None) -> ParsedDocument:
     """Sniff and load ``path`` in THIS process; every failure becomes a ``ParseError``.
 
     The sandbox child runs this. Tests call it directly to exercise loaders without a child.
@@ -102,7 +102,9 @@ def parse_in_process(path: Path, limits: ParseLimits) -> ParsedDocument:
     kind = "file"
     try:
         check_file_size(path, limits)
-        kind = sniff_path(path)
+        # Blobs are stored by hash, without a suffix: the client's file name breaks ties
+        # between text kinds (Markdown vs plain text) as it would for the original file.
+        kind = sniff_path(path, name)
         with warnings.catch_warnings(record=True) as caught:
             # Library warnings describe the file ("unknown extension", "style missing"), not
             # our code; pytest's warnings-as-errors must not turn them into parse failures.
@@ -196,11 +198,13 @@ def _child_main(conn: Connection, limits: ParseLimits, hook: Callable[[Path], No
         except (EOFError, OSError):
             return
         path = Path(request["path"])
+        name = request.get("name")
         _set_cpu_budget(limits.cpu_s)
         try:
             if hook is not None:
                 hook(path)
-            reply: dict[str, Any] = {"document": _document_to_plain(parse_in_process(path, limits))}
+            parsed = parse_in_process(path, limits, name if isinstance(name, str) else None)
+            reply: dict[str, Any] = {"document": _document_to_plain(parsed)}
         except ParseError as exc:
             reply = {"error": _error_to_plain(exc)}
         except MemoryError:  # e.g. raised in the hook
@@ -271,14 +275,15 @@ class SandboxedParser:
             self._closed = True
             self._stop_child()
 
-    def parse(self, path: Path) -> ParsedDocument:
+    def parse(self, path: Path, name: str | None = None) -> ParsedDocument:
+        """Parse in the child; ``name`` is the client's file name (a type hint only)."""
         path = Path(path).resolve()
         with self._lock:
             if self._closed:
                 raise RuntimeError("SandboxedParser is closed")
             conn, process = self._ensure_child()
             self._files_served += 1
-            conn.send_bytes(json.dumps({"path": str(path)}).encode())
+            conn.send_bytes(json.dumps({"path": str(path), "name": name}).encode())
             if not conn.poll(self.limits.timeout_s):
                 self._stop_child(kill=True)
                 raise ParseLimitExceeded(f"parse timed out after {self.limits.timeout_s:g}s")

@@ -234,11 +234,14 @@ def sniff(head: bytes, name: str | None = None) -> str:
     return _text_kind(text, name)
 
 
-def sniff_path(path: Path) -> str:
-    """Type of the file at ``path``; the main entry point (looks inside zip and OLE2 files)."""
+def sniff_path(path: Path, name: str | None = None) -> str:
+    """Type of the file at ``path``; the main entry point (looks inside zip and OLE2 files).
+
+    ``name`` is the file's original name when ``path`` is a blob stored by hash.
+    """
     with path.open("rb") as fh:
         head = fh.read(HEAD_BYTES)
-    kind = sniff(head, path.name)
+    kind = sniff(head, name or path.name)
     if kind == "zip":
         return _zip_kind(path)
     if kind == "ole":

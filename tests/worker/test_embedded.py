@@ -131,3 +131,15 @@ def test_retry_processes_a_failed_document_again(queue: EmbeddedIngestQueue) -> 
         assert doc is not None
         assert doc.status == DocStatus.FAILED
         assert doc.attempts == attempts + 1
+
+
+def test_the_uploaded_name_decides_markdown_vs_text(queue: EmbeddedIngestQueue) -> None:
+    """Blobs have no suffix; the client's name still breaks the text-kind tie."""
+    body = b"Parking is free for employees on level 2 of the garage.\n"
+    queue.submit("docs", io.BytesIO(body), "parking.md")
+    queue.submit("docs", io.BytesIO(body + b"Visitors use level 1.\n"), "parking.txt")
+    assert queue.wait_idle(120)
+    with queue.service.db.session() as session:
+        coll = get_collection(session, "docs")
+        kinds = {d.original_name: d.detected_type for d in list_documents(session, coll.id)}
+    assert kinds == {"parking.md": "markdown", "parking.txt": "text"}
