@@ -1,0 +1,236 @@
+"""Users, groups and API tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import (
+    render_template,
+)
+
+from qa.accounts import ROLES
+from qa.audit import (
+    GROUP_CREATE,
+    GROUP_DELETE,
+    GROUP_UPDATE,
+    TOKEN_CREATE,
+    TOKEN_REVOKE,
+    USER_CREATE,
+    USER_DELETE,
+    USER_UPDATE,
+)
+from qa.db.models import Group
+from qa.errors import InvalidInput, NotFound
+from web.auth import admin_required, current_principal, login_required
+from web.blueprints.admin import (
+    MAX_PASSWORD_CHARS,
+    Page,
+    Redirect,
+    bp,
+)
+from web.blueprints.admin.forms import (
+    done,
+    form_ids,
+    form_optional,
+    form_text,
+    ip,
+)
+from web.services import services
+
+# --- users -------------------------------------------------------------------------------
+
+
+@bp.get("/users")
+@admin_required
+def users() -> Page:
+    return render_template("admin/users.html", users=services().accounts.list_users(), roles=ROLES)
+
+
+@bp.post("/users")
+@admin_required
+def create_user() -> Redirect:
+    svc = services()
+    created = svc.accounts.create_user(
+        form_text("username", max_len=64),
+        form_text("password", max_len=MAX_PASSWORD_CHARS, strip=False),
+        form_text("role", max_len=16),
+        form_optional("display_name"),
+    )
+    details = {"user_id": created.user_id, "role": created.role}
+    svc.audit.record(
+        USER_CREATE, actor=current_principal(), target=created.username, details=details, ip=ip()
+    )
+    return done(f"User {created.username!r} created.", "admin.users")
+
+
+def _update_user(user_id: int, changes: dict[str, Any], audit: dict[str, Any]) -> Redirect:
+    """Apply ``changes`` (qa refuses to lose the last admin) and audit ``audit``."""
+    svc = services()
+    updated = svc.accounts.update_user(user_id, **changes)
+    details = {"user_id": user_id, **audit}
+    svc.audit.record(
+        USER_UPDATE, actor=current_principal(), target=updated.username, details=details, ip=ip()
+    )
+    return done(f"User {updated.username!r} updated.", "admin.users")
+
+
+def _not_yourself(user_id: int, what: str) -> None:
+    # Locking yourself out mid-session is never what an admin meant to do.
+    if user_id == current_principal().user_id:
+        raise InvalidInput(f"you cannot {what} your own account; ask another admin")
+
+
+@bp.post("/users/<int:user_id>/update")
+@admin_required
+def update_user(user_id: int) -> Redirect:
+    role = form_text("role", max_len=16)
+    name = form_optional("display_name")
+    changes: dict[str, Any] = {"role": role}
+    if name is not None:
+        changes["display_name"] = name  # "" clears it
+    return _update_user(user_id, changes, dict(changes))
+
+
+@bp.post("/users/<int:user_id>/disable")
+@admin_required
+def disable_user(user_id: int) -> Redirect:
+    _not_yourself(user_id, "disable")
+    return _update_user(user_id, {"disabled": True}, {"disabled": True})
+
+
+@bp.post("/users/<int:user_id>/enable")
+@admin_required
+def enable_user(user_id: int) -> Redirect:
+    return _update_user(user_id, {"disabled": False}, {"disabled": False})
+
+
+@bp.post("/users/<int:user_id>/password")
+@admin_required
+def reset_password(user_id: int) -> Redirect:
+    password = form_text("password", max_len=MAX_PASSWORD_CHARS, strip=False)
+    # The audit log says that the password changed, never what it is.
+    return _update_user(user_id, {"password": password}, {"password": "reset"})
+
+
+@bp.post("/users/<int:user_id>/delete")
+@admin_required
+def delete_user(user_id: int) -> Redirect:
+    _not_yourself(user_id, "delete")
+    svc = services()
+    username = svc.accounts.get_user(user_id).username
+    svc.accounts.delete_user(user_id)
+    details = {"user_id": user_id}
+    svc.audit.record(
+        USER_DELETE, actor=current_principal(), target=username, details=details, ip=ip()
+    )
+    return done(f"User {username!r} deleted.", "admin.users")
+
+
+# --- groups ------------------------------------------------------------------------------
+
+
+def _group(group_id: int) -> tuple[Group, list[int]]:
+    for grp, members in services().accounts.list_groups():
+        if grp.id == group_id:
+            return grp, members
+    raise NotFound(f"no group with id {group_id}")
+
+
+def _record_group(action: str, name: str, details: dict[str, Any]) -> None:
+    services().audit.record(
+        action, actor=current_principal(), target=name, details=details, ip=ip()
+    )
+
+
+@bp.get("/groups")
+@admin_required
+def groups() -> Page:
+    svc = services()
+    all_users = svc.accounts.list_users()
+    names = {u.id: u.username for u in all_users}
+    return render_template(
+        "admin/groups.html", groups=svc.accounts.list_groups(), users=all_users, names=names
+    )
+
+
+@bp.post("/groups")
+@admin_required
+def create_group() -> Redirect:
+    grp = services().accounts.create_group(form_text("name"))
+    _record_group(GROUP_CREATE, grp.name, {"group_id": grp.id})
+    return done(f"Group {grp.name!r} created.", "admin.groups")
+
+
+@bp.post("/groups/<int:group_id>/rename")
+@admin_required
+def rename_group(group_id: int) -> Redirect:
+    old, _ = _group(group_id)
+    old_name = old.name
+    grp = services().accounts.rename_group(group_id, form_text("name"))
+    _record_group(GROUP_UPDATE, grp.name, {"group_id": group_id, "from": old_name})
+    return done(f"Group renamed to {grp.name!r}.", "admin.groups")
+
+
+@bp.post("/groups/<int:group_id>/members")
+@admin_required
+def set_members(group_id: int) -> Redirect:
+    grp, _ = _group(group_id)
+    user_ids = form_ids("user_id")  # none checked = an empty group
+    services().accounts.set_members(group_id, user_ids)
+    _record_group(GROUP_UPDATE, grp.name, {"group_id": group_id, "members": sorted(set(user_ids))})
+    return done(f"Members of {grp.name!r} saved.", "admin.groups")
+
+
+@bp.post("/groups/<int:group_id>/delete")
+@admin_required
+def delete_group(group_id: int) -> Redirect:
+    grp, _ = _group(group_id)
+    services().accounts.delete_group(group_id)
+    _record_group(GROUP_DELETE, grp.name, {"group_id": group_id})
+    return done(f"Group {grp.name!r} deleted.", "admin.groups")
+
+
+# --- API tokens (every signed-in user manages their own) ------------------------------------
+
+
+@bp.get("/tokens")
+@login_required
+def tokens() -> Page:
+    p = current_principal()
+    svc = services()
+    everyone = svc.accounts.list_tokens(None) if p.is_admin else []
+    names = {u.id: u.username for u in svc.accounts.list_users()} if p.is_admin else {}
+    return render_template(
+        "admin/tokens.html",
+        mine=svc.accounts.list_tokens(p.user_id),
+        everyone=everyone,
+        names=names,
+    )
+
+
+@bp.post("/tokens")
+@login_required
+def create_token() -> Page:
+    p = current_principal()
+    svc = services()
+    plaintext, token = svc.accounts.create_token(p.user_id, form_text("name"))
+    details = {"token_id": token.id, "prefix": token.prefix}
+    svc.audit.record(TOKEN_CREATE, actor=p, target=token.name, details=details, ip=ip())
+    # Rendered, not redirected: the plaintext must never sit in a (readable) session
+    # cookie, and this no-store page is the only place it ever appears.
+    page = render_template("admin/token_created.html", token=token, plaintext=plaintext)
+    return page, 201
+
+
+@bp.post("/tokens/<int:token_id>/revoke")
+@login_required
+def revoke_token(token_id: int) -> Redirect:
+    p = current_principal()
+    svc = services()
+    owner = None if p.is_admin else p.user_id  # someone else's token is NotFound for non-admins
+    svc.accounts.revoke_token(token_id, owner_id=owner)
+    token = next((t for t in svc.accounts.list_tokens(owner) if t.id == token_id), None)
+    name = token.name if token is not None else f"#{token_id}"
+    details = {"token_id": token_id, "owner_id": token.user_id if token else None}
+    svc.audit.record(TOKEN_REVOKE, actor=p, target=name, details=details, ip=ip())
+    return done(f"Token {name!r} revoked.", "admin.tokens")

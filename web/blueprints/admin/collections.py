@@ -1,0 +1,269 @@
+"""Overview, collections, uploads, documents and grants."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from flask import (
+    Response,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from werkzeug.datastructures import FileStorage
+
+from qa.access import GrantView
+from qa.accounts import Principal
+from qa.audit import (
+    GRANT,
+    REVOKE,
+)
+from qa.blobstore import display_name
+from qa.db.models import DocStatus
+from qa.errors import InvalidInput, NotFound
+from qa.library import CollectionView, document_dict
+from web.auth import admin_required, current_principal
+from web.blueprints.admin import (
+    Page,
+    Redirect,
+    bp,
+    console,
+)
+from web.blueprints.admin.forms import (
+    done,
+    form_principal,
+    form_text,
+    ip,
+)
+from web.errors import wants_json
+from web.services import services
+
+# --- overview and collections ------------------------------------------------------------
+
+
+def _status_counts(p: Principal, collection_id: int) -> dict[str, int]:
+    counts = Counter(d.status for d in services().library.documents(p, collection_id))
+    return {status: counts.get(status, 0) for status in DocStatus.ALL}
+
+
+@bp.get("")
+@console
+def index() -> Page:
+    p = current_principal()
+    rows = [(view, _status_counts(p, view.id)) for view in services().library.collections(p)]
+    return render_template("admin/index.html", rows=rows, statuses=DocStatus.ALL)
+
+
+@bp.get("/collections")
+@console
+def collections() -> Page:
+    views = services().library.collections(current_principal())
+    return render_template("admin/collections.html", collections=views)
+
+
+@bp.post("/collections")
+@console
+def create_collection() -> Redirect:
+    name = form_text("name")
+    cid = services().library.create_collection(current_principal(), name, ip=ip())
+    return done(f"Collection {name!r} created.", "admin.collection", cid=cid)
+
+
+def _status_filter() -> str | None:
+    status = request.args.get("status") or None
+    if status is not None and status not in DocStatus.ALL:
+        raise InvalidInput(f"unknown status {status!r}; one of {', '.join(DocStatus.ALL)}")
+    return status
+
+
+def _visible_grants(p: Principal, view: CollectionView) -> list[GrantView] | None:
+    """Grants are shown to admins and to editors who may write the collection."""
+    if p.is_admin or view.permission == "write":
+        return services().access.grants(view.id)
+    return None
+
+
+@bp.get("/collections/<int:cid>")
+@console
+def collection(cid: int) -> Page:
+    p = current_principal()
+    svc = services()
+    view = svc.library.collection(p, cid)
+    status = _status_filter()
+    docs = svc.library.documents(p, cid, status)
+    return render_template(
+        "admin/collection.html",
+        coll=view,
+        can_write=view.permission == "write",
+        documents=docs,
+        status=status,
+        statuses=DocStatus.ALL,
+        counts=_status_counts(p, cid),
+        grants=_visible_grants(p, view),
+        users=svc.accounts.list_users() if p.is_admin else [],
+        groups=[grp for grp, _ in svc.accounts.list_groups()] if p.is_admin else [],
+        max_upload_mb=svc.settings.max_upload_mb,
+    )
+
+
+@bp.post("/collections/<int:cid>/rename")
+@console
+def rename_collection(cid: int) -> Redirect:
+    name = form_text("name")
+    services().library.rename_collection(current_principal(), cid, name, ip=ip())
+    return done(f"Renamed to {name!r}.", "admin.collection", cid=cid)
+
+
+@bp.post("/collections/<int:cid>/delete")
+@console
+def delete_collection(cid: int) -> Redirect:
+    p = current_principal()
+    svc = services()
+    view = svc.library.collection(p, cid)
+    # Deleting a collection deletes every document in it: the name must be typed.
+    if (request.form.get("confirm") or "").strip() != view.name:
+        raise InvalidInput(f"type the collection name {view.name!r} to confirm the deletion")
+    n = svc.library.delete_collection(p, cid, ip=ip())
+    return done(f"Collection {view.name!r} and its {n} documents deleted.", "admin.collections")
+
+
+# --- uploads and documents -------------------------------------------------------------
+
+
+def _upload_files() -> list[FileStorage]:
+    files = request.files.getlist("file")
+    if not files:
+        raise InvalidInput("send the file in the multipart form field 'file'")
+    for storage in files:
+        if not (storage.filename or "").strip():
+            raise InvalidInput("every uploaded file needs a file name")
+    return files
+
+
+@bp.post("/collections/<int:cid>/upload")
+@console
+def upload(cid: int) -> Response | Redirect:
+    """One file per request from the page's script (a zip expands into its members);
+    the plain form fallback may send several and gets a redirect."""
+    p = current_principal()
+    svc = services()
+    svc.access.require_write(p, cid)  # before reading a possibly large body
+    uploads: list[dict[str, object]] = []
+    for storage in _upload_files():
+        sent = storage.filename or ""
+        for item in svc.library.upload(p, cid, storage.stream, sent, ip=ip()):
+            # ``source`` tells the script which of its rows an entry belongs to (a zip's
+            # members are named "<archive>/<member>").
+            uploads.append({**item.to_dict(), "source": display_name(sent)})
+    if wants_json():
+        resp = jsonify({"uploads": uploads})
+        resp.status_code = 202
+        return resp
+    failed = sum(1 for u in uploads if u["status"] == DocStatus.FAILED)
+    flash(f"{len(uploads)} file(s) accepted, {failed} refused; processing runs in the background.")
+    return redirect(url_for("admin.collection", cid=cid))
+
+
+@bp.get("/collections/<int:cid>/documents.json")
+@console
+def documents_json(cid: int) -> Response:
+    docs = services().library.documents(current_principal(), cid, _status_filter())
+    return jsonify([document_dict(d) for d in docs])
+
+
+def _doc_ids_of(p: Principal, cid: int, ids: list[str]) -> list[str]:
+    """The ids, each checked to be a document of this collection (the URL names one)."""
+    if not ids:
+        raise InvalidInput("choose at least one document (field 'doc_id')")
+    lib = services().library
+    for doc_id in ids:
+        if len(doc_id) > 64 or lib.document(p, doc_id).collection_id != cid:
+            raise NotFound(f"no document {doc_id[:64]!r} in collection {cid}")
+    return ids
+
+
+def _back_to_collection(cid: int, message: str) -> Redirect:
+    status = request.form.get("status") or None
+    values: dict[str, Any] = {"cid": cid}
+    if status in DocStatus.ALL:
+        values["status"] = status  # keep the table filter the user was looking at
+    return done(message, "admin.collection", **values)
+
+
+@bp.post("/collections/<int:cid>/documents/delete")
+@console
+def delete_documents(cid: int) -> Redirect:
+    p = current_principal()
+    ids = _doc_ids_of(p, cid, request.form.getlist("doc_id"))
+    names = services().library.delete_documents(p, ids, ip=ip())
+    return _back_to_collection(cid, f"Deleted {', '.join(names)}.")
+
+
+@bp.post("/collections/<int:cid>/retry")
+@console
+def retry(cid: int) -> Redirect:
+    """Retry the chosen documents, or without ``doc_id`` every failed one."""
+    p = current_principal()
+    svc = services()
+    svc.access.require_write(p, cid)
+    ids = request.form.getlist("doc_id")
+    if ids:
+        ids = _doc_ids_of(p, cid, ids)
+    else:
+        ids = [d.id for d in svc.library.documents(p, cid, DocStatus.FAILED)]
+    if not ids:
+        return _back_to_collection(cid, "No failed documents to retry.")
+    n = svc.library.retry(p, ids, ip=ip())
+    return _back_to_collection(cid, f"{n} document(s) queued again.")
+
+
+@bp.post("/collections/<int:cid>/reindex")
+@console
+def reindex(cid: int) -> Redirect:
+    services().library.reindex(current_principal(), cid, ip=ip())
+    return _back_to_collection(cid, "Re-indexing started; search uses the old index until then.")
+
+
+# --- grants (admins change them; editors who may write only see them) -------------------------
+
+
+def _grant_label(grants: list[GrantView], user_id: int | None, group_id: int | None) -> str:
+    for gv in grants:
+        if user_id is not None and gv.user_id == user_id:
+            return f"user {gv.username}"
+        if group_id is not None and gv.group_id == group_id:
+            return f"group {gv.group_name}"
+    return f"user #{user_id}" if user_id is not None else f"group #{group_id}"
+
+
+@bp.post("/collections/<int:cid>/grants")
+@admin_required
+def grant(cid: int) -> Redirect:
+    p = current_principal()
+    svc = services()
+    user_id, group_id = form_principal()
+    permission = form_text("permission", max_len=16)
+    view = svc.library.collection(p, cid)
+    svc.access.grant(cid, permission, user_id=user_id, group_id=group_id)
+    who = _grant_label(svc.access.grants(cid), user_id, group_id)
+    details = {"user_id": user_id, "group_id": group_id, "who": who, "permission": permission}
+    svc.audit.record(GRANT, actor=p, target=view.name, details=details, ip=ip())
+    return done(f"{who} may now {permission} {view.name!r}.", "admin.collection", cid=cid)
+
+
+@bp.post("/collections/<int:cid>/grants/revoke")
+@admin_required
+def revoke(cid: int) -> Redirect:
+    p = current_principal()
+    svc = services()
+    user_id, group_id = form_principal()
+    view = svc.library.collection(p, cid)
+    who = _grant_label(svc.access.grants(cid), user_id, group_id)
+    svc.access.revoke(cid, user_id=user_id, group_id=group_id)
+    details = {"user_id": user_id, "group_id": group_id, "who": who}
+    svc.audit.record(REVOKE, actor=p, target=view.name, details=details, ip=ip())
+    return done(f"Access of {who} to {view.name!r} revoked.", "admin.collection", cid=cid)
