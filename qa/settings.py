@@ -66,6 +66,27 @@ class Settings(BaseSettings):
     system_prompt: str | None = None
     max_queue: int = Field(default=16, ge=0, le=10_000)
 
+    # scale-out (Celery on Redis). Unset: the embedded default (in-process thread pool,
+    # model in the web process), which needs no Redis at all.
+    broker_url: str | None = Field(
+        default=None, description="e.g. redis://127.0.0.1:6379/0; enables Celery workers"
+    )
+    #: where generation runs when a broker is configured: "worker" = only in processes
+    #: consuming the ``generate`` queue (tokens stream back over Redis); "local" = in-process
+    generation: Literal["local", "worker"] = "worker"
+    #: seconds the broker waits before redelivering an unacknowledged task (acks_late)
+    broker_visibility_timeout_s: int = Field(default=3600, ge=60)
+    #: hard limit of one ingest task; must stay below the visibility timeout
+    ingest_task_time_limit_s: int = Field(default=900, ge=30)
+    #: hard limit of one summarization task
+    summarize_task_time_limit_s: int = Field(default=1800, ge=60)
+    #: a document whose processing was started this many times without finishing (worker
+    #: killed each time) is quarantined as "failed: parser crashed"
+    max_processing_attempts: int = Field(default=3, ge=1, le=100)
+    #: the reconciler re-enqueues documents queued/processing for longer than this
+    reconcile_stuck_after_s: int = Field(default=900, ge=10)
+    reconcile_interval_s: int = Field(default=60, ge=5)
+
     # web serving (``docqa serve``)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
