@@ -328,9 +328,15 @@ def ensure_onnx_int8(
 # sentence-transformers backends
 
 
-def _foreign_errors() -> tuple[type[BaseException], ...]:
-    """Errors the model runtimes raise. onnxruntime's derive from Exception, not RuntimeError."""
+def _foreign_errors(onnx: bool = True) -> tuple[type[BaseException], ...]:
+    """Errors the model runtimes raise. onnxruntime's derive from Exception, not RuntimeError.
+
+    ``onnx=False`` (the torch backend) leaves onnxruntime unimported: a web process that
+    generates on workers then loads no ONNX runtime at all.
+    """
     errors: list[type[BaseException]] = [RuntimeError, OSError, ValueError]
+    if not onnx:
+        return tuple(errors)
     try:
         from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
     except ImportError:  # pragma: no cover - onnxruntime is a dependency
@@ -396,7 +402,7 @@ class SentenceTransformerEmbedder(Embedder):
         # float ones (cosine > 0.95), so switching backend keeps stored vectors comparable
         # and must not force a re-embedding of every collection.
         self.model_id = name
-        self._errors = _foreign_errors()
+        self._errors = _foreign_errors(onnx=backend != "torch")
 
         if backend == "torch":
             self._st = self._load_torch(threads)

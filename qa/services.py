@@ -28,6 +28,30 @@ def load_generator(settings: Settings) -> Generator | None:
     return OnnxQwenGenerator(settings.llm_dir, threads=settings.llm_threads)
 
 
+def load_remote_generator(settings: Settings) -> Generator | None:
+    """A generator whose model runs on the generation workers (tokens over Redis).
+
+    The web process loads only the tokenizer and the manifest; None (extractive mode)
+    when no model is built.
+    """
+    if not (settings.llm_dir / MANIFEST).is_file():
+        log.info("no model built in %s: answering in extractive mode", settings.llm_dir)
+        return None
+    from qa.remote_generator import RemoteGenerator
+
+    assert settings.broker_url is not None
+    return RemoteGenerator(
+        settings.llm_dir,
+        settings.broker_url,
+        # the longest one answer may run on a worker (below the visibility timeout)
+        time_limit_s=settings.summarize_task_time_limit_s,
+    )
+
+
+def generation_on_workers(settings: Settings) -> bool:
+    return bool(settings.broker_url) and settings.generation == "worker"
+
+
 def build_answer_service(
     settings: Settings,
     *,
@@ -39,8 +63,13 @@ def build_answer_service(
     db = db or Database(settings.db_url)
     embedder = embedder or get_embedder(settings)
     reader = IndexReader(IndexStore(settings.index_dir, keep=settings.index_keep_versions))
+    slots = 1  # one sequence at a time in this process
     if generator is None and use_model:
-        generator = load_generator(settings)
+        if generation_on_workers(settings):
+            generator = load_remote_generator(settings)
+            slots = settings.generation_workers  # one sequence per generation worker
+        else:
+            generator = load_generator(settings)
     reranker = None
     if settings.rerank_model_dir is not None:
         from qa.reranker import CrossEncoderReranker
@@ -62,7 +91,7 @@ def build_answer_service(
         retriever,
         embedder,
         generator,
-        slot=ModelSlot(max_waiting=settings.max_queue),
+        slot=ModelSlot(max_waiting=settings.max_queue, capacity=slots),
         source_budget_tokens=settings.source_budget_tokens,
         answer_reserve_tokens=settings.answer_reserve_tokens,
         default_system_prompt=settings.system_prompt or DEFAULT_SYSTEM_PROMPT,

@@ -1,6 +1,8 @@
 """One model slot per process, shared fairly.
 
-On a CPU the model serves one sequence at a time. Requests wait in a bounded queue ordered
+On a CPU the model serves one sequence at a time. With generation on workers the slot has
+one place per generation worker (``capacity``), so the web never queues more sequences in
+the broker than workers can run. Requests wait in a bounded queue ordered
 by priority (interactive questions before batch summaries), then by arrival; a waiter learns
 its position as it changes. When the queue is full a new request is refused at once with
 ``Busy`` (the web layer answers 503 + Retry-After) instead of waiting without bound. A
@@ -32,16 +34,25 @@ class _Ticket:
 
 class ModelSlot:
     def __init__(
-        self, *, max_waiting: int = 16, retry_after_s: int = 10, heartbeat_s: float = 1.0
+        self,
+        *,
+        max_waiting: int = 16,
+        retry_after_s: int = 10,
+        heartbeat_s: float = 1.0,
+        capacity: int = 1,
     ) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.max_waiting = max_waiting
+        #: sequences that may run at once (1 in-process; the number of generation workers)
+        self.capacity = capacity
         self.retry_after_s = retry_after_s
         #: a waiter's position is reported again after this long even if unchanged, so a
         #: streaming caller writes to its client and notices one that went away
         self.heartbeat_s = heartbeat_s
         self._cond = threading.Condition()
         self._waiting: list[_Ticket] = []
-        self._busy = False
+        self._running = 0
         self._seq = itertools.count()
 
     @property
@@ -50,9 +61,16 @@ class ModelSlot:
             return len(self._waiting)
 
     @property
+    def interactive_waiting(self) -> bool:
+        """Whether an interactive request waits: a batch holder then gives the slot up at
+        its next token instead of finishing its whole step (see ``qa.summarize``)."""
+        with self._cond:
+            return bool(self._waiting) and self._waiting[0].priority == INTERACTIVE
+
+    @property
     def in_use(self) -> bool:
         with self._cond:
-            return self._busy
+            return self._running > 0
 
     def join(self, priority: int = INTERACTIVE, cancel: threading.Event | None = None) -> Turn:
         """Take the slot or a place in the queue now, or raise ``Busy`` now.
@@ -61,8 +79,8 @@ class ModelSlot:
         burst over capacity with 503 instead of an error inside an already-started stream.
         """
         with self._cond:
-            if not self._busy and not self._waiting:
-                self._busy = True
+            if self._running < self.capacity and not self._waiting:
+                self._running += 1
                 return Turn(self, None)
             if len(self._waiting) >= self.max_waiting:
                 raise Busy(self.retry_after_s)
@@ -88,7 +106,7 @@ class ModelSlot:
 
     def release(self) -> None:
         with self._cond:
-            self._busy = False
+            self._running = max(0, self._running - 1)
             self._cond.notify_all()
 
     def _position(self, ticket: _Ticket) -> int:
@@ -142,9 +160,9 @@ class Turn:
                 with slot._cond:
                     if self._released:
                         raise Cancelled("the request gave up its place")
-                    if not slot._busy and slot._waiting[0] is ticket:
+                    if slot._running < slot.capacity and slot._waiting[0] is ticket:
                         heapq.heappop(slot._waiting)
-                        slot._busy = True
+                        slot._running += 1
                         self._holding = True
                         slot._cond.notify_all()  # the others moved up one place
                         return
