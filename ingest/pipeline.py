@@ -174,10 +174,27 @@ class IngestService:
                     pages=doc.page_count,
                     chunks=doc.chunk_count,
                 )
-            doc.status = DocStatus.PROCESSING
-            doc.attempts += 1
-            session.commit()
-            sha, name = doc.sha256, doc.original_name
+            sha, name, attempts = doc.sha256, doc.original_name, doc.attempts
+            # Still ``processing`` means the previous start never finished: its process
+            # died (a parse that merely fails ends ``failed``). A file that took its worker
+            # down this often is quarantined instead of being given another one to kill.
+            # An explicit retry of a ``failed`` document always parses again.
+            quarantine = (
+                doc.status == DocStatus.PROCESSING
+                and attempts >= self.settings.max_processing_attempts
+            )
+            if not quarantine:
+                doc.status = DocStatus.PROCESSING
+                doc.attempts += 1
+                session.commit()
+        if quarantine:
+            # Worded like the sandbox's own ParserCrashed reasons ("parser crashed (...)").
+            reason = (
+                f"parser crashed: its worker died while processing it ({attempts} starts);"
+                " quarantined"
+            )
+            log.warning("document %s (%s) quarantined: %s", doc_id, name, reason)
+            return self._fail(doc_id, name, reason, started)
 
         try:
             parsed = self.parser.parse(self.blobs.path_for(sha), name)
@@ -236,6 +253,12 @@ class IngestService:
         return Processed(
             doc_id, name, Outcome.FAILED, reason, seconds=time.perf_counter() - started
         )
+
+    def mark_failed(self, doc_id: str, reason: str) -> Processed:
+        """Record a failure seen outside ``process`` (a worker's time limit, say)."""
+        with self.db.session() as session:
+            name = get_document(session, doc_id).original_name
+        return self._fail(doc_id, name, reason, time.perf_counter())
 
     def forget_blobs(self, shas: set[str]) -> None:
         """Delete originals no document references any more (deleted means gone)."""

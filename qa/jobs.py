@@ -56,6 +56,12 @@ class IngestQueue(abc.ABC):
     def forget_blobs(self, shas: set[str]) -> None:
         """Delete originals no document references any more."""
 
+    def summarize(self, job_id: str) -> None:
+        """Run a summary job (a row in the jobs table) in the background."""
+        from qa.errors import Unavailable
+
+        raise Unavailable("summaries are not available in this process")
+
     def depth(self) -> int:
         """Documents waiting or being processed (for metrics); -1 when unknown."""
         return -1

@@ -8,6 +8,7 @@ log. Parsing is never done here: uploads go to the ``IngestQueue``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ from qa.db.models import Collection, DocStatus, Document, PageText, iso_utc
 from qa.errors import Conflict, NotFound, PermissionDenied, Unavailable
 from qa.index_store import IndexStore
 from qa.jobs import IngestQueue, Upload
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -276,8 +279,14 @@ class LibraryService:
         return self.queue
 
     def _reindex_quietly(self, collection_id: int) -> None:
-        if self.queue is not None:
+        if self.queue is None:
+            return
+        try:
             self.queue.reindex(collection_id)
+        except Unavailable:
+            # The delete is committed and retrieval already ignores the deleted rows; the
+            # reconciler republishes the stale index once the queue is back.
+            log.warning("could not enqueue the republish of collection %d", collection_id)
 
     def _forget(self, shas: set[str]) -> None:
         if not shas:

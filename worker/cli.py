@@ -454,5 +454,11 @@ def serve(settings: Settings, host: str | None, port: int | None, threads: int |
     run_server(settings, host=host, port=port, threads=threads or settings.web_threads)
 
 
+from worker.cli_summarize import summarize_command  # noqa: E402
+from worker.cli_worker import worker_command  # noqa: E402
+
+main.add_command(worker_command)
+main.add_command(summarize_command)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -11,24 +11,21 @@ upload is never lost, only delayed.
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
-from pathlib import Path
 from typing import IO
 
 from ingest.pipeline import IngestService
-from ingest.sandbox import ParseLimits
-from ingest.sources import Source, named_file_sources
-from qa.blobstore import display_name
-from qa.db.models import DocStatus, Document
-from qa.errors import DocqaError, NotFound
+from qa.db.models import Document
+from qa.errors import NotFound
 from qa.jobs import IngestQueue, Upload
+from qa.summarize import SummaryService
+from worker.embedded_summaries import EmbeddedSummaries
+from worker.uploads import store_upload
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +42,8 @@ class EmbeddedIngestQueue(IngestQueue):
         self._closed = False
         self._tmp = service.settings.data_dir / "uploads"
         self._tmp.mkdir(parents=True, exist_ok=True)
+        # Summary jobs run on their own thread, not an ingest one (see embedded_summaries).
+        self.summaries = EmbeddedSummaries(service.db, service.embedder)
 
     def start(self) -> int:
         """Re-queue documents an earlier run accepted but did not finish."""
@@ -58,18 +57,10 @@ class EmbeddedIngestQueue(IngestQueue):
     # -- IngestQueue ----------------------------------------------------------------------
 
     def submit(self, collection: str, stream: IO[bytes], name: str) -> list[Upload]:
-        name = display_name(name or "upload")
-        # Spooled to a file first: a zip archive (a folder upload) needs random access.
-        fd, tmp_name = tempfile.mkstemp(dir=self._tmp, suffix=".upload")
-        tmp = Path(tmp_name)
-        try:
-            with open(fd, "wb") as f:
-                shutil.copyfileobj(stream, f, 1024 * 1024)
-            limits = ParseLimits.from_settings(self.service.settings)
-            sources = named_file_sources(tmp, name, limits)
-            return [self._submit_one(collection, src) for src in sources]
-        finally:
-            tmp.unlink(missing_ok=True)
+        uploads, pending = store_upload(self.service, collection, stream, name, self._tmp)
+        for doc_id, collection_id in pending:
+            self._schedule_document(doc_id, collection_id)
+        return uploads
 
     def retry(self, document_ids: Sequence[str]) -> None:
         for doc_id in document_ids:
@@ -84,6 +75,13 @@ class EmbeddedIngestQueue(IngestQueue):
     def forget_blobs(self, shas: set[str]) -> None:
         self.service.forget_blobs(shas)
 
+    def summarize(self, job_id: str) -> None:
+        self.summaries.submit(job_id)
+
+    def attach_summaries(self, summaries: SummaryService) -> None:
+        """Run summary jobs with this service: the answer service's model and slot."""
+        self.summaries.attach(summaries)
+
     def depth(self) -> int:
         with self._lock:
             return self._inflight
@@ -94,6 +92,7 @@ class EmbeddedIngestQueue(IngestQueue):
         # Queued work is dropped, not lost: its documents stay ``queued`` in the DB and the
         # next start picks them up.
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.summaries.close()
         self.service.close()
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
@@ -106,24 +105,6 @@ class EmbeddedIngestQueue(IngestQueue):
         return False
 
     # -- internals ------------------------------------------------------------------------
-
-    def _submit_one(self, collection: str, src: Source) -> Upload:
-        if src.error:
-            return Upload(src.name, None, DocStatus.FAILED, False, src.error)
-        try:
-            with src.open() as stream:
-                sub = self.service.submit_stream(collection, stream, src.name)
-        except DocqaError as exc:
-            return Upload(src.name, None, DocStatus.FAILED, False, str(exc))
-        if sub.created or sub.status in (DocStatus.QUEUED, DocStatus.PROCESSING):
-            self._schedule_document(sub.document_id, sub.collection_id)
-            return Upload(sub.name, sub.document_id, DocStatus.QUEUED, sub.created)
-        error = None
-        if sub.status == DocStatus.FAILED:
-            with self.service.db.session() as session:
-                doc = session.get(Document, sub.document_id)
-                error = doc.error if doc is not None else None
-        return Upload(sub.name, sub.document_id, sub.status, False, error)
 
     def _collection_of(self, doc_id: str) -> int:
         with self.service.db.session() as session:

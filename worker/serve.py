@@ -1,4 +1,5 @@
-"""``docqa serve``: the web app on gunicorn, with ingestion and the model in-process.
+"""``docqa serve``: the web app on gunicorn, with ingestion and the model in-process
+(or, with a broker configured, enqueued for ``docqa worker`` processes).
 
 Gunicorn's ``gthread`` worker gives every request its own thread, so a long answer stream
 never blocks another request. There is exactly one worker process: the model is loaded
@@ -22,20 +23,43 @@ from qa.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def build_embedded_app(settings: Settings) -> Flask:
-    """The whole single-machine service: web app + in-process ingest queue + model."""
+def build_app(settings: Settings) -> Flask:
+    """The web app, with the ingest queue the settings ask for.
+
+    No broker: the single-machine service, uploads processed by an in-process thread pool.
+    A broker (``DOCQA_BROKER_URL``): uploads are stored here and processed by ``docqa
+    worker`` processes; this process only enqueues (the same ``IngestQueue`` interface).
+    """
     from ingest.factory import build_ingest_service
+    from qa.jobs import IngestQueue
     from qa.services import build_answer_service
     from web.app import create_app
     from web.services import build_web_services
     from worker.embedded import EmbeddedIngestQueue
 
     ingest_service = build_ingest_service(settings)
-    queue = EmbeddedIngestQueue(ingest_service)
-    queue.start()
+    queue: IngestQueue
+    if settings.broker_url:
+        from worker.celery_app import configure
+        from worker.celery_queue import CeleryIngestQueue
+
+        queue = CeleryIngestQueue(ingest_service, configure(settings))
+    else:
+        embedded = EmbeddedIngestQueue(ingest_service)
+        embedded.start()
+        queue = embedded
     answers = build_answer_service(settings, db=ingest_service.db, embedder=ingest_service.embedder)
+    if isinstance(queue, EmbeddedIngestQueue):
+        from qa.summarize import SummaryService
+
+        # Summaries share the answer service's model and slot: questions go first.
+        queue.attach_summaries(SummaryService.from_answers(answers))
     services = build_web_services(settings, ingest=queue, answers=answers)
     return create_app(settings, services=services)
+
+
+#: the name earlier callers use; with no broker configured it is exactly that
+build_embedded_app = build_app
 
 
 def first_admin(settings: Settings) -> tuple[str, str] | None:
@@ -59,7 +83,7 @@ class _Server(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Flask:
-        return build_embedded_app(self.settings_)
+        return build_app(self.settings_)
 
 
 def serve(settings: Settings, *, host: str, port: int, threads: int) -> None:

@@ -1,0 +1,233 @@
+"""The scaled mode's bookkeeping without Celery: reconciler, publish coalescing, quarantine.
+
+Real DB (SQLite and PostgreSQL), real sandbox and embedder; the "broker" is a list.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from datetime import UTC, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from ingest.pipeline import IngestService, Outcome
+from qa.blobstore import BlobStore
+from qa.db.engine import Database
+from qa.db.models import DocStatus, Document, utcnow
+from qa.embedder import Embedder
+from qa.index_store import IndexStore
+from qa.settings import Settings
+from worker.reconcile import (
+    mark_queued,
+    processing_deadline_s,
+    publish_due,
+    published,
+    reconcile,
+    stale_collections,
+)
+
+
+@pytest.fixture
+def service(tmp_path: Path, db: Database, embedder: Embedder) -> Iterator[IngestService]:
+    settings = Settings(
+        data_dir=tmp_path / "var",
+        database_url=db.url,
+        reconcile_stuck_after_s=60,
+        ingest_task_time_limit_s=120,
+        max_processing_attempts=3,
+    )
+    svc = IngestService(
+        settings, db, BlobStore(settings.blob_dir), embedder, IndexStore(settings.index_dir)
+    )
+    try:
+        yield svc
+    finally:
+        svc.close()
+
+
+def _submit(service: IngestService, name: str, text: str, collection: str = "docs") -> str:
+    return service.submit_stream(collection, io.BytesIO(text.encode()), name).document_id
+
+
+def _set(db: Database, doc_id: str, *, age_s: float | None = None, **values: object) -> None:
+    if age_s is not None:
+        values["updated_at"] = utcnow() - timedelta(seconds=age_s)
+    with db.session() as session:
+        session.execute(update(Document).where(Document.id == doc_id).values(**values))
+        session.commit()
+
+
+def _doc(db: Database, doc_id: str) -> Document:
+    with db.session() as session:
+        doc = session.get(Document, doc_id)
+        assert doc is not None
+        session.expunge(doc)
+        return doc
+
+
+class Broker:
+    def __init__(self) -> None:
+        self.documents: list[str] = []
+        self.publishes: list[int] = []
+
+    def run(self, service: IngestService, backlog: int | None = 0) -> None:
+        reconcile(
+            service.db,
+            service.indexes,
+            service.settings,
+            enqueue_document=self.documents.append,
+            enqueue_publish=self.publishes.append,
+            backlog=backlog,
+        )
+
+
+def test_stuck_documents_are_requeued_once_per_threshold(service: IngestService) -> None:
+    db = service.db
+    deadline = processing_deadline_s(service.settings)
+    assert deadline == 120 + 15  # past the hard time limit, no worker can still be on it
+    lost = _submit(service, "lost.md", "queued long ago, its message was lost")
+    fresh = _submit(service, "fresh.md", "queued a moment ago")
+    dead = _submit(service, "dead.md", "its worker died")
+    busy = _submit(service, "busy.md", "still within the time limit")
+    done = _submit(service, "done.md", "indexed long ago")
+    _set(db, lost, age_s=61)
+    _set(db, dead, age_s=deadline + 1, status=DocStatus.PROCESSING, attempts=1)
+    _set(db, busy, age_s=deadline - 20, status=DocStatus.PROCESSING, attempts=1)
+    _set(db, done, age_s=10_000, status=DocStatus.INDEXED)
+
+    broker = Broker()
+    broker.run(service)
+    assert sorted(broker.documents) == sorted([lost, dead])
+    assert fresh not in broker.documents
+    # Their clock restarted: the next run (a few seconds later) leaves them alone.
+    touched = _doc(db, lost).updated_at
+    assert utcnow() - touched.replace(tzinfo=touched.tzinfo or UTC) < timedelta(seconds=5)
+    again = Broker()
+    again.run(service)
+    assert again.documents == []
+    # Status and attempts are the task's business, not the reconciler's.
+    assert _doc(db, dead).status == DocStatus.PROCESSING and _doc(db, dead).attempts == 1
+
+
+def test_queued_documents_wait_while_the_ingest_queue_has_a_backlog(
+    service: IngestService,
+) -> None:
+    db = service.db
+    waiting = _submit(service, "waiting.md", "behind 500 others in the queue")
+    dead = _submit(service, "dead.md", "its worker died")
+    _set(db, waiting, age_s=3600)
+    _set(db, dead, age_s=3600, status=DocStatus.PROCESSING)
+    broker = Broker()
+    broker.run(service, backlog=500)
+    assert broker.documents == [dead]
+    unknown = Broker()  # the broker could not say: nothing may stay stuck forever
+    unknown.run(service, backlog=None)
+    assert unknown.documents == [waiting]
+
+
+def test_a_lost_publish_is_redone_and_an_up_to_date_index_is_left_alone(
+    service: IngestService,
+) -> None:
+    doc = _submit(service, "a.md", "# Lighthouses\n\nKeepers trimmed the wicks every night.\n")
+    assert service.process(doc).outcome == Outcome.INDEXED
+    coll = _doc(service.db, doc).collection_id
+    _submit(service, "empty.md", "", collection="empty")  # nothing to index: no publish
+    # Indexed, but the publish message was lost.
+    assert stale_collections(service.db, service.indexes) == [coll]
+    broker = Broker()
+    broker.run(service)
+    assert broker.publishes == [coll] and broker.documents == []
+
+    service.publish(coll)
+    assert stale_collections(service.db, service.indexes) == []
+
+
+def test_publish_requests_are_coalesced_during_a_batch(service: IngestService) -> None:
+    db, store = service.db, service.indexes
+    first = _submit(service, "first.md", "# One\n\nThe first document of a long batch.\n")
+    others = [_submit(service, f"n{i}.md", f"Document number {i} of the batch.") for i in range(2)]
+    coll = _doc(db, first).collection_id
+    assert service.process(first).outcome == Outcome.INDEXED
+    assert publish_due(db, store, coll)  # nothing published yet: show the first results
+    service.publish(coll)
+    key = f"c{coll}"
+    assert published(store, key) is not None
+
+    # Others pending and the index is fresh: skip; a pending document asks again later.
+    assert service.process(others[0]).outcome == Outcome.INDEXED
+    assert not publish_due(db, store, coll)
+    # ... unless the index is older than the interval (progress during long batches).
+    later = utcnow() + timedelta(seconds=31)
+    assert publish_due(db, store, coll, now=later)
+
+    # The last document's request runs; requests piled up behind it are skipped.
+    assert service.process(others[1]).outcome == Outcome.INDEXED
+    assert publish_due(db, store, coll)
+    version = service.publish(coll).version
+    assert not publish_due(db, store, coll)
+    current = published(store, key)
+    assert current is not None and (current.version, current.count) == (version, 3)
+
+
+def test_retry_marks_failed_documents_queued_but_leaves_processing_ones(
+    service: IngestService,
+) -> None:
+    db = service.db
+    failed = _submit(service, "failed.pdf", "%PDF-1.7 broken")
+    running = _submit(service, "running.md", "in progress")
+    _set(db, failed, status=DocStatus.FAILED, error="malformed PDF", attempts=1)
+    _set(db, running, status=DocStatus.PROCESSING, attempts=2)
+    mark_queued(db, [failed, running])
+    assert (_doc(db, failed).status, _doc(db, failed).error) == (DocStatus.QUEUED, None)
+    assert _doc(db, running).status == DocStatus.PROCESSING
+
+
+# -- quarantine (IngestService.process) -----------------------------------------------
+
+
+def test_a_document_whose_worker_died_too_often_is_quarantined_without_parsing(
+    service: IngestService,
+) -> None:
+    db = service.db
+    poison = _submit(service, "poison.md", "# Poison\n\nThis file took its worker down.\n")
+    # Three starts that never finished: status still ``processing``.
+    _set(db, poison, status=DocStatus.PROCESSING, attempts=3)
+    result = service.process(poison)
+    assert result.outcome == Outcome.FAILED
+    doc = _doc(db, poison)
+    assert doc.status == DocStatus.FAILED
+    assert doc.error is not None and doc.error.startswith("parser crashed")
+    assert "quarantined" in doc.error
+    assert doc.attempts == 3 and doc.chunk_count == 0  # not started a fourth time
+
+
+def test_an_interrupted_document_below_the_limit_is_processed_again(
+    service: IngestService,
+) -> None:
+    doc_id = _submit(service, "once.md", "# Once\n\nIts first worker was killed mid-way.\n")
+    _set(service.db, doc_id, status=DocStatus.PROCESSING, attempts=2)
+    assert service.process(doc_id).outcome == Outcome.INDEXED
+    doc = _doc(service.db, doc_id)
+    assert (doc.status, doc.attempts) == (DocStatus.INDEXED, 3)
+
+
+def test_an_explicit_retry_of_a_quarantined_document_parses_it_again(
+    service: IngestService,
+) -> None:
+    """Quarantine counts starts that never finished; a ``failed`` row always parses."""
+    doc_id = _submit(service, "fixed.md", "# Fixed\n\nThe admin retried it after a fix.\n")
+    _set(
+        service.db,
+        doc_id,
+        status=DocStatus.FAILED,
+        error="parser crashed: its worker died while processing it (3 starts); quarantined",
+        attempts=3,
+    )
+    mark_queued(service.db, [doc_id])  # what CeleryIngestQueue.retry does first
+    assert service.process(doc_id).outcome == Outcome.INDEXED
+    _set(service.db, doc_id, status=DocStatus.FAILED, attempts=7)  # the embedded queue's retry
+    assert service.process(doc_id).outcome == Outcome.INDEXED
+    assert _doc(service.db, doc_id).attempts == 8

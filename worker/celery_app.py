@@ -1,0 +1,120 @@
+"""The Celery app of the scaled mode, configured from the same settings as the web app.
+
+    queue       tasks                                   workers
+    ingest      docqa.ingest_document                   any number, any machine
+    index       docqa.publish_collection, reconcile     exactly one (the one index writer)
+    generate    docqa.generate                          machines holding the model
+    summarize   docqa.summarize                         machines holding the model
+
+Redis is broker and result store, never a database: every task takes ids and reads its
+input from the metadata DB, so a lost message loses nothing the reconciler cannot redo.
+Tasks acknowledge late and are rejected when their worker dies, so a killed worker's task is
+delivered again; the hard time limit stays below the broker's visibility timeout, so a task
+is never redelivered while it still runs.
+
+Task modules register on the module-level ``app`` when imported; ``configure`` applies
+settings (``docqa worker`` and ``docqa serve`` call it; nothing connects at import time).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from qa.errors import ConfigError
+from qa.settings import Settings
+
+QUEUES = ("ingest", "index", "generate", "summarize")
+
+#: task name -> queue; web and workers only ever refer to tasks by these names
+ROUTES = {
+    "docqa.ingest_document": "ingest",
+    "docqa.publish_collection": "index",
+    "docqa.reconcile": "index",
+    "docqa.generate": "generate",
+    "docqa.summarize": "summarize",
+}
+
+#: modules whose import registers tasks on ``app``
+TASK_MODULES = ["worker.tasks", "worker.tasks_generate", "worker.tasks_summarize"]
+
+#: seconds a worker told to stop (SIGTERM) lets its running tasks finish before requeueing
+WORKER_SOFT_SHUTDOWN_S = 10.0
+
+app = Celery("docqa")
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    if not settings.broker_url:
+        raise ConfigError("no broker configured: set DOCQA_BROKER_URL (e.g. redis://host:6379/0)")
+    visibility = settings.broker_visibility_timeout_s
+    longest = max(settings.ingest_task_time_limit_s, settings.summarize_task_time_limit_s)
+    if longest >= visibility:
+        raise ConfigError(
+            f"task time limits ({longest} s) must stay below the broker visibility timeout"
+            f" ({visibility} s), or a running task would be delivered a second time"
+        )
+    return {
+        "broker_url": settings.broker_url,
+        "result_backend": settings.broker_url,
+        "broker_transport_options": {
+            "visibility_timeout": visibility,
+            # A task of a killed worker is restored once the visibility timeout has passed,
+            # by a periodic sweep of the surviving workers; kombu's default sweep runs only
+            # every 100 s. (Added by celery-ingest.)
+            "unacked_restore_interval": max(1, min(60, visibility // 10)),
+            "unacked_restore_throttle": 1,
+            # An unreachable broker fails an enqueue in seconds, not after TCP's minutes.
+            "socket_connect_timeout": 5,
+        },
+        "result_backend_transport_options": {"visibility_timeout": visibility},
+        "broker_connection_retry_on_startup": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "task_time_limit": settings.ingest_task_time_limit_s,
+        "task_soft_time_limit": max(10, settings.ingest_task_time_limit_s - 30),
+        # A summary runs much longer than one document's ingest: its own limits (applied
+        # when the task binds, i.e. on the first use after ``configure``). (summaries)
+        "task_annotations": {
+            "docqa.summarize": {
+                "time_limit": settings.summarize_task_time_limit_s,
+                "soft_time_limit": max(10, settings.summarize_task_time_limit_s - 30),
+            }
+        },
+        "task_routes": {name: {"queue": queue} for name, queue in ROUTES.items()},
+        "task_default_queue": "ingest",
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_expires": 24 * 3600,
+        # One task at a time per process: a long parse must not hold others hostage.
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_hijack_root_logger": False,
+        # ``docqa worker`` maps SIGTERM to Celery's cold shutdown: running tasks get this
+        # long to finish (and are acknowledged), then they are cancelled and requeued for
+        # another worker. Keep it below the orchestrator's kill grace period.
+        "worker_soft_shutdown_timeout": WORKER_SOFT_SHUTDOWN_S,
+        "beat_schedule": {
+            "reconcile": {"task": "docqa.reconcile", "schedule": settings.reconcile_interval_s}
+        },
+    }
+
+
+def configure(settings: Settings) -> Celery:
+    """Point ``app`` at the configured broker and load the task modules."""
+    app.conf.update(celery_config(settings))
+    app.conf.docqa_settings = settings
+    app.loader.import_default_modules()
+    for module in TASK_MODULES:
+        __import__(module)
+    return app
+
+
+def app_settings() -> Settings:
+    settings = app.conf.get("docqa_settings")
+    if not isinstance(settings, Settings):
+        raise ConfigError("the Celery app is not configured; call worker.celery_app.configure")
+    return settings

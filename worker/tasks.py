@@ -1,0 +1,169 @@
+"""Ingest tasks of the scaled mode: each one calls one service function.
+
+    docqa.ingest_document(doc_id)        queue ingest   IngestService.process, then asks
+                                                        for a publish of its collection
+    docqa.publish_collection(coll_id)    queue index    IngestService.publish (one writer:
+                                                        run that queue with concurrency 1)
+    docqa.reconcile()                    queue index    periodic (beat): re-enqueue what the
+                                                        broker lost (``worker.reconcile``)
+
+Arguments are ids; everything else is read from the metadata DB, so a redelivered or
+duplicated message finds the document as it is now (an ``indexed`` one is a no-op).
+
+Retries: only transient failures (database or broker unreachable) are retried, with
+exponential backoff. A bad file never raises here: ``process`` records it as ``failed``
+with its reason. A file that kills the worker itself is counted by ``process`` (attempts)
+and quarantined; Celery redelivers such a task (``reject_on_worker_lost``) until then.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+import kombu.exceptions
+import redis.exceptions
+import sqlalchemy.exc
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from qa.db.models import Document
+from qa.errors import NotFound
+from worker import context
+from worker.celery_app import ROUTES, app
+from worker.reconcile import publish_due
+from worker.reconcile import reconcile as reconcile_db
+
+log = logging.getLogger(__name__)
+
+INGEST_QUEUE = ROUTES["docqa.ingest_document"]
+
+#: retries of one task for transient failures: 5 s, 10 s, 20 s ... capped at 5 min
+MAX_RETRIES = 10
+BACKOFF_FIRST_S = 5.0
+BACKOFF_MAX_S = 300.0
+
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    sqlalchemy.exc.OperationalError,  # database down, connection dropped, lock timeout
+    sqlalchemy.exc.InterfaceError,
+    kombu.exceptions.OperationalError,  # broker unreachable while enqueueing
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    ConnectionError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A failure of the infrastructure, not of the document (also when wrapped)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, _TRANSIENT):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def backoff_s(retries: int) -> float:
+    """Exponential, capped, with jitter so that workers do not retry in lockstep."""
+    base = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2.0 ** int(retries))
+    return base * random.uniform(0.8, 1.2)
+
+
+def _retry_if_transient(task: Task, exc: Exception) -> None:
+    if is_transient(exc):
+        log.warning("%s: transient failure, will retry: %s", task.name, exc)
+        raise task.retry(exc=exc, countdown=backoff_s(task.request.retries))
+
+
+@app.task(name="docqa.ingest_document", bind=True, max_retries=MAX_RETRIES, ignore_result=True)  # type: ignore[untyped-decorator]
+def ingest_document(self: Task, doc_id: str) -> dict[str, Any]:
+    try:
+        service = context.ingest_service()
+        with service.db.session() as session:
+            doc = session.get(Document, doc_id)
+            if doc is None:
+                return {"document_id": doc_id, "outcome": "deleted"}
+            collection_id = doc.collection_id
+        try:
+            result = service.process(doc_id)
+        except SoftTimeLimitExceeded:
+            # Too costly a document: record it (a retry would only hit the limit again).
+            context.reset()
+            soft = app.conf.task_soft_time_limit
+            result = context.ingest_service().mark_failed(
+                doc_id, f"processing took longer than {soft} s (the ingest task time limit)"
+            )
+        publish_collection.apply_async(args=[collection_id])
+    except NotFound:  # deleted while it was being processed
+        return {"document_id": doc_id, "outcome": "deleted"}
+    except SoftTimeLimitExceeded:
+        # Out of time outside ``process`` (loading the model, say): the document is left
+        # as it is, for the reconciler.
+        context.reset()
+        raise
+    except Exception as exc:
+        _retry_if_transient(self, exc)
+        raise
+    log.info(
+        "document %s (%s): %s%s",
+        doc_id,
+        result.name,
+        result.outcome,
+        f" ({result.reason})" if result.reason else f", {result.chunks} chunks",
+    )
+    return {"document_id": doc_id, "outcome": result.outcome, "chunks": result.chunks}
+
+
+@app.task(name="docqa.publish_collection", bind=True, max_retries=MAX_RETRIES, ignore_result=True)  # type: ignore[untyped-decorator]
+def publish_collection(self: Task, collection_id: int, force: bool = False) -> dict[str, Any]:
+    """Republish a collection's indexes; without ``force``, coalesced (see ``publish_due``)."""
+    try:
+        service = context.ingest_service()
+        if not force and not publish_due(service.db, service.indexes, collection_id):
+            return {"collection_id": collection_id, "published": None}
+        published = service.publish(collection_id)
+    except NotFound:  # the collection was deleted meanwhile
+        return {"collection_id": collection_id, "published": None}
+    except Exception as exc:
+        _retry_if_transient(self, exc)
+        raise
+    log.info(
+        "collection %s: published %s (%d chunks)", collection_id, published.version, published.count
+    )
+    return {
+        "collection_id": collection_id,
+        "published": published.version,
+        "count": published.count,
+    }
+
+
+@app.task(name="docqa.reconcile", ignore_result=True)  # type: ignore[untyped-decorator]
+def reconcile() -> dict[str, object]:
+    """Re-enqueue stuck documents and lost publishes (beat runs this periodically)."""
+    service = context.ingest_service()
+    report = reconcile_db(
+        service.db,
+        service.indexes,
+        service.settings,
+        enqueue_document=lambda doc_id: ingest_document.apply_async(args=[doc_id]),
+        enqueue_publish=lambda cid: publish_collection.apply_async(args=[cid]),
+        backlog=ingest_backlog(),
+    )
+    return report.to_dict()
+
+
+def ingest_backlog() -> int | None:
+    """Messages waiting in the ingest queue (None when the broker cannot tell)."""
+    try:
+        with app.connection_for_read() as conn:
+            try:
+                declared = conn.default_channel.queue_declare(queue=INGEST_QUEUE, passive=True)
+            except conn.channel_errors:
+                return 0  # no such queue: Redis deletes a list once it is empty
+            return int(declared.message_count)
+    except Exception:  # the reconciler must run even when the broker cannot answer this
+        log.warning("cannot read the ingest queue's length", exc_info=True)
+        return None
