@@ -45,6 +45,8 @@ GROUP_DELETE = "group_delete"
 TOKEN_CREATE = "token_create"
 TOKEN_REVOKE = "token_revoke"
 SETTINGS_CHANGE = "settings_change"
+SUMMARIZE = "summarize"
+SUMMARY_CANCEL = "summary_cancel"
 ACTIONS = (
     SIGN_IN,
     SIGN_IN_FAILED,
@@ -68,6 +70,8 @@ ACTIONS = (
     TOKEN_CREATE,
     TOKEN_REVOKE,
     SETTINGS_CHANGE,
+    SUMMARIZE,
+    SUMMARY_CANCEL,
 )
 
 MAX_LIST_LIMIT = 1000

@@ -107,6 +107,7 @@ def path_param(name: str, schema: Schema, description: str) -> Schema:
 COLLECTION_ID = path_param("collection_id", INT, "collection id")
 DOC_ID = path_param("doc_id", STR, "document id (a content hash)")
 CHAT_ID = path_param("chat_id", STR, "chat id")
+JOB_ID = path_param("job_id", STR, "summary job id")
 
 
 # -- errors ---------------------------------------------------------------------------------
@@ -416,6 +417,94 @@ SCHEMAS: dict[str, Schema] = {
         ["user", "role", "preferences", "collections", "answer_mode"],
     ),
     "Page": obj({"number": INT, "text": STR}, ["number", "text"]),
+    # -- summaries ------------------------------------------------------------------------
+    "SummaryRequest": obj(
+        {
+            "document_id": {**STR, "maxLength": 64, "description": "summarize this document"},
+            "collection_id": {
+                **INT,
+                "minimum": 1,
+                "description": "summarize this collection (admins and editors)",
+            },
+            "max_statements": {**INT, "minimum": 1, "maximum": 50, "default": 10},
+        },
+        description="exactly one of document_id and collection_id",
+    ),
+    "SummaryStatement": obj(
+        {
+            "text": STR,
+            "document_id": STR,
+            "document_name": STR,
+            "pages": {**array(INT), "minItems": 1, "description": "the pages it comes from"},
+            "span": obj(
+                {"page": INT, "char_start": INT, "char_end": INT},
+                ["page", "char_start", "char_end"],
+                description="extractive statements: the quoted sentence in the page text",
+            ),
+        },
+        ["text", "document_id", "document_name", "pages"],
+    ),
+    "SummaryResult": obj(
+        {
+            "kind": {**STR, "enum": ["document", "collection"]},
+            "title": STR,
+            "model": {**STR, "enum": ["extractive", "generative"]},
+            "label": {**STR, "description": "how the summary was made, for its readers"},
+            "statements": {
+                **array(ref("SummaryStatement")),
+                "description": "the summary (a collection's: the synthesis across documents)",
+            },
+            "markdown": STR,
+            "document_id": STR,
+            "document_name": STR,
+            "collection_id": INT,
+            "collection_name": STR,
+            "windows": array(obj({"pages": array(INT)}, ["pages"])),
+            "documents": {
+                **array(
+                    obj(
+                        {
+                            "document_id": STR,
+                            "document_name": STR,
+                            "statements": array(ref("SummaryStatement")),
+                        },
+                        ["document_id", "document_name", "statements"],
+                    )
+                ),
+                "description": "a collection summary's per-document summaries",
+            },
+            "skipped": array(
+                obj(
+                    {"document_id": STR, "document_name": STR, "status": DOC_STATUS},
+                    ["document_id", "document_name", "status"],
+                )
+            ),
+            "timings": {"type": "object", "description": "total_s, generations, queue_wait_s"},
+        },
+        ["kind", "title", "model", "label", "statements", "markdown", "timings"],
+    ),
+    "SummaryJob": obj(
+        {
+            "id": STR,
+            "target": {**STR, "enum": ["document", "collection"]},
+            "name": {**STR, "description": "the document's or collection's name"},
+            "document_id": nullable("string"),
+            "collection_id": nullable("integer"),
+            "status": {**STR, "enum": ["queued", "running", "done", "failed", "cancelled"]},
+            "progress": {**NUM, "minimum": 0, "maximum": 1},
+            "error": nullable("string", description="why it failed or was cancelled"),
+            "cancel_requested": BOOL,
+            "submitted_by": nullable("string"),
+            "options": {"type": "object"},
+            "created_at": nullable("string", format="date-time"),
+            "updated_at": nullable("string", format="date-time"),
+            "result": {
+                "oneOf": [ref("SummaryResult"), {"type": "null"}],
+                "description": "only on GET /summaries/{job_id}; null until done",
+            },
+        },
+        ["id", "target", "name", "status", "progress", "error", "cancel_requested"],
+    ),
     # -- OpenAI-compatible --------------------------------------------------------------
     "Model": obj(
         {
@@ -794,6 +883,81 @@ def me_paths() -> dict[str, Schema]:
     }
 
 
+def summary_paths() -> dict[str, Schema]:
+    tag = "summaries"
+    job = obj({"job": ref("SummaryJob")}, ["job"])
+    download = {
+        "description": "the finished summary as an attachment",
+        "headers": {"Content-Disposition": {"schema": STR}},
+    }
+    return {
+        "/api/v1/summaries": {
+            "get": op(
+                "The caller's summary jobs, newest first",
+                tag,
+                {"200": ok(obj({"jobs": array(ref("SummaryJob"))}, ["jobs"])), **errors(400)},
+                params=[
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {**INT, "minimum": 1, "maximum": 200, "default": 50},
+                    }
+                ],
+            ),
+            "post": op(
+                "Summarize a document or a collection in the background",
+                tag,
+                {"202": ok(job, "Queued"), **errors(400, 403, 404, 409, 413, 503)},
+                body=json_body(ref("SummaryRequest")),
+                description=(
+                    "Anyone who may read a document may summarize it; whole collections "
+                    "need the admin or editor role. 409: the caller already has the "
+                    "maximum of jobs queued or running. The model runs at batch priority: "
+                    "questions go first."
+                ),
+            ),
+        },
+        "/api/v1/summaries/{job_id}": {
+            "parameters": [JOB_ID],
+            "get": op(
+                "A summary job: status, progress and, when done, the result",
+                tag,
+                {"200": ok(job), **errors(404)},
+            ),
+        },
+        "/api/v1/summaries/{job_id}/cancel": {
+            "parameters": [JOB_ID],
+            "post": op(
+                "Cancel a job: a queued one at once, a running one within seconds",
+                tag,
+                {"200": ok(job), **errors(404)},
+            ),
+        },
+        "/api/v1/summaries/{job_id}.md": {
+            "parameters": [JOB_ID],
+            "get": op(
+                "The finished summary as Markdown",
+                tag,
+                {
+                    "200": {**download, "content": {"text/markdown": {"schema": STR}}},
+                    **errors(404, 409),
+                },
+            ),
+        },
+        "/api/v1/summaries/{job_id}.json": {
+            "parameters": [JOB_ID],
+            "get": op(
+                "The finished summary as JSON",
+                tag,
+                {
+                    "200": {**download, "content": {JSON: {"schema": ref("SummaryResult")}}},
+                    **errors(404, 409),
+                },
+            ),
+        },
+    }
+
+
 def meta_paths() -> dict[str, Schema]:
     return {
         "/api/v1/openapi.json": {
@@ -853,6 +1017,7 @@ def openapi_spec() -> dict[str, Any]:
         ask_paths,
         chat_paths,
         me_paths,
+        summary_paths,
         openai_paths,
     ):
         paths.update(part())
@@ -872,7 +1037,16 @@ def openapi_spec() -> dict[str, Any]:
         "security": [{"bearerToken": []}, {"session": []}],
         "tags": [
             {"name": name}
-            for name in ("collections", "documents", "ask", "chats", "me", "openai", "meta")
+            for name in (
+                "collections",
+                "documents",
+                "ask",
+                "chats",
+                "me",
+                "summaries",
+                "openai",
+                "meta",
+            )
         ],
         "paths": paths,
         "components": {

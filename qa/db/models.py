@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -146,7 +147,7 @@ class Embedding(Base):
 
 class Job(Base):
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_status", "status"),)
+    __table_args__ = (Index("ix_jobs_status", "status"), Index("ix_jobs_user", "user_id"))
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
@@ -164,6 +165,13 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+    # (migration 0003) who submitted the job; a job goes with its owner's account
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE", name="fk_jobs_user"), default=None
+    )
+    #: a column, not a payload key: a cancel request is then one atomic UPDATE that can
+    #: never overwrite (or be overwritten by) the result the running job writes
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 # --- accounts, access, chats, audit, app config (migration 0002) -----------------------------

@@ -79,6 +79,11 @@ def main() -> None:
     print("\n== language model: our ONNX INT8 builds vs PyTorch bf16, Qwen3-4B shape")
     bench_llm.main([])
 
+    from tests.bench import bench_priority
+
+    print("\n== priority: questions alone vs while a collection summary runs (tiny model)")
+    bench_priority.main([])
+
 
 if __name__ == "__main__":
     main()

@@ -52,6 +52,22 @@ def view_document(doc_id: str) -> str:
     )
 
 
+@bp.get("/summaries")
+@login_required
+def summaries() -> str:
+    """Summary jobs: submit, follow progress, cancel, read and download (summaries.js)."""
+    from web.blueprints.api.summaries import summary_jobs
+
+    p = current_principal()
+    return render_template(
+        "portal/summaries.html",
+        theme=_theme(p),
+        jobs=summary_jobs().list(p),
+        collections=services().library.collections(p),
+        open_job=(request.args.get("job") or "")[:36],
+    )
+
+
 def _optional_offset(name: str) -> int | None:
     """A char offset from the query, or None when the link names no passage."""
     if request.args.get(name, "") == "":

@@ -228,6 +228,24 @@ def reindex(cid: int) -> Redirect:
     return _back_to_collection(cid, "Re-indexing started; search uses the old index until then.")
 
 
+@bp.post("/collections/<int:cid>/summarize")
+@console
+def summarize(cid: int) -> Redirect:
+    """Summarize one document (``doc_id``) or, without one, the whole collection; the
+    job is then followed on the portal's Summaries page."""
+    from web.blueprints.api.summaries import summary_jobs
+
+    p = current_principal()
+    ids = request.form.getlist("doc_id")
+    doc_id = _doc_ids_of(p, cid, ids[:1])[0] if ids else None
+    jobs = summary_jobs()
+    if doc_id is not None:
+        job = jobs.submit(p, document_id=doc_id, ip=ip())
+    else:
+        job = jobs.submit(p, collection_id=cid, ip=ip())
+    return done(f"Summary of {job['name']!r} queued.", "portal.summaries", job=job["id"])
+
+
 # --- grants (admins change them; editors who may write only see them) -------------------------
 
 

@@ -18,4 +18,5 @@ from web.blueprints.api import (  # noqa: E402, F401
     documents,
     me,
     openapi,
+    summaries,
 )

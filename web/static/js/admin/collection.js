@@ -328,6 +328,9 @@ function documentRow(doc) {
   );
   if (canWrite) {
     const actions = el("td", "row-actions");
+    if (doc.status === "indexed") {
+      actions.append(actionForm(table.dataset.summarizeUrl, doc.id, "Summarize"));
+    }
     if (doc.status === "failed") actions.append(actionForm(table.dataset.retryUrl, doc.id, "Retry"));
     actions.append(actionForm(table.dataset.deleteUrl, doc.id, "Delete", true));
     tr.append(actions);

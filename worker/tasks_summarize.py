@@ -1,0 +1,50 @@
+"""``docqa.summarize``: run one summary job (a row of the jobs table) on a worker.
+
+Thin: the job row holds everything (target, options); ``SummaryRunner.run`` claims it,
+runs it and leaves it done, failed or cancelled, and is safe to run again for the same job
+(a task redelivered after its worker died restarts the job; a finished one is skipped).
+
+Each worker process keeps its own runner: database engine, embedder and model, built on
+its first task (never in the parent before the fork). The model is loaded only by
+processes that consume ``summarize`` (machines holding the model). A summary holds its
+process for the whole job, so serve ``summarize`` from processes other than the ones
+serving ``generate`` (``docqa worker --queues summarize``), or questions would wait
+behind whole summaries instead of single windows.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from celery import Task
+
+from qa.db.engine import Database
+from qa.embedder import get_embedder
+from qa.services import load_generator
+from qa.summarize import SummaryService
+from qa.summary_jobs import SummaryRunner
+from worker.celery_app import app, app_settings
+
+TASK = "docqa.summarize"
+
+_lock = threading.Lock()
+_runner: SummaryRunner | None = None
+_pid: int | None = None
+
+
+def runner() -> SummaryRunner:
+    """This process's runner (built on first use, rebuilt after a fork)."""
+    global _runner, _pid
+    with _lock:
+        if _runner is None or _pid != os.getpid():
+            settings = app_settings()
+            db = Database(settings.db_url)
+            service = SummaryService(db, get_embedder(settings), load_generator(settings))
+            _runner, _pid = SummaryRunner(db, service), os.getpid()
+        return _runner
+
+
+@app.task(name=TASK, bind=True, ignore_result=True, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
+def summarize(self: Task, job_id: str) -> str:
+    return runner().run(job_id)
