@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     #: where generation runs when a broker is configured: "worker" = only in processes
     #: consuming the ``generate`` queue (tokens stream back over Redis); "local" = in-process
     generation: Literal["local", "worker"] = "worker"
+    #: generation worker processes consuming ``generate`` (one sequence each): how many
+    #: answers one web process lets run at once before its questions queue in the slot
+    generation_workers: int = Field(default=1, ge=1, le=1024)
     #: seconds the broker waits before redelivering an unacknowledged task (acks_late)
     broker_visibility_timeout_s: int = Field(default=3600, ge=60)
     #: hard limit of one ingest task; must stay below the visibility timeout
