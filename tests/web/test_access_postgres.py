@@ -1,7 +1,8 @@
 """Access control end to end on PostgreSQL: portal, REST API and OpenAI endpoint.
 
-The other web tests run on SQLite; these run the same leak checks on the real PostgreSQL
-server, as a deployment that shares its metadata between machines would.
+The other web tests run on both databases over a copied seed; these start from an empty
+PostgreSQL database and ingest through the web app's own queue, as a deployment that
+shares its metadata between machines would, then run the leak checks.
 """
 
 from __future__ import annotations

@@ -7,17 +7,15 @@ Real files (the samples and a broken PDF) go through the real embedded ingest qu
 from __future__ import annotations
 
 import io
-import shutil
 import zipfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from qa.embedder import Embedder
 from tests.conftest import SAMPLES
-from tests.web.conftest import Client, WebEnv, build_env
+from tests.web.conftest import Client, Seeded, WebEnv, build_env
 
 BROKEN_PDF = b"%PDF-1.7\n1 0 obj <<"
 UNIQUE = "The quokka-lattice protocol requires three signatures from the harbour master."
@@ -272,10 +270,9 @@ def test_collection_page_dom_contract(web: WebEnv) -> None:
 
 
 @pytest.fixture
-def small_cap(tmp_path: Path, seeded_template: Path, embedder: Embedder) -> Iterator[WebEnv]:
-    data = tmp_path / "var"
-    shutil.copytree(seeded_template, data)
-    env = build_env(data, embedder, max_upload_mb=1)
+def small_cap(seeded: Seeded, embedder: Embedder) -> Iterator[WebEnv]:
+    data, db_url = seeded.copy()
+    env = build_env(data, embedder, db_url=db_url, max_upload_mb=1)
     try:
         yield env
     finally:

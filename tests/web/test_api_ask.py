@@ -307,6 +307,8 @@ def test_unknown_or_foreign_chat_is_404(web: WebEnv) -> None:
 def test_question_rate_limit_is_429_with_retry_after(
     tmp_path: Path, seeded_template: Path, embedder: Embedder
 ) -> None:
+    # SQLite only: the limiter keeps its buckets in memory; asking itself runs on both
+    # databases in the other tests.
     data = tmp_path / "var"
     shutil.copytree(seeded_template, data)
     env = build_env(data, embedder, rate_questions_per_min=2)

@@ -151,6 +151,7 @@ def test_plain_body_over_cap_is_413(web: WebEnv) -> None:
 def test_rate_limit_429_with_retry_after(
     tmp_path: Path, seeded_template: Path, embedder: Embedder
 ) -> None:
+    # SQLite only: the limiter keeps its buckets in memory, the database plays no part.
     data = tmp_path / "var"
     shutil.copytree(seeded_template, data)
     env = build_env(data, embedder, rate_requests_per_min=5, rate_sign_ins_per_min=100)
@@ -172,6 +173,7 @@ def test_rate_limit_429_with_retry_after(
 def test_sign_in_attempts_are_limited_per_address(
     tmp_path: Path, seeded_template: Path, embedder: Embedder
 ) -> None:
+    # SQLite only: the limiter keeps its buckets in memory, the database plays no part.
     data = tmp_path / "var"
     shutil.copytree(seeded_template, data)
     env = build_env(data, embedder, rate_sign_ins_per_min=3)
@@ -192,6 +194,7 @@ def test_sign_in_attempts_are_limited_per_address(
 def live_small_cap(
     tmp_path: Path, seeded_template: Path, embedder: Embedder
 ) -> Iterator[tuple[str, int]]:
+    # SQLite only: the 413 comes from the headers alone, before any database access.
     data = tmp_path / "var"
     shutil.copytree(seeded_template, data)
     env = build_env(data, embedder, max_upload_mb=1)
