@@ -22,7 +22,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -350,3 +350,24 @@ class Scaled:
         self.queue.close()
         self.app.close()
         self.service.db.dispose()
+
+
+def private_redis_db(url: str) -> Iterator[str]:
+    """Yield ``url`` after checking Redis answers, with that one db flushed before and after
+    (other db numbers belong to other test modules). Skips locally, fails under CI."""
+    import pytest
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"Redis not reachable at {url}: {exc}")
+    client.flushdb()
+    try:
+        yield url
+    finally:
+        client.flushdb()
+        client.close()

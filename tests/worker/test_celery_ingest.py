@@ -35,6 +35,7 @@ from tests.worker.celery_support import (
     WorkerProcess,
     documents,
     free_port,
+    private_redis_db,
     settings_overrides,
     statuses,
     wait_until,
@@ -48,17 +49,7 @@ REDIS_URL = os.environ.get("DOCQA_TEST_REDIS_URL_INGEST", "redis://127.0.0.1:637
 
 @pytest.fixture
 def broker_url() -> Iterator[str]:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"Redis not reachable at {REDIS_URL}: {exc}")
-    client.flushdb()  # this database only: others belong to other test modules
-    yield REDIS_URL
-    client.flushdb()
-    client.close()
+    yield from private_redis_db(REDIS_URL)
 
 
 @pytest.fixture

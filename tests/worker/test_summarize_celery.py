@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from celery import Celery
 from sqlalchemy import select
 
@@ -31,6 +30,7 @@ from tests.conftest import SAMPLES
 from tests.worker.celery_support import (
     WorkerProcess,
     free_port,
+    private_redis_db,
     settings_overrides,
     wait_until,
     worker_env,
@@ -45,17 +45,7 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture
 def broker_url() -> Iterator[str]:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"Redis not reachable at {REDIS_URL}: {exc}")
-    client.flushdb()  # this database only: others belong to other test modules
-    yield REDIS_URL
-    client.flushdb()
-    client.close()
+    yield from private_redis_db(REDIS_URL)
 
 
 def test_summary_jobs_run_on_a_summarize_worker(
