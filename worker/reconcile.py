@@ -12,9 +12,13 @@ DB still says what is unfinished, so a periodic reconciler redoes it:
   quarantines a file that has killed its worker ``max_processing_attempts`` times.
 * a collection with nothing pending whose published index does not hold the DB's chunk
   count lost its publish: publish it.
+* a summary job ``queued`` that long while the summarize queue is empty, or ``running``
+  with no progress for longer than its hard time limit (plus grace), lost its message or
+  its worker: send it again. ``SummaryRunner.run`` restarts a job left running and skips a
+  finished or cancelled one, so a duplicate is harmless.
 
-Re-enqueued documents get a fresh ``updated_at``, so each is re-sent at most once per
-threshold. A duplicate message is harmless: processing an ``indexed`` document is a no-op.
+Re-enqueued documents and jobs get a fresh ``updated_at``, so each is re-sent at most once
+per threshold. A duplicate message is harmless: processing an ``indexed`` document is a no-op.
 
 Nothing here imports Celery: the caller passes the enqueue functions (tests pass lists).
 """
@@ -30,9 +34,12 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select, update
 
 from qa.db.engine import Database
-from qa.db.models import Chunk, Collection, DocStatus, Document, utcnow
+from qa.db.models import Chunk, Collection, DocStatus, Document, Job, utcnow
 from qa.index_store import MANIFEST_FILE, IndexStore
 from qa.settings import Settings
+from qa.summary_jobs import KIND as SUMMARY
+from qa.summary_jobs import QUEUED as JOB_QUEUED
+from qa.summary_jobs import RUNNING as JOB_RUNNING
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +64,14 @@ class Published:
 class ReconcileReport:
     requeued: list[str] = field(default_factory=list)
     republished: list[int] = field(default_factory=list)
+    summaries: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
-        return {"requeued": self.requeued, "republished": self.republished}
+        return {
+            "requeued": self.requeued,
+            "republished": self.republished,
+            "summaries": self.summaries,
+        }
 
 
 def processing_deadline_s(settings: Settings) -> int:
@@ -85,6 +97,36 @@ def stuck_documents(
         return list(
             session.scalars(select(Document.id).where(stuck).order_by(Document.created_at)).all()
         )
+
+
+def summary_deadline_s(settings: Settings) -> int:
+    """After this long without progress a ``running`` summary has no live worker."""
+    return max(
+        settings.reconcile_stuck_after_s,
+        settings.summarize_task_time_limit_s + PROCESSING_GRACE_S,
+    )
+
+
+def stuck_summaries(
+    db: Database, *, queued_before: datetime | None, running_before: datetime
+) -> list[str]:
+    """Summary jobs left ``queued`` (if ``queued_before``) or ``running`` for too long."""
+    stuck = (Job.status == JOB_RUNNING) & (Job.updated_at < running_before)
+    if queued_before is not None:
+        stuck = stuck | ((Job.status == JOB_QUEUED) & (Job.updated_at < queued_before))
+    with db.session() as session:
+        return list(
+            session.scalars(
+                select(Job.id).where(Job.kind == SUMMARY, stuck).order_by(Job.created_at)
+            ).all()
+        )
+
+
+def touch_job(db: Database, job_id: str) -> None:
+    """Restart a job's stuck clock (it was just handed to the queue again)."""
+    with db.session() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(updated_at=utcnow()))
+        session.commit()
 
 
 def touch(db: Database, doc_ids: Sequence[str]) -> None:
@@ -211,12 +253,15 @@ def reconcile(
     enqueue_document: Callable[[str], None],
     enqueue_publish: Callable[[int], None],
     backlog: int | None,
+    enqueue_summary: Callable[[str], None] | None = None,
+    summary_backlog: int | None = None,
     now: datetime | None = None,
 ) -> ReconcileReport:
     """Re-enqueue what the broker lost (see the module docstring).
 
-    ``backlog`` is the number of messages waiting in the ingest queue (None: unknown, taken
-    as empty, so that nothing stays stuck forever when the broker cannot say).
+    ``backlog`` / ``summary_backlog`` are the numbers of messages waiting in the ingest /
+    summarize queue (None: unknown, taken as empty, so that nothing stays stuck forever
+    when the broker cannot say). Without ``enqueue_summary`` jobs are left alone.
     """
     now = now or utcnow()
     queued_before = (
@@ -234,10 +279,22 @@ def reconcile(
     for collection_id in stale_collections(db, store):
         enqueue_publish(collection_id)
         report.republished.append(collection_id)
-    if report.requeued or report.republished:
+    if enqueue_summary is not None:
+        stuck_after = timedelta(seconds=settings.reconcile_stuck_after_s)
+        for job_id in stuck_summaries(
+            db,
+            queued_before=now - stuck_after if not summary_backlog else None,
+            running_before=now - timedelta(seconds=summary_deadline_s(settings)),
+        ):
+            enqueue_summary(job_id)
+            touch_job(db, job_id)
+            report.summaries.append(job_id)
+    if report.requeued or report.republished or report.summaries:
         log.warning(
-            "reconciler: re-enqueued %d stuck documents, republishing %d collections",
+            "reconciler: re-enqueued %d stuck documents and %d summary jobs, republishing"
+            " %d collections",
             len(report.requeued),
+            len(report.summaries),
             len(report.republished),
         )
     return report

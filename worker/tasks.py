@@ -4,8 +4,9 @@
                                                         for a publish of its collection
     docqa.publish_collection(coll_id)    queue index    IngestService.publish (one writer:
                                                         run that queue with concurrency 1)
-    docqa.reconcile()                    queue index    periodic (beat): re-enqueue what the
-                                                        broker lost (``worker.reconcile``)
+    docqa.reconcile()                    queue index    periodic (beat): re-enqueue documents
+                                                        and summary jobs the broker lost
+                                                        (``worker.reconcile``)
 
 Arguments are ids; everything else is read from the metadata DB, so a redelivered or
 duplicated message finds the document as it is now (an ``indexed`` one is a no-op).
@@ -38,6 +39,7 @@ from worker.reconcile import reconcile as reconcile_db
 log = logging.getLogger(__name__)
 
 INGEST_QUEUE = ROUTES["docqa.ingest_document"]
+SUMMARIZE_TASK = "docqa.summarize"
 
 #: retries of one task for transient failures: 5 s, 10 s, 20 s ... capped at 5 min
 MAX_RETRIES = 10
@@ -150,20 +152,23 @@ def reconcile() -> dict[str, object]:
         service.settings,
         enqueue_document=lambda doc_id: ingest_document.apply_async(args=[doc_id]),
         enqueue_publish=lambda cid: publish_collection.apply_async(args=[cid]),
-        backlog=ingest_backlog(),
+        backlog=queue_backlog(INGEST_QUEUE),
+        # by name: the summarize task module loads what only summarize workers need
+        enqueue_summary=lambda job_id: app.send_task(SUMMARIZE_TASK, args=[job_id]),
+        summary_backlog=queue_backlog(ROUTES[SUMMARIZE_TASK]),
     )
     return report.to_dict()
 
 
-def ingest_backlog() -> int | None:
-    """Messages waiting in the ingest queue (None when the broker cannot tell)."""
+def queue_backlog(queue: str) -> int | None:
+    """Messages waiting in a queue (None when the broker cannot tell)."""
     try:
         with app.connection_for_read() as conn:
             try:
-                declared = conn.default_channel.queue_declare(queue=INGEST_QUEUE, passive=True)
+                declared = conn.default_channel.queue_declare(queue=queue, passive=True)
             except conn.channel_errors:
                 return 0  # no such queue: Redis deletes a list once it is empty
             return int(declared.message_count)
     except Exception:  # the reconciler must run even when the broker cannot answer this
-        log.warning("cannot read the ingest queue's length", exc_info=True)
+        log.warning("cannot read the length of the %s queue", queue, exc_info=True)
         return None

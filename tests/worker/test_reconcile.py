@@ -6,6 +6,7 @@ Real DB (SQLite and PostgreSQL), real sandbox and embedder; the "broker" is a li
 from __future__ import annotations
 
 import io
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, timedelta
 from pathlib import Path
@@ -16,7 +17,7 @@ from sqlalchemy import update
 from ingest.pipeline import IngestService, Outcome
 from qa.blobstore import BlobStore
 from qa.db.engine import Database
-from qa.db.models import DocStatus, Document, utcnow
+from qa.db.models import DocStatus, Document, Job, utcnow
 from qa.embedder import Embedder
 from qa.index_store import IndexStore
 from qa.settings import Settings
@@ -27,6 +28,7 @@ from worker.reconcile import (
     published,
     reconcile,
     stale_collections,
+    summary_deadline_s,
 )
 
 
@@ -37,6 +39,7 @@ def service(tmp_path: Path, db: Database, embedder: Embedder) -> Iterator[Ingest
         database_url=db.url,
         reconcile_stuck_after_s=60,
         ingest_task_time_limit_s=120,
+        summarize_task_time_limit_s=300,
         max_processing_attempts=3,
     )
     svc = IngestService(
@@ -68,12 +71,30 @@ def _doc(db: Database, doc_id: str) -> Document:
         return doc
 
 
+def _job(db: Database, status: str, age_s: float) -> str:
+    """A summary job row last touched ``age_s`` ago."""
+    job_id = uuid.uuid4().hex
+    with db.session() as session:
+        session.add(Job(id=job_id, kind="summary", status=status, payload={}, progress=0.0))
+        session.commit()
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(updated_at=utcnow() - timedelta(seconds=age_s))
+        )
+        session.commit()
+    return job_id
+
+
 class Broker:
     def __init__(self) -> None:
         self.documents: list[str] = []
         self.publishes: list[int] = []
+        self.summaries: list[str] = []
 
-    def run(self, service: IngestService, backlog: int | None = 0) -> None:
+    def run(
+        self, service: IngestService, backlog: int | None = 0, summary_backlog: int | None = 0
+    ) -> None:
         reconcile(
             service.db,
             service.indexes,
@@ -81,6 +102,8 @@ class Broker:
             enqueue_document=self.documents.append,
             enqueue_publish=self.publishes.append,
             backlog=backlog,
+            enqueue_summary=self.summaries.append,
+            summary_backlog=summary_backlog,
         )
 
 
@@ -231,3 +254,54 @@ def test_an_explicit_retry_of_a_quarantined_document_parses_it_again(
     _set(service.db, doc_id, status=DocStatus.FAILED, attempts=7)  # the embedded queue's retry
     assert service.process(doc_id).outcome == Outcome.INDEXED
     assert _doc(service.db, doc_id).attempts == 8
+
+
+def test_summary_jobs_whose_message_or_worker_was_lost_are_sent_again(
+    service: IngestService,
+) -> None:
+    db = service.db
+    deadline = summary_deadline_s(service.settings)
+    assert deadline == 300 + 15  # past the summary's hard time limit
+    lost = _job(db, "queued", age_s=61)
+    fresh = _job(db, "queued", age_s=5)
+    dead = _job(db, "running", age_s=deadline + 1)
+    busy = _job(db, "running", age_s=deadline - 30)  # progress written recently enough
+    finished = [_job(db, status, age_s=10_000) for status in ("done", "failed", "cancelled")]
+
+    broker = Broker()
+    broker.run(service)
+    assert sorted(broker.summaries) == sorted([lost, dead])
+    assert not {fresh, busy, *finished} & set(broker.summaries)
+    assert broker.documents == []
+    # Sent once per threshold: the next run leaves them alone.
+    again = Broker()
+    again.run(service)
+    assert again.summaries == []
+    # The status is the runner's business: a re-sent running job is restarted by it.
+    with db.session() as session:
+        assert session.get(Job, dead).status == "running"  # type: ignore[union-attr]
+
+
+def test_queued_summaries_wait_while_the_summarize_queue_has_a_backlog(
+    service: IngestService,
+) -> None:
+    db = service.db
+    waiting = _job(db, "queued", age_s=61)
+    dead = _job(db, "running", age_s=summary_deadline_s(service.settings) + 1)
+    broker = Broker()
+    broker.run(service, summary_backlog=4)
+    assert broker.summaries == [dead]  # a dead run is no queued message
+    unknown = Broker()  # the broker could not say: nothing may stay stuck forever
+    unknown.run(service, summary_backlog=None)
+    assert unknown.summaries == [waiting]
+    # Without a summary queue to send to (an older caller), jobs are left alone.
+    report = reconcile(
+        db,
+        service.indexes,
+        service.settings,
+        enqueue_document=lambda _: None,
+        enqueue_publish=lambda _: None,
+        backlog=0,
+        now=utcnow() + timedelta(days=1),
+    )
+    assert report.summaries == []
