@@ -27,6 +27,20 @@ Failures end the answer with a ``GenerationError`` (an ``error`` event), never a
 * nothing (token or heartbeat) within ``stall_timeout_s`` once started: the worker died;
 * a request delivered a second time (its worker process was killed and Celery requeued
   it) finds its claim taken and publishes an error at once instead of a second answer.
+
+Questions before summaries, across processes and machines. Summary workers hold no model:
+their generations are ``batch`` requests on the same ``generate`` queue, so a machine loads
+the model once and one slot serves both kinds. Two things keep a question from waiting
+behind a summary:
+
+* message priority: questions are sent at priority 0, batch requests at 9; Redis keeps one
+  list per priority step and a worker pops the questions' list first;
+* preemption: a question registers in ``docqa:gen:waiting`` (a sorted set, score = when its
+  wait expires) until a worker claims it. A worker running a batch request reads that set
+  with every token (same round trip as the token) and between prefill chunks; when a
+  question waits, it stops and ends the request with ``finish = "preempted"``. The caller
+  (``qa.summarize``) sends the rest as a new batch request, which the worker's KV cache
+  continues where it stopped; the question meanwhile takes the worker.
 """
 
 from __future__ import annotations
@@ -64,6 +78,15 @@ TASK = "docqa.generate"
 QUEUE = "generate"
 EVENTS_TTL_S = 600
 KEY_PREFIX = "docqa:gen:"
+#: questions sent and not yet claimed by a worker: request id -> unix time its entry
+#: expires; the waiting web renews it every second, so a web that died stops counting soon
+WAITING_KEY = KEY_PREFIX + "waiting"
+WAITING_TTL_S = 10.0
+#: how long a question may wait for a generation worker to start it
+QUESTION_QUEUE_TIMEOUT_S = 300.0
+#: Celery message priorities; on Redis the lower number is served first
+INTERACTIVE_PRIORITY = 0
+BATCH_PRIORITY = 9
 
 #: (request id, payload) -> None; raises when the request could not be enqueued
 Dispatch = Callable[[str, dict[str, Any]], None]
@@ -71,6 +94,7 @@ Dispatch = Callable[[str, dict[str, Any]], None]
 
 @dataclass(frozen=True)
 class Keys:
+    request_id: str
     events: str
     cancel: str
     claim: str
@@ -78,7 +102,7 @@ class Keys:
     @classmethod
     def of(cls, request_id: str) -> Keys:
         base = f"{KEY_PREFIX}{request_id}:"
-        return cls(base + "events", base + "cancel", base + "claim")
+        return cls(request_id, base + "events", base + "cancel", base + "claim")
 
 
 def _is_messages(prompt: Prompt) -> bool:
@@ -135,6 +159,7 @@ def celery_dispatch(broker_url: str, *, expires_s: float, time_limit_s: int) -> 
             TASK,
             args=[request_id, payload],
             queue=QUEUE,
+            priority=BATCH_PRIORITY if payload.get("batch") else INTERACTIVE_PRIORITY,
             expires=expires_s,
             time_limit=time_limit_s,
             soft_time_limit=max(1, time_limit_s - 15),
@@ -148,6 +173,9 @@ class RemoteGenerator(Generator):
 
     ``session_cache`` is ignored here: each worker keeps its own KV cache, so a chat's
     follow-up reuses its prefix when it lands on the same worker.
+
+    ``batch=True`` (summaries): sent at batch priority, never counted as a waiting
+    question, and preempted by one (the stream then ends with ``finish = "preempted"``).
     """
 
     def __init__(
@@ -156,10 +184,11 @@ class RemoteGenerator(Generator):
         redis_url: str,
         *,
         dispatch: Dispatch | None = None,
-        queue_timeout_s: float = 300.0,
+        queue_timeout_s: float = QUESTION_QUEUE_TIMEOUT_S,
         stall_timeout_s: float = 20.0,
         time_limit_s: int = 1800,
         poll_s: float = 0.5,
+        batch: bool = False,
     ) -> None:
         from transformers import AutoTokenizer
 
@@ -174,6 +203,7 @@ class RemoteGenerator(Generator):
         #: the worker writes a heartbeat this often when it has nothing else to say
         self.heartbeat_s = max(0.2, min(stall_timeout_s / 5, 5.0))
         self.poll_s = poll_s
+        self.batch = batch
         # The socket timeout must outlast one blocking XREAD.
         self.redis = redis.Redis.from_url(
             redis_url, decode_responses=True, socket_connect_timeout=5, socket_timeout=poll_s + 10
@@ -227,6 +257,7 @@ class RemoteGenerator(Generator):
             "chat_id": chat_id,
             "model": self.model_key,
             "heartbeat_s": self.heartbeat_s,
+            "batch": self.batch,
         }
         return self._events(payload, cancel)
 
@@ -238,6 +269,8 @@ class RemoteGenerator(Generator):
         ended = False  # the worker sent its last event: nothing to cancel
         try:
             try:
+                if not self.batch:  # batch work running on the workers makes way for it
+                    self.redis.zadd(WAITING_KEY, {request_id: time.time() + WAITING_TTL_S})
                 self._dispatch(request_id, payload)
             except DocqaError:
                 raise
@@ -275,8 +308,15 @@ class RemoteGenerator(Generator):
         """Token, final and error events as they arrive; raises when the worker goes quiet."""
         last_id = "0-0"
         worker: str | None = None  # set by "started"
-        heard = time.monotonic()
+        heard = renewed = time.monotonic()
         while cancel is None or not cancel.is_set():
+            if worker is None and not self.batch and time.monotonic() - renewed >= 1.0:
+                renewed = time.monotonic()
+                try:  # XX: once a worker has taken it, it stays out of the set
+                    expires = time.time() + WAITING_TTL_S
+                    self.redis.zadd(WAITING_KEY, {keys.request_id: expires}, xx=True)
+                except redis.RedisError as exc:
+                    raise GenerationError(f"lost the connection to Redis ({exc})") from exc
             limit = self.stall_timeout_s if worker else self.queue_timeout_s
             left = heard + limit - time.monotonic()
             if left <= 0:
@@ -314,6 +354,8 @@ class RemoteGenerator(Generator):
             if cancel_worker:
                 pipe.set(keys.cancel, "1", ex=EVENTS_TTL_S)
             pipe.delete(keys.events)
+            if not self.batch:  # no longer waiting, whether a worker took it or not
+                pipe.zrem(WAITING_KEY, keys.request_id)
             pipe.execute()
         except redis.RedisError as exc:  # cannot raise from a closing stream; TTLs clean up
             log.warning("could not clean up generation request %s: %s", keys.events, exc)
@@ -342,17 +384,26 @@ def _web_stats(raw: Any, sent: float, first: float | None) -> GenerationStats | 
 class _Publisher:
     """Writes one request's events; a thread keeps a heartbeat and watches the cancel key.
 
-    Every write is one round trip: XADD + EXPIRE + EXISTS(cancel) in a pipeline, so the
-    worker notices a cancel at the next token without an extra request. While the model is
-    busy elsewhere (loading, prefilling a long prompt) the thread writes ``hb`` events and
-    polls the cancel key, so the web can tell a slow worker from a dead one.
+    Every write is one round trip: XADD + EXPIRE + EXISTS(cancel) in a pipeline (for a
+    batch request also ZCOUNT of the waiting questions), so the worker notices a cancel or
+    a question at the next token without an extra request. While the model is busy
+    elsewhere (loading, prefilling a long prompt) the thread writes ``hb`` events and polls
+    the same keys, so the web can tell a slow worker from a dead one and a long prefill
+    gives way to a question between its chunks.
     """
 
-    def __init__(self, client: redis.Redis, keys: Keys, heartbeat_s: float) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, heartbeat_s: float, *, batch: bool = False
+    ) -> None:
         self.client = client
         self.keys = keys
         self.heartbeat_s = heartbeat_s
+        self.batch = batch
+        #: stops the model: set when the web gave up (``abandoned``) or, for a batch
+        #: request, when a question waits (``preempted``)
         self.cancel = threading.Event()
+        self.abandoned = False
+        self.preempted = False
         self._last = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="docqa-gen-heartbeat", daemon=True)
@@ -369,10 +420,22 @@ class _Publisher:
         pipe = self.client.pipeline(transaction=False)
         pipe.xadd(self.keys.events, {"e": json.dumps(event, ensure_ascii=False)})
         pipe.expire(self.keys.events, EVENTS_TTL_S)
-        pipe.exists(self.keys.cancel)
-        cancelled = pipe.execute()[-1]
+        self._watch(pipe)
+        replies = pipe.execute()
         self._last = time.monotonic()
-        if cancelled:
+        self._note(replies[2:])
+
+    def _watch(self, pipe: Any) -> None:
+        pipe.exists(self.keys.cancel)
+        if self.batch:
+            pipe.zcount(WAITING_KEY, time.time(), "+inf")
+
+    def _note(self, replies: Sequence[Any]) -> None:
+        if replies[0]:
+            self.abandoned = True
+            self.cancel.set()
+        elif self.batch and replies[1]:
+            self.preempted = True
             self.cancel.set()
 
     def _beat(self) -> None:
@@ -382,10 +445,13 @@ class _Publisher:
                 idle = time.monotonic() - self._last
                 if idle >= self.heartbeat_s:
                     self.send({"t": "hb"})
-                elif idle >= tick and self.client.exists(self.keys.cancel):
-                    self.cancel.set()  # tokens are slow (a long prefill): poll in between
+                elif idle >= tick:  # tokens are slow (a long prefill): poll in between
+                    pipe = self.client.pipeline(transaction=False)
+                    self._watch(pipe)
+                    self._note(pipe.execute())
         except redis.RedisError as exc:  # the web will time out; the answer cannot be read
             log.warning("generation heartbeat stopped: %s", exc)
+            self.abandoned = True
             self.cancel.set()
 
 
@@ -407,8 +473,14 @@ def serve_request(
     keys = Keys.of(request_id)
     attempt = f"{worker}/{os.getpid()}"
     heartbeat_s = min(max(float(payload.get("heartbeat_s", 4.0)), 0.2), 30.0)
+    batch = bool(payload.get("batch"))
     try:
-        if client.exists(keys.cancel):
+        # Taken: no longer a waiting question (also when it turns out abandoned).
+        pipe = client.pipeline(transaction=False)
+        pipe.zrem(WAITING_KEY, request_id)
+        pipe.zremrangebyscore(WAITING_KEY, "-inf", time.time())  # entries of dead webs
+        pipe.exists(keys.cancel)
+        if pipe.execute()[-1]:
             return "abandoned"  # the web gave up while it was queued
         if not client.set(keys.claim, attempt, nx=True, ex=claim_ttl_s):
             # Delivered again after its worker process died mid-answer: the web is still
@@ -425,7 +497,7 @@ def serve_request(
     except redis.RedisError as exc:
         log.warning("generation request %s: Redis unreachable: %s", request_id, exc)
         return "redis-unreachable"
-    with _Publisher(client, keys, heartbeat_s) as publisher:
+    with _Publisher(client, keys, heartbeat_s, batch=batch) as publisher:
         try:
             publisher.send({"t": "started", "worker": attempt})
             return _generate(publisher, payload, generator, cache)
@@ -481,19 +553,16 @@ def _generate(
             if event.finish_reason is None:
                 publisher.send({"t": "token", "text": event.text, "ids": ids})
                 continue
-            if event.finish_reason == "cancelled" and publisher.cancel.is_set():
+            finish: str = event.finish_reason
+            if finish == "cancelled" and publisher.abandoned:
                 return "cancelled"  # the web stopped reading and deleted the stream
+            if finish == "cancelled" and publisher.preempted:
+                finish = "preempted"  # the caller sends the rest again
             stats = dataclasses.asdict(event.stats) if event.stats is not None else None
             publisher.send(
-                {
-                    "t": "final",
-                    "text": event.text,
-                    "ids": ids,
-                    "finish": event.finish_reason,
-                    "stats": stats,
-                }
+                {"t": "final", "text": event.text, "ids": ids, "finish": finish, "stats": stats}
             )
-            return event.finish_reason
+            return finish
         return "stop"
     finally:
         close = getattr(events, "close", None)

@@ -28,24 +28,37 @@ def load_generator(settings: Settings) -> Generator | None:
     return OnnxQwenGenerator(settings.llm_dir, threads=settings.llm_threads)
 
 
-def load_remote_generator(settings: Settings) -> Generator | None:
+def load_remote_generator(settings: Settings, *, batch: bool = False) -> Generator | None:
     """A generator whose model runs on the generation workers (tokens over Redis).
 
     The web process loads only the tokenizer and the manifest; None (extractive mode)
-    when no model is built.
+    when no model is built. ``batch``: for summaries, which make way for questions and
+    may wait in the queue as long as their job may run.
     """
     if not (settings.llm_dir / MANIFEST).is_file():
         log.info("no model built in %s: answering in extractive mode", settings.llm_dir)
         return None
-    from qa.remote_generator import RemoteGenerator
+    from qa.remote_generator import QUESTION_QUEUE_TIMEOUT_S, RemoteGenerator
 
     assert settings.broker_url is not None
+    # a summary's request may wait behind every question; a question not that long
+    wait_s = float(settings.summarize_task_time_limit_s) if batch else QUESTION_QUEUE_TIMEOUT_S
     return RemoteGenerator(
         settings.llm_dir,
         settings.broker_url,
         # the longest one answer may run on a worker (below the visibility timeout)
         time_limit_s=settings.summarize_task_time_limit_s,
+        batch=batch,
+        queue_timeout_s=wait_s,
     )
+
+
+def load_summary_generator(settings: Settings) -> Generator | None:
+    """The model a summary job uses: on the generation workers (batch requests) in the
+    scaled mode, else this process's own."""
+    if generation_on_workers(settings):
+        return load_remote_generator(settings, batch=True)
+    return load_generator(settings)
 
 
 def generation_on_workers(settings: Settings) -> bool:

@@ -14,9 +14,11 @@ passage it shares the most words with, or to its whole window. Citations stay ri
 when the model ignores the instruction or invents page numbers.
 
 Each generation takes the model slot with BATCH priority and gives it back afterwards; when a
-question queues meanwhile, the generation stops at its next token, the question goes first,
-and the window continues afterwards from a KV snapshot. A question never waits for a whole
-job, and at most for the rest of one prefill.
+question queues meanwhile, the generation stops at its next token (or prefill chunk), the
+question goes first, and the window continues afterwards from a KV snapshot. A question never
+waits for a whole job, and at most for one token or one prefill chunk. In the scaled mode the
+generator is a batch ``RemoteGenerator``: the generation worker does the same across
+processes (see ``qa.remote_generator``) and ends a preempted request as "preempted".
 With no model built the summary is extractive: per window the sentences closest to the
 window's centroid (embeddings), then the most central of those; labelled as such.
 """
@@ -711,7 +713,9 @@ class SummaryService:
                             stop.set()
                     stats.generation_s += time.perf_counter() - started
                 control.check()  # a cancelled job ends here
-                if finish != "cancelled" or len(produced) >= max_new:
+                # "cancelled": we stopped it for a question queued in this process's slot;
+                # "preempted": a generation worker stopped it for a question it was sent.
+                if finish not in ("cancelled", "preempted") or len(produced) >= max_new:
                     break
                 stats.preemptions += 1
                 prompt = gen.encode(messages) + produced

@@ -4,7 +4,12 @@ A typical deployment runs, besides ``docqa serve``:
 
     docqa worker --queues ingest --concurrency 2        # any number, on any machine
     docqa worker --queues index --beat                  # exactly one (the index writer)
-    docqa worker --queues generate,summarize            # machines holding the model
+    docqa worker --queues generate                      # one per machine holding the model
+    docqa worker --queues summarize                     # any machine: no model loaded
+
+A summarize worker sends its generations to the generation workers as batch requests, which
+they interrupt for any question; consuming both queues in one process would let a whole
+summary hold the process that questions need.
 
 The ``index`` queue has exactly one consumer process, so collections are published by one
 writer: a worker consuming it refuses ``--concurrency`` above 1 (run ingest separately).

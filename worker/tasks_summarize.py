@@ -4,12 +4,12 @@ Thin: the job row holds everything (target, options); ``SummaryRunner.run`` clai
 runs it and leaves it done, failed or cancelled, and is safe to run again for the same job
 (a task redelivered after its worker died restarts the job; a finished one is skipped).
 
-Each worker process keeps its own runner: database engine, embedder and model, built on
-its first task (never in the parent before the fork). The model is loaded only by
-processes that consume ``summarize`` (machines holding the model). A summary holds its
-process for the whole job, so serve ``summarize`` from processes other than the ones
-serving ``generate`` (``docqa worker --queues summarize``), or questions would wait
-behind whole summaries instead of single windows.
+Each worker process keeps its own runner: database engine, embedder and generator, built
+on its first task (never in the parent before the fork). With generation on workers (the
+scaled default) a summarize worker holds no model: its generations are batch requests on
+the ``generate`` queue, which a generation worker interrupts for any question (see
+``qa.remote_generator``), so summaries run on any machine and one model per machine serves
+both. With ``DOCQA_GENERATION=local`` the process loads the model itself.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from celery import Task
 
 from qa.db.engine import Database
 from qa.embedder import get_embedder
-from qa.services import load_generator
+from qa.services import load_summary_generator
 from qa.summarize import SummaryService
 from qa.summary_jobs import SummaryRunner
 from worker.celery_app import app, app_settings
@@ -40,7 +40,8 @@ def runner() -> SummaryRunner:
         if _runner is None or _pid != os.getpid():
             settings = app_settings()
             db = Database(settings.db_url)
-            service = SummaryService(db, get_embedder(settings), load_generator(settings))
+            generator = load_summary_generator(settings)
+            service = SummaryService(db, get_embedder(settings), generator)
             _runner, _pid = SummaryRunner(db, service), os.getpid()
         return _runner
 

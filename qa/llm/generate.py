@@ -38,7 +38,9 @@ if TYPE_CHECKING:
 
 ChatMessage = Mapping[str, str]
 Prompt = Sequence[ChatMessage] | Sequence[int]
-FinishReason = Literal["stop", "length", "cancelled"]
+#: "preempted" comes only from a generation worker: a batch request that gave the model to
+#: a waiting question; its caller continues it (prompt + tokens so far) as a new request
+FinishReason = Literal["stop", "length", "cancelled", "preempted"]
 
 STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
 
@@ -290,6 +292,10 @@ class OnnxQwenGenerator(Generator):
                 if end <= pos:
                     continue
                 if cancel is not None and cancel.is_set():
+                    if cache is not None and chat_id is not None and pos > cached:
+                        # Keep the part already prefilled: a generation that gave way to a
+                        # question continues from here instead of prefilling it again.
+                        cache.put_chat(chat_id, kv.snapshot(self.model_key, ids[:pos]))
                     yield self._final("", (), "cancelled", ids, cached, 0, start, None, None)
                     return
                 self._step(ids[pos:end], kv, keys, values, logits, logits_ov)

@@ -31,7 +31,7 @@ from qa.answer import AnswerService, AskOptions
 from qa.embedder import Embedder
 from qa.errors import GenerationError, Unavailable
 from qa.llm.generate import OnnxQwenGenerator
-from qa.remote_generator import KEY_PREFIX, RemoteGenerator
+from qa.remote_generator import KEY_PREFIX, WAITING_KEY, RemoteGenerator
 from qa.services import build_answer_service
 from qa.settings import Settings
 from qa.slot import ModelSlot
@@ -431,6 +431,85 @@ def test_an_unreachable_broker_is_unavailable(models: tuple[Path, Path]) -> None
     with pytest.raises(Unavailable):
         next(down.stream(MESSAGES, max_new_tokens=5))
     assert time.perf_counter() - started < 15
+
+
+# -- questions before batch work ------------------------------------------------------------
+
+
+def batch(web_model: Path, **kw: Any) -> RemoteGenerator:
+    """A summary's generator: batch priority, preempted by any question."""
+    return remote(web_model, batch=True, **kw)
+
+
+def test_a_question_preempts_a_batch_request_which_then_continues_token_identically(
+    models: tuple[Path, Path], redis_client: redis.Redis, worker: Worker
+) -> None:
+    """One worker: a question sent during a long batch generation starts within a few
+    tokens; the batch request ends "preempted" and its continuation (prompt + tokens so
+    far, on the worker's KV cache) produces exactly the tokens of an uninterrupted run."""
+    n = 1500
+    summary = batch(models[1])
+    chat = "summary-test-preempt"
+    reference = [
+        i
+        for e in summary.stream(MESSAGES, max_new_tokens=n, temperature=0.0, chat_id=chat + "-ref")
+        for i in e.token_ids
+    ]
+    assert len(reference) == n
+
+    produced: list[int] = []
+    events = summary.stream(MESSAGES, max_new_tokens=n, temperature=0.0, chat_id=chat)
+    for event in events:
+        produced.extend(event.token_ids)
+        if len(produced) >= 50:
+            break
+    asked = time.perf_counter()
+    question = remote(models[1]).stream(MESSAGES, max_new_tokens=5, temperature=0.0)
+    first_token_s: list[float] = []
+
+    def read_question() -> None:
+        for i, _ in enumerate(question):
+            if i == 0:
+                first_token_s.append(time.perf_counter() - asked)
+
+    reader = threading.Thread(target=read_question)
+    reader.start()
+    last = None
+    for event in events:  # the rest of the batch stream, up to its preemption
+        produced.extend(event.token_ids)
+        last = event
+    preempted_s = time.perf_counter() - asked
+    reader.join(30)
+    assert last is not None and last.finish_reason == "preempted", last
+    assert 50 <= len(produced) < n
+    assert first_token_s, "the question got no token"
+    # The whole batch run takes ~1.5 s on the tiny model; the question did not wait for it.
+    assert first_token_s[0] < 1.0, first_token_s
+    assert redis_client.zcard(WAITING_KEY) == 0  # the question left the waiting set
+
+    # The continuation: the summarizer sends prompt + tokens so far as a new batch request.
+    prompt = summary.encode(MESSAGES) + produced
+    rest = list(
+        summary.stream(prompt, max_new_tokens=n - len(produced), temperature=0.0, chat_id=chat)
+    )
+    final = rest[-1]
+    assert final.finish_reason == "length" and final.stats is not None
+    assert final.stats.cached_tokens == len(prompt) - 1  # nothing prefilled twice
+    produced.extend(i for e in rest for i in e.token_ids)
+    assert produced == reference
+    print(
+        f"preemption: question's first token {first_token_s[0] * 1000:.0f} ms after it was"
+        f" sent; batch stream ended {preempted_s * 1000:.0f} ms after"
+    )
+
+
+def test_a_batch_request_with_no_question_waiting_is_not_preempted(
+    models: tuple[Path, Path], redis_client: redis.Redis, worker: Worker
+) -> None:
+    # A question whose web process died leaves an entry that expired: it does not count.
+    redis_client.zadd(WAITING_KEY, {"dead-web-request": time.time() - 1})
+    text, last = batch(models[1]).generate(MESSAGES, max_new_tokens=300, temperature=0.0)
+    assert last.finish_reason == "length" and text
 
 
 # -- worker death ---------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Summary jobs in the scaled mode: sent by the web side as ``docqa.summarize``, run by a
-real ``docqa worker --queues summarize`` over the real Redis, jobs in the real PostgreSQL.
+real ``docqa worker --queues summarize`` whose generations run on a real
+``docqa worker --queues generate``, over the real Redis, jobs in the real PostgreSQL.
 
 Redis: the shared server, database 12 (flushed before and after; override with
 ``DOCQA_TEST_REDIS_URL_SUMMARIZE``).
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,10 +26,12 @@ from qa.audit import AuditLog
 from qa.db.models import Document
 from qa.embedder import Embedder
 from qa.errors import Unavailable
+from qa.remote_generator import RemoteGenerator
 from qa.settings import Settings
 from qa.summary_jobs import SummaryJobs
 from tests.conftest import SAMPLES
 from tests.worker.celery_support import (
+    RedisServer,
     WorkerProcess,
     free_port,
     private_redis_db,
@@ -48,9 +52,21 @@ def broker_url() -> Iterator[str]:
     yield from private_redis_db(REDIS_URL)
 
 
-def test_summary_jobs_run_on_a_summarize_worker(
+def tokenizer_only(model: Path, dest: Path) -> Path:
+    """The model folder without its weights: all a summarize worker (or a web host) needs."""
+    dest.mkdir(parents=True)
+    for f in model.iterdir():
+        if not f.name.startswith("model.onnx"):
+            shutil.copy2(f, dest / f.name)
+    return dest
+
+
+def test_summary_jobs_run_on_a_summarize_worker_and_make_way_for_questions(
     tmp_path: Path, broker_url: str, postgres_url: str, embedder: Embedder, built_int8: Path
 ) -> None:
+    """The compose layout: a generation worker holds the model; a summarize worker holds
+    only the tokenizer and sends its generations to it as batch requests, which questions
+    sent meanwhile preempt; the summary still completes with checked page citations."""
     env = worker_env(tmp_path / "var", broker_url, postgres_url)
     settings = Settings(**settings_overrides(env))
     service = build_ingest_service(settings, embedder=embedder)
@@ -58,7 +74,9 @@ def test_summary_jobs_run_on_a_summarize_worker(
     app.conf.update(celery_config(settings))
     try:
         run_ingest(service, [SAMPLES / "travel-and-expenses.pdf"], "handbook")
-        shutil.copytree(built_int8, settings.llm_dir)  # the worker's machine holds the model
+        shutil.copytree(built_int8, settings.llm_dir)  # the generation worker's machine
+        light = tokenizer_only(built_int8, tmp_path / "tokenizer-only")
+        summarize_env = {**env, "DOCQA_MODEL_DIR": str(light)}
         db = service.db
         with db.session() as s:
             doc_id = s.scalars(select(Document.id)).one()
@@ -70,26 +88,91 @@ def test_summary_jobs_run_on_a_summarize_worker(
         dropped = jobs.submit(admin, document_id=doc_id)
         assert jobs.cancel(admin, dropped["id"])["status"] == "cancelled"
 
-        with WorkerProcess(env, tmp_path / "worker.log", queues="summarize") as worker:
-            wait_until(
-                lambda: jobs.get(admin, job["id"])["status"] not in ("queued", "running"),
-                180,
-                "the summary job to finish",
-            )
+        question = RemoteGenerator(light, broker_url, queue_timeout_s=30, stall_timeout_s=10)
+        messages = [{"role": "user", "content": "What is the hotel limit in London?"}]
+        with (
+            WorkerProcess(env, tmp_path / "generate.log", queues="generate") as generation,
+            WorkerProcess(summarize_env, tmp_path / "worker.log", queues="summarize") as worker,
+        ):
+            asked = 0
+            deadline = time.monotonic() + 180
+            while jobs.get(admin, job["id"])["status"] in ("queued", "running"):
+                assert time.monotonic() < deadline, worker.log()[-3000:]
+                # Questions keep arriving while the summary runs (each takes the worker
+                # first; with no pause between them the summary would wait for all).
+                if asked < 300:
+                    _, last = question.generate(messages, max_new_tokens=4, temperature=0.0)
+                    assert last.finish_reason == "length"
+                    asked += 1
+                time.sleep(0.25)
             done = jobs.get(admin, job["id"])
             assert done["status"] == "done", (done["error"], worker.log()[-3000:])
             # The cancelled job's message is delivered too, and skipped.
             wait_until(lambda: worker.log().count("docqa.summarize") >= 4, 60, "both tasks")
+            preempted = generation.log().count("'preempted'")
         result = done["result"]
-        assert result["model"] == "generative"  # the worker's model, not the web side's
+        assert result["model"] == "generative"  # the generation worker's model
         assert 1 <= len(result["statements"]) <= 4
         windows = [set(w["pages"]) for w in result["windows"]]
         assert all(any(set(s["pages"]) <= w for w in windows) for s in result["statements"])
         assert jobs.get(admin, dropped["id"])["status"] == "cancelled"
+        # Questions kept coming: some of the summary's requests gave way to them and were
+        # continued (each continuation counted by the summarizer).
+        assert preempted >= 1 and result["timings"]["preemptions"] == preempted
+        print(f"{asked} questions during the summary; {preempted} batch requests preempted")
     finally:
         app.close()
         service.close()
         service.db.dispose()
+
+
+def test_a_summary_whose_message_redis_lost_is_sent_again_by_the_reconciler(
+    tmp_path: Path, postgres_url: str, embedder: Embedder, built_int8: Path
+) -> None:
+    """Redis restarted without its data after the job was accepted: the row in PostgreSQL
+    is all that is left, and the reconciler (beat on the index worker) sends it again."""
+    with RedisServer(tmp_path / "redis") as redis_server:
+        env = worker_env(tmp_path / "var", redis_server.url(), postgres_url)
+        settings = Settings(**settings_overrides(env))
+        service = build_ingest_service(settings, embedder=embedder)
+        app = Celery("docqa-test-summaries-lost")
+        app.conf.update(celery_config(settings))
+        try:
+            run_ingest(service, [SAMPLES / "travel-and-expenses.pdf"], "handbook")
+            shutil.copytree(built_int8, settings.llm_dir)
+            light = tokenizer_only(built_int8, tmp_path / "tokenizer-only")
+            db = service.db
+            with db.session() as s:
+                doc_id = s.scalars(select(Document.id)).one()
+            admin = AccountService(db).create_user("admin", "admin-password-1", "admin")
+            queue = CeleryIngestQueue(service, app)
+            jobs = SummaryJobs(db, AccessService(db), AuditLog(db), queue)
+            job = jobs.submit(admin, document_id=doc_id, max_statements=3)
+            redis_server.stop()  # everything it held is gone, the job's message too
+            redis_server.start()
+            log_dir = tmp_path / "logs"
+            with (
+                WorkerProcess(env, log_dir / "index.log", queues="index", beat=True) as index,
+                WorkerProcess(env, log_dir / "generate.log", queues="generate"),
+                WorkerProcess(
+                    {**env, "DOCQA_MODEL_DIR": str(light)},
+                    log_dir / "summarize.log",
+                    queues="summarize",
+                ) as summarize,
+            ):
+                wait_until(
+                    lambda: jobs.get(admin, job["id"])["status"] not in ("queued", "running"),
+                    120,
+                    "the reconciler to re-send the summary and a worker to finish it",
+                )
+                done = jobs.get(admin, job["id"])
+                assert done["status"] == "done", (done["error"], summarize.log()[-3000:])
+                assert "1 summary jobs" in index.log(), index.log()[-3000:]
+            assert 1 <= len(done["result"]["statements"]) <= 3
+        finally:
+            app.close()
+            service.close()
+            service.db.dispose()
 
 
 def test_an_unreachable_broker_fails_the_job_with_a_clear_503(
