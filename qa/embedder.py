@@ -533,6 +533,25 @@ def _cache_key(settings: Settings) -> tuple[object, ...]:
     )
 
 
+def preimport_runtime(settings: Settings) -> None:
+    """Import the embedding runtime (torch, transformers, sentence-transformers; onnxruntime
+    for the onnx-int8 backend) without loading any weights.
+
+    A cold import of that stack takes 5-15 s on two busy cores. A worker calls this in its
+    main process before the pool forks, so no task pays for it inside its time limit. That
+    matters beyond speed: a soft time limit that fires in the middle of an import leaves
+    half-initialised modules behind, and every later task of that process then fails with
+    ImportError. Imports only: no threads start and no model is loaded, so nothing here
+    must not cross a fork.
+    """
+    import sentence_transformers  # noqa: F401 - imported for its side effect
+    from transformers import AutoModel, PreTrainedModel  # noqa: F401 - the lazy, slow part
+
+    if settings.embed_backend == "onnx-int8":
+        with contextlib.suppress(ImportError):  # reported by the first load, with advice
+            import onnxruntime  # noqa: F401
+
+
 def get_embedder(settings: Settings) -> Embedder:
     """The process-wide embedder for these settings, loaded on first use."""
     key = _cache_key(settings)

@@ -126,6 +126,10 @@ def worker_command(
     if stop_grace is not None:
         app.conf.worker_soft_shutdown_timeout = stop_grace
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if {"ingest", "summarize"} & set(names):  # both embed; see preimport_runtime
+        from qa.embedder import preimport_runtime
+
+        preimport_runtime(settings)
     argv = [
         "worker",
         f"--queues={','.join(names)}",
