@@ -37,8 +37,9 @@ behind a summary:
   list per priority step and a worker pops the questions' list first;
 * preemption: a question registers in ``docqa:gen:waiting`` (a sorted set, score = when its
   wait expires) until a worker claims it. A worker running a batch request reads that set
-  with every token (same round trip as the token) and between prefill chunks; when a
-  question waits, it stops and ends the request with ``finish = "preempted"``. The caller
+  with every token it writes (same round trip) and every ``BATCH_POLL_S`` in between; when
+  a question waits, the model stops at its next token or prefill chunk and the request
+  ends with ``finish = "preempted"``. The caller
   (``qa.summarize``) sends the rest as a new batch request, which the worker's KV cache
   continues where it stopped; the question meanwhile takes the worker.
 """
@@ -84,6 +85,8 @@ WAITING_KEY = KEY_PREFIX + "waiting"
 WAITING_TTL_S = 10.0
 #: how long a question may wait for a generation worker to start it
 QUESTION_QUEUE_TIMEOUT_S = 300.0
+#: how often a worker running a batch request looks for waiting questions between writes
+BATCH_POLL_S = 0.02
 #: Celery message priorities; on Redis the lower number is served first
 INTERACTIVE_PRIORITY = 0
 BATCH_PRIORITY = 9
@@ -439,7 +442,10 @@ class _Publisher:
             self.cancel.set()
 
     def _beat(self) -> None:
-        tick = min(self.heartbeat_s, 0.5)
+        # A batch request must notice a question quickly even between writes: not every
+        # token completes a piece of text (nothing is written then), and a prefill chunk
+        # writes nothing at all.
+        tick = BATCH_POLL_S if self.batch else min(self.heartbeat_s, 0.5)
         try:
             while not self._stop.wait(tick):
                 idle = time.monotonic() - self._last

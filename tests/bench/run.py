@@ -84,6 +84,11 @@ def main() -> None:
     print("\n== priority: questions alone vs while a collection summary runs (tiny model)")
     bench_priority.main([])
 
+    from tests.bench import bench_priority_scaled
+
+    print("\n== priority, scaled mode: questions vs summaries' batch requests on one worker")
+    bench_priority_scaled.main([])
+
 
 if __name__ == "__main__":
     main()
