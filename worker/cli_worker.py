@@ -109,6 +109,15 @@ def worker_command(
     single = SINGLE_PROCESS_QUEUES & set(names)
     if concurrency is None:
         concurrency = 1 if single else cores
+    from qa.services import generation_on_workers
+
+    if {"generate", "summarize"} <= set(names) and generation_on_workers(settings):
+        # The summary would wait for its own process: its generations go to "generate".
+        raise ConfigError(
+            "consume generate and summarize in separate workers: a summary sends its"
+            " generations to the generate queue (`docqa worker --queues generate` on the"
+            " machine with the model, `docqa worker --queues summarize` beside it)"
+        )
     if "index" in names and concurrency > 1:
         raise ConfigError(
             "the index queue has exactly one writer: consume it with --concurrency 1"

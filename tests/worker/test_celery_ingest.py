@@ -239,6 +239,10 @@ def test_docqa_worker_needs_a_broker_and_one_index_writer(tmp_path: Path) -> Non
     assert "exactly one writer" in two_writers.stderr
     unknown = run("--queues", "ingest,bogus", DOCQA_BROKER_URL=REDIS_URL)
     assert unknown.returncode == 1 and "bogus" in unknown.stderr
+    # A summary's generations go to "generate": one process consuming both would wait for
+    # itself (with DOCQA_GENERATION=local a summary runs its own model, so that is allowed).
+    both = run("--queues", "generate,summarize", DOCQA_BROKER_URL=REDIS_URL)
+    assert both.returncode == 1 and "separate workers" in both.stderr
 
 
 # -- the same final state as the embedded mode, on a slice of the shared corpus -----------
