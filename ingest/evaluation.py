@@ -193,13 +193,16 @@ def _backend_name(embedder: Embedder) -> str:
 
 def _cache_folder(beir_dir: Path, embedder: Embedder, settings: Settings) -> Path:
     corpus = (beir_dir / "corpus.jsonl").resolve()
-    stat = corpus.stat()
+    # The corpus by content, not by path and mtime: a copy of the same data set elsewhere
+    # (every CI clone gets one) reuses the index built from it.
+    content = hashlib.sha256()
+    with corpus.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            content.update(block)
     key = json.dumps(
         [
             _FORMAT,
-            str(corpus),
-            stat.st_size,
-            stat.st_mtime_ns,
+            content.hexdigest(),
             embedder.model_id,
             embedder.dim,
             _backend_name(embedder),
