@@ -8,11 +8,14 @@ Redis: the shared server, database 12 (flushed before and after; override with
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from celery import Celery
@@ -21,7 +24,7 @@ from sqlalchemy import select
 from ingest.factory import build_ingest_service
 from ingest.runner import run_ingest
 from qa.access import AccessService
-from qa.accounts import AccountService
+from qa.accounts import AccountService, Principal
 from qa.audit import AuditLog
 from qa.db.models import Document
 from qa.embedder import Embedder
@@ -61,12 +64,22 @@ def tokenizer_only(model: Path, dest: Path) -> Path:
     return dest
 
 
-def test_summary_jobs_run_on_a_summarize_worker_and_make_way_for_questions(
+@dataclass
+class Deployment:
+    """The web side's view of a scaled deployment with one sample document ingested."""
+
+    env: dict[str, str]  # a generation worker's environment (the model in its data dir)
+    summarize_env: dict[str, str]  # a summarize worker's: the tokenizer-only model folder
+    tokenizer_only: Path
+    jobs: SummaryJobs
+    admin: Principal
+    doc_id: str
+
+
+@contextlib.contextmanager
+def deployment(
     tmp_path: Path, broker_url: str, postgres_url: str, embedder: Embedder, built_int8: Path
-) -> None:
-    """The compose layout: a generation worker holds the model; a summarize worker holds
-    only the tokenizer and sends its generations to it as batch requests, which questions
-    sent meanwhile preempt; the summary still completes with checked page citations."""
+) -> Iterator[Deployment]:
     env = worker_env(tmp_path / "var", broker_url, postgres_url)
     settings = Settings(**settings_overrides(env))
     service = build_ingest_service(settings, embedder=embedder)
@@ -76,23 +89,54 @@ def test_summary_jobs_run_on_a_summarize_worker_and_make_way_for_questions(
         run_ingest(service, [SAMPLES / "travel-and-expenses.pdf"], "handbook")
         shutil.copytree(built_int8, settings.llm_dir)  # the generation worker's machine
         light = tokenizer_only(built_int8, tmp_path / "tokenizer-only")
-        summarize_env = {**env, "DOCQA_MODEL_DIR": str(light)}
         db = service.db
         with db.session() as s:
             doc_id = s.scalars(select(Document.id)).one()
         admin = AccountService(db).create_user("admin", "admin-password-1", "admin")
-        jobs = SummaryJobs(db, AccessService(db), AuditLog(db), CeleryIngestQueue(service, app))
+        queue = CeleryIngestQueue(service, app)
+        yield Deployment(
+            env,
+            {**env, "DOCQA_MODEL_DIR": str(light)},
+            light,
+            SummaryJobs(db, AccessService(db), AuditLog(db), queue),
+            admin,
+            doc_id,
+        )
+    finally:
+        app.close()
+        service.close()
+        service.db.dispose()
 
+
+def assert_cited_within_windows(result: dict[str, Any], most: int) -> None:
+    """A generative summary of at most ``most`` statements, each citing pages of its window."""
+    assert result["model"] == "generative"  # the generation worker's model
+    assert 1 <= len(result["statements"]) <= most
+    windows = [set(w["pages"]) for w in result["windows"]]
+    assert all(s["pages"] for s in result["statements"])
+    assert all(any(set(s["pages"]) <= w for w in windows) for s in result["statements"])
+
+
+def test_summary_jobs_run_on_a_summarize_worker_and_make_way_for_questions(
+    tmp_path: Path, broker_url: str, postgres_url: str, embedder: Embedder, built_int8: Path
+) -> None:
+    """The compose layout: a generation worker holds the model; a summarize worker holds
+    only the tokenizer and sends its generations to it as batch requests, which questions
+    sent meanwhile preempt; the summary still completes with checked page citations."""
+    with deployment(tmp_path, broker_url, postgres_url, embedder, built_int8) as d:
+        jobs, admin = d.jobs, d.admin
         # Sent while no worker runs: the messages wait in Redis, the rows in the DB.
-        job = jobs.submit(admin, document_id=doc_id, max_statements=4)
-        dropped = jobs.submit(admin, document_id=doc_id)
+        job = jobs.submit(admin, document_id=d.doc_id, max_statements=4)
+        dropped = jobs.submit(admin, document_id=d.doc_id)
         assert jobs.cancel(admin, dropped["id"])["status"] == "cancelled"
 
-        question = RemoteGenerator(light, broker_url, queue_timeout_s=30, stall_timeout_s=10)
+        question = RemoteGenerator(
+            d.tokenizer_only, broker_url, queue_timeout_s=30, stall_timeout_s=10
+        )
         messages = [{"role": "user", "content": "What is the hotel limit in London?"}]
         with (
-            WorkerProcess(env, tmp_path / "generate.log", queues="generate") as generation,
-            WorkerProcess(summarize_env, tmp_path / "worker.log", queues="summarize") as worker,
+            WorkerProcess(d.env, tmp_path / "generate.log", queues="generate") as generation,
+            WorkerProcess(d.summarize_env, tmp_path / "worker.log", queues="summarize") as worker,
         ):
             asked = 0
             deadline = time.monotonic() + 180
@@ -111,19 +155,12 @@ def test_summary_jobs_run_on_a_summarize_worker_and_make_way_for_questions(
             wait_until(lambda: worker.log().count("docqa.summarize") >= 4, 60, "both tasks")
             preempted = generation.log().count("'preempted'")
         result = done["result"]
-        assert result["model"] == "generative"  # the generation worker's model
-        assert 1 <= len(result["statements"]) <= 4
-        windows = [set(w["pages"]) for w in result["windows"]]
-        assert all(any(set(s["pages"]) <= w for w in windows) for s in result["statements"])
+        assert_cited_within_windows(result, 4)
         assert jobs.get(admin, dropped["id"])["status"] == "cancelled"
         # Questions kept coming: some of the summary's requests gave way to them and were
         # continued (each continuation counted by the summarizer).
         assert preempted >= 1 and result["timings"]["preemptions"] == preempted
         print(f"{asked} questions during the summary; {preempted} batch requests preempted")
-    finally:
-        app.close()
-        service.close()
-        service.db.dispose()
 
 
 def test_a_summary_whose_message_redis_lost_is_sent_again_by_the_reconciler(
@@ -131,48 +168,28 @@ def test_a_summary_whose_message_redis_lost_is_sent_again_by_the_reconciler(
 ) -> None:
     """Redis restarted without its data after the job was accepted: the row in PostgreSQL
     is all that is left, and the reconciler (beat on the index worker) sends it again."""
-    with RedisServer(tmp_path / "redis") as redis_server:
-        env = worker_env(tmp_path / "var", redis_server.url(), postgres_url)
-        settings = Settings(**settings_overrides(env))
-        service = build_ingest_service(settings, embedder=embedder)
-        app = Celery("docqa-test-summaries-lost")
-        app.conf.update(celery_config(settings))
-        try:
-            run_ingest(service, [SAMPLES / "travel-and-expenses.pdf"], "handbook")
-            shutil.copytree(built_int8, settings.llm_dir)
-            light = tokenizer_only(built_int8, tmp_path / "tokenizer-only")
-            db = service.db
-            with db.session() as s:
-                doc_id = s.scalars(select(Document.id)).one()
-            admin = AccountService(db).create_user("admin", "admin-password-1", "admin")
-            queue = CeleryIngestQueue(service, app)
-            jobs = SummaryJobs(db, AccessService(db), AuditLog(db), queue)
-            job = jobs.submit(admin, document_id=doc_id, max_statements=3)
-            redis_server.stop()  # everything it held is gone, the job's message too
-            redis_server.start()
-            log_dir = tmp_path / "logs"
-            with (
-                WorkerProcess(env, log_dir / "index.log", queues="index", beat=True) as index,
-                WorkerProcess(env, log_dir / "generate.log", queues="generate"),
-                WorkerProcess(
-                    {**env, "DOCQA_MODEL_DIR": str(light)},
-                    log_dir / "summarize.log",
-                    queues="summarize",
-                ) as summarize,
-            ):
-                wait_until(
-                    lambda: jobs.get(admin, job["id"])["status"] not in ("queued", "running"),
-                    120,
-                    "the reconciler to re-send the summary and a worker to finish it",
-                )
-                done = jobs.get(admin, job["id"])
-                assert done["status"] == "done", (done["error"], summarize.log()[-3000:])
-                assert "1 summary jobs" in index.log(), index.log()[-3000:]
-            assert 1 <= len(done["result"]["statements"]) <= 3
-        finally:
-            app.close()
-            service.close()
-            service.db.dispose()
+    with (
+        RedisServer(tmp_path / "redis") as redis_server,
+        deployment(tmp_path, redis_server.url(), postgres_url, embedder, built_int8) as d,
+    ):
+        job = d.jobs.submit(d.admin, document_id=d.doc_id, max_statements=3)
+        redis_server.stop()  # everything it held is gone, the job's message too
+        redis_server.start()
+        log_dir = tmp_path / "logs"
+        with (
+            WorkerProcess(d.env, log_dir / "index.log", queues="index", beat=True) as index,
+            WorkerProcess(d.env, log_dir / "generate.log", queues="generate"),
+            WorkerProcess(d.summarize_env, log_dir / "summarize.log", queues="summarize") as w,
+        ):
+            wait_until(
+                lambda: d.jobs.get(d.admin, job["id"])["status"] not in ("queued", "running"),
+                120,
+                "the reconciler to re-send the summary and a worker to finish it",
+            )
+            done = d.jobs.get(d.admin, job["id"])
+            assert done["status"] == "done", (done["error"], w.log()[-3000:])
+            assert "1 summary jobs" in index.log(), index.log()[-3000:]
+        assert_cited_within_windows(done["result"], 3)
 
 
 def test_an_unreachable_broker_fails_the_job_with_a_clear_503(
