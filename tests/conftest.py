@@ -20,6 +20,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
+# jieba's dictionary cache and the like stay in the clone, never in the user's home.
+os.environ.setdefault("DOCQA_CACHE_DIR", str(REPO / "var" / "cache"))
+
 CORPUS = REPO.parent / "shared" / "corpus"
 SAMPLES = REPO / "samples" / "docs"
 POSTGRES_URL = os.environ.get(

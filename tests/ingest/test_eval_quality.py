@@ -17,7 +17,7 @@ from ingest.evaluation import EvalReport, evaluate_retrieval
 from qa.settings import Settings
 from tests.conftest import REPO, corpus_path
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.eval
 
 # Measured with the packaged MiniLM (onnx-int8), chunks of 200 tokens: XQuAD zh BM25 0.9585,
 # hybrid 0.9580 (the English model sits out Chinese questions); XQuAD en hybrid 0.9709.

@@ -32,7 +32,8 @@ from tests.web.live import (
     create_api_token,
 )
 
-pytestmark = pytest.mark.slow
+# Latency bounds: run alone on the CPU, after the parallel part of make test.
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 STREAMS = 20
 MAX_QUEUE = 8

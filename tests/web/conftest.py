@@ -1,7 +1,9 @@
 """Web fixtures: a real app over a real data dir (SQLite or PostgreSQL, FAISS, blobs).
 
-Every test using ``web`` (or ``seeded``) runs twice, on SQLite and on PostgreSQL. The
-seeded data is built once per session and per backend, then copied for each test:
+Every test using ``web`` (or ``seeded``) runs on SQLite; those whose behaviour depends on
+the database (access checks, deletes, hostile ids, JSON and dates) are marked
+``both_databases`` and run on PostgreSQL too. The seeded data is built once per session and
+per backend, then copied for each test:
 
     collections  handbook  the four sample documents
                  finance   one document with a unique secret phrase
@@ -277,9 +279,23 @@ class Seeded:
         self._databases.clear()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``seeded`` is SQLite; tests marked ``both_databases`` run a second time on PostgreSQL.
+
+    Most web behaviour does not depend on the database (the DB layer has its own tests on
+    both); running every web test twice doubled the suite's longest part for no signal.
+    """
+    if "seeded" not in metafunc.fixturenames:
+        return
+    backends: list[Any] = ["sqlite"]
+    if metafunc.definition.get_closest_marker("both_databases"):
+        backends.append(pytest.param("postgres", marks=pytest.mark.postgres))
+    metafunc.parametrize("seeded", backends, indirect=True)
+
+
+@pytest.fixture
 def seeded(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Seeded]:
-    """Copies of the seeded data on SQLite and, as a second run, on PostgreSQL."""
+    """A copy of the seeded data on SQLite or, for ``both_databases`` tests, PostgreSQL."""
     if request.param == "sqlite":
         seeded = Seeded("sqlite", tmp_path, request.getfixturevalue("seeded_template"), None)
     else:
@@ -413,8 +429,8 @@ def build_env(
 
 @pytest.fixture
 def web(seeded: Seeded, embedder: Embedder) -> Iterator[WebEnv]:
-    """The seeded service, extractive answers (no model), on a fresh copy of the data;
-    parametrized over SQLite and PostgreSQL through ``seeded``."""
+    """The seeded service, extractive answers (no model), on a fresh copy of the data
+    (SQLite, and PostgreSQL too for tests marked ``both_databases``)."""
     data, db_url = seeded.copy()
     env = build_env(data, embedder, db_url=db_url)
     try:

@@ -191,6 +191,7 @@ def test_overview_counts_documents_by_status(web: WebEnv) -> None:
         assert f'id="nav-{nav}"' in page
 
 
+@pytest.mark.both_databases
 def test_create_rename_delete_collection(web: WebEnv) -> None:
     admin = web.client("admin")
     page = post_ok(admin, "/admin/collections", {"name": "Legal docs"})
@@ -251,6 +252,7 @@ def test_status_filter_and_table(web: WebEnv) -> None:
 # --- grants -------------------------------------------------------------------------------------
 
 
+@pytest.mark.both_databases
 def test_grant_and_revoke_user_and_group(web: WebEnv) -> None:
     admin = web.client("admin")
     fin = web.collections["finance"]

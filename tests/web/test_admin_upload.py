@@ -135,6 +135,7 @@ def test_unreadable_zip_fails_with_a_reason(web: WebEnv) -> None:
     assert doc["status"] == "failed" and doc["error"]
 
 
+@pytest.mark.both_databases
 def test_delete_removes_document_from_listing_and_search(web: WebEnv) -> None:
     admin = web.client("admin")
     cid = new_collection(web, admin)

@@ -96,6 +96,7 @@ def test_bad_credentials_are_401(web: WebEnv, header: str) -> None:
         assert error_code(resp) == "unauthenticated"
 
 
+@pytest.mark.both_databases
 def test_revoked_token_is_401(web: WebEnv) -> None:
     token = web.token("alice")
     http = web.app.test_client()
@@ -295,6 +296,7 @@ def test_documents_list_and_status_filter(web: WebEnv) -> None:
     assert one.status_code == 200 and one.get_json() == pdf
 
 
+@pytest.mark.both_databases
 def test_upload_index_and_delete(web: WebEnv) -> None:
     http, headers = web.app.test_client(), bearer(web.token("editor"))
     hb = web.collections["handbook"]
@@ -438,6 +440,7 @@ def test_readers_cannot_delete_or_upload_in_readable_collections(web: WebEnv) ->
     assert http.get(f"{API}/documents/{doc}", headers=headers).status_code == 200
 
 
+@pytest.mark.both_databases
 def test_revoked_grant_hides_collection_at_once(web: WebEnv) -> None:
     http, headers = web.app.test_client(), bearer(web.token("alice"))
     fin, alice = web.collections["finance"], web.users["alice"].user_id

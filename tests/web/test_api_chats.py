@@ -10,6 +10,9 @@ from qa.chats import MAX_TITLE_CHARS
 from tests.web.conftest import SECRET_PHRASE, Client, WebEnv
 from tests.web.test_api_ask import HOTEL, SSE, error_of, sse_events
 
+# Chats store JSON and dates, whose types differ per database.
+pytestmark = pytest.mark.both_databases
+
 
 def create(client: Client, **body: Any) -> dict[str, Any]:
     resp = client.post("/api/v1/chats", json=body)

@@ -9,6 +9,9 @@ from qa.access import READ
 from qa.errors import InvalidInput, NotFound
 from tests.web.conftest import SECRET_PHRASE, WebEnv
 
+# Access checks and deletes are queries: held on both databases.
+pytestmark = pytest.mark.both_databases
+
 FALCON_QUESTION = "What is the budget of Project Falcon?"
 
 

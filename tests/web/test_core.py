@@ -96,6 +96,7 @@ def test_unsafe_request_without_csrf_is_403(web: WebEnv) -> None:
     assert c.get("/").status_code == 200  # still signed in
 
 
+@pytest.mark.both_databases
 def test_deleted_user_session_stops_working(web: WebEnv) -> None:
     c = web.client("bob")
     assert c.get("/").status_code == 200

@@ -235,6 +235,7 @@ def test_bob_never_reaches_finance(web: WebEnv) -> None:
     assert ask(web, "bob", "gpt-4o").status_code == 404
 
 
+@pytest.mark.both_databases
 def test_grant_then_revoke(web: WebEnv) -> None:
     fin, alice = web.collections["finance"], web.users["alice"].user_id
     web.svc.access.grant(fin, "read", user_id=alice)
@@ -258,6 +259,7 @@ def test_grant_then_revoke(web: WebEnv) -> None:
     assert not leaks_secret(ask(web, "bob", "docqa").get_json())
 
 
+@pytest.mark.both_databases
 def test_deleted_document_is_never_answered(web: WebEnv) -> None:
     admin = bearer(web.token("admin"))
     http = web.app.test_client()

@@ -258,7 +258,7 @@ PRODUCTION_LIMITS = {
 }
 
 
-@pytest.mark.slow
+@pytest.mark.eval
 def test_two_workers_reach_the_embedded_final_state_on_a_corpus_slice(
     scaled: Scaled, tmp_path: Path, embedder: Embedder
 ) -> None:

@@ -38,6 +38,10 @@ from qa.slot import ModelSlot
 from tests.conftest import REPO, SAMPLES
 from tests.web.live import artifacts_dir, build_streaming_model, free_port
 
+# Latency bounds (time to first token, cancel, preemption): run alone on the CPU, after the
+# parallel part of make test.
+pytestmark = pytest.mark.serial
+
 REDIS_URL = os.environ.get("DOCQA_TEST_REDIS_URL_GENERATE", "redis://127.0.0.1:6379/14")
 MESSAGES = [
     {"role": "system", "content": "You answer from the sources."},
