@@ -35,9 +35,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ingest.document import Page
+from qa.answering.spans import PAGE_JOINER
 from qa.errors import InvalidInput
-from qa.spans import PAGE_JOINER
-from qa.tokens import Tokenizer
+from qa.retrieval.tokens import Tokenizer
 
 # Boundary classes for the gap after a token (higher = better place to end a chunk).
 _INSIDE_WORD = 0

@@ -38,22 +38,22 @@ from pathlib import Path
 
 from ingest.document import Page
 from ingest.pipeline import chunk_rows
-from qa.catalog import (
+from qa.errors import InvalidInput
+from qa.retrieval.embedder import Embedder, get_embedder
+from qa.retrieval.index_store import IndexReader, IndexStore
+from qa.retrieval.ir_metrics import mrr_at_k, ndcg_at_k, percentile, recall_at_k, unique_in_order
+from qa.retrieval.publish import publish_collection
+from qa.retrieval.retriever import MODES, Mode, Retriever
+from qa.settings import Settings
+from qa.store.catalog import (
     ChunkRow,
     document_id,
     ensure_collection,
     get_collection,
     replace_document_content,
 )
-from qa.db.engine import Database
-from qa.db.models import DocStatus, Document
-from qa.embedder import Embedder, get_embedder
-from qa.errors import InvalidInput
-from qa.index_store import IndexReader, IndexStore
-from qa.indexing import publish_collection
-from qa.ir_metrics import mrr_at_k, ndcg_at_k, percentile, recall_at_k, unique_in_order
-from qa.retriever import MODES, Mode, Retriever
-from qa.settings import Settings
+from qa.store.db.engine import Database
+from qa.store.db.models import DocStatus, Document
 
 log = logging.getLogger(__name__)
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from ingest.pipeline import IngestService
-from qa.blobstore import BlobStore
-from qa.db.engine import Database
-from qa.embedder import Embedder, get_embedder
-from qa.index_store import IndexStore
+from qa.retrieval.embedder import Embedder, get_embedder
+from qa.retrieval.index_store import IndexStore
 from qa.settings import Settings
+from qa.store.blobstore import BlobStore
+from qa.store.db.engine import Database
 
 
 def build_ingest_service(settings: Settings, embedder: Embedder | None = None) -> IngestService:

@@ -3,7 +3,7 @@
     submit  -> original stored in the blob store, document row ``queued``
     process -> parse in the sandbox, chunk, analyze, embed, write it all in one
                transaction with status ``indexed`` (or ``failed`` with the reason)
-    publish -> the collection's indexes rebuilt from the DB (see ``qa.indexing``)
+    publish -> the collection's indexes rebuilt from the DB (see ``qa.retrieval.publish``)
 
 Each step is idempotent: document ids derive from (collection, sha256), so submitting the
 same bytes again finds the same row, and a document left ``processing`` by a crash is simply
@@ -26,8 +26,14 @@ from sqlalchemy.orm import Session
 from ingest.chunker import chunk_document
 from ingest.document import Page, ParsedDocument
 from ingest.sandbox import ParseLimits, SandboxedParser
-from qa.blobstore import BlobStore, display_name
-from qa.catalog import (
+from qa.errors import DocqaError, InvalidInput, ParseError
+from qa.retrieval.embedder import Embedder
+from qa.retrieval.index_store import IndexStore
+from qa.retrieval.lexical import analyze
+from qa.retrieval.publish import Published, publish_collection
+from qa.settings import Settings
+from qa.store.blobstore import BlobStore, display_name
+from qa.store.catalog import (
     ChunkRow,
     delete_document,
     document_id,
@@ -35,14 +41,8 @@ from qa.catalog import (
     get_document,
     replace_document_content,
 )
-from qa.db.engine import Database
-from qa.db.models import Collection, DocStatus, Document
-from qa.embedder import Embedder
-from qa.errors import DocqaError, InvalidInput, ParseError
-from qa.index_store import IndexStore
-from qa.indexing import Published, publish_collection
-from qa.lexical import analyze
-from qa.settings import Settings
+from qa.store.db.engine import Database
+from qa.store.db.models import Collection, DocStatus, Document
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from sqlalchemy import select
 from ingest.pipeline import IngestService, Outcome, Processed
 from ingest.sandbox import ParseLimits
 from ingest.sources import Source, iter_sources
-from qa.catalog import delete_document, get_collection, get_document
-from qa.db.models import Collection, DocStatus, Document
 from qa.errors import DocqaError, NotFound
-from qa.indexing import Published
+from qa.retrieval.publish import Published
+from qa.store.catalog import delete_document, get_collection, get_document
+from qa.store.db.models import Collection, DocStatus, Document
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -84,15 +84,26 @@ def _ingest_one(service: IngestService, collection: str, src: Source, retry: boo
     )
 
 
+MIN_ID_PREFIX = 6
+
+
+def check_id_prefixes(id_prefixes: list[str]) -> None:
+    """Refuse prefixes too short to name one document (checked before any work starts)."""
+    for prefix in id_prefixes:
+        if len(prefix) < MIN_ID_PREFIX:
+            raise NotFound(
+                f"document id prefix {prefix!r} is too short ({MIN_ID_PREFIX}+ characters)"
+            )
+
+
 def delete_documents(service: IngestService, id_prefixes: list[str]) -> list[str]:
     """Delete documents by id or unique id prefix; republish the touched collections."""
+    check_id_prefixes(id_prefixes)
     names: list[str] = []
     touched: set[int] = set()
     shas: set[str] = set()
     with service.db.session() as session:
         for prefix in id_prefixes:
-            if len(prefix) < 6:
-                raise NotFound(f"document id prefix {prefix!r} is too short (6+ characters)")
             matches = session.scalars(select(Document).where(Document.id.startswith(prefix))).all()
             if len(matches) != 1:
                 raise NotFound(f"{len(matches)} documents match {prefix!r}")

@@ -28,10 +28,22 @@ one boundary with ``raise ... from``, so callers only ever catch ``DocqaError`` 
     ├── ModelBuildError        a model folder that cannot be turned into an ONNX model
     ├── GenerationError        onnxruntime failed while running the model
     ├── Busy                   the model queue is full (web: 503 + Retry-After)
-    └── Cancelled              the client went away while waiting
+    ├── Cancelled              the client went away while waiting
+    └── InternalError          an unexpected failure, reported without its internals
+
+Errors cross process and HTTP boundaries (answer events, generation workers over Redis)
+as ``error.to_wire()``, a JSON object ``{"code", "message", ...}`` carrying the class's
+extra fields (``retry_after_s``, ``reason``, ``kind``), and come back as the same class
+through ``from_wire``, looked up by code in a registry every subclass joins when it is
+defined. No consumer parses a message text.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+_BY_CODE: dict[str, type[DocqaError]] = {}
 
 
 class DocqaError(Exception):
@@ -39,6 +51,38 @@ class DocqaError(Exception):
 
     #: short machine-readable code, stable across releases (API clients switch on it)
     code = "error"
+    #: attributes beyond the message that ``to_wire`` carries and ``from_wire`` restores
+    wire_fields: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.code in _BY_CODE:
+            raise TypeError(f"error code {cls.code!r} is taken by {_BY_CODE[cls.code].__name__}")
+        _BY_CODE[cls.code] = cls
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"code": self.code, "message": str(self)}
+        wire.update({name: getattr(self, name) for name in self.wire_fields})
+        return wire
+
+
+_BY_CODE[DocqaError.code] = DocqaError
+
+
+def from_wire(wire: Mapping[str, Any], unknown: type[DocqaError] = DocqaError) -> DocqaError:
+    """The error ``to_wire`` described, as its own class (constructors are bypassed: the
+    message and fields are the ones that were sent). A code this process does not know
+    (a newer peer) becomes ``unknown``; the plain ``DocqaError`` keeps the code it got."""
+    code = str(wire.get("code") or DocqaError.code)
+    cls = _BY_CODE.get(code, unknown)
+    error = cls.__new__(cls)
+    Exception.__init__(error, str(wire.get("message") or "an error occurred"))
+    for name in cls.wire_fields:
+        if name in wire:
+            setattr(error, name, wire[name])
+    if code not in _BY_CODE and cls is DocqaError:
+        error.code = code
+    return error
 
 
 class ConfigError(DocqaError):
@@ -71,6 +115,7 @@ class PermissionDenied(DocqaError):
 
 class RateLimited(DocqaError):
     code = "rate_limited"
+    wire_fields: tuple[str, ...] = ("retry_after_s",)
 
     def __init__(self, retry_after_s: int) -> None:
         super().__init__(f"too many requests; retry in {retry_after_s} s")
@@ -79,6 +124,7 @@ class RateLimited(DocqaError):
 
 class Unavailable(DocqaError):
     code = "unavailable"
+    wire_fields: tuple[str, ...] = ("retry_after_s",)
 
     def __init__(self, message: str, retry_after_s: int = 30) -> None:
         super().__init__(message)
@@ -89,6 +135,7 @@ class ParseError(DocqaError):
     """A file that could not be parsed. ``reason`` is what the document status shows."""
 
     code = "parse_failed"
+    wire_fields: tuple[str, ...] = ("reason",)
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -97,6 +144,7 @@ class ParseError(DocqaError):
 
 class UnsupportedType(ParseError):
     code = "unsupported_type"
+    wire_fields = ("reason", "kind")
 
     def __init__(self, kind: str) -> None:
         super().__init__(f"unsupported type {kind}")
@@ -157,6 +205,7 @@ class GenerationError(DocqaError):
 
 class Busy(DocqaError):
     code = "busy"
+    wire_fields: tuple[str, ...] = ("retry_after_s",)
 
     def __init__(self, retry_after_s: int) -> None:
         super().__init__(f"the model is busy; retry in about {retry_after_s} s")
@@ -165,3 +214,9 @@ class Busy(DocqaError):
 
 class Cancelled(DocqaError):
     code = "cancelled"
+
+
+class InternalError(DocqaError):
+    """What a client is told about a failure docqa did not expect (the details are logged)."""
+
+    code = "internal"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from qa.db.engine import Database
 from qa.llm.build import build_model
 from qa.llm.generate import OnnxQwenGenerator
+from qa.store.db.engine import Database
 from tests.qa.llm.tiny_qwen import make_tiny_qwen3
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -28,6 +28,19 @@ SAMPLES = REPO / "samples" / "docs"
 POSTGRES_URL = os.environ.get(
     "DOCQA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+
+
+#: files that take minutes (real worker processes, faults, browsers), started first so that
+#: two test processes (make test) finish together instead of one waiting on a long tail
+LONG_FIRST = ("tests/worker/", "tests/web/browser/", "tests/qa/test_summarize.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def long_first(item: pytest.Item) -> int:
+        path = item.nodeid
+        return next((i for i, prefix in enumerate(LONG_FIRST) if path.startswith(prefix)), 99)
+
+    items.sort(key=long_first)  # stable: the order inside each group is kept
 
 
 def corpus_path(*parts: str) -> Path:
@@ -91,7 +104,7 @@ def db(db_url: str) -> Iterator[Database]:
 @pytest.fixture(scope="session")
 def embedder():  # type: ignore[no-untyped-def]
     """The real packaged all-MiniLM-L6-v2 (torch backend), loaded once per session."""
-    from qa.embedder import SentenceTransformerEmbedder
+    from qa.retrieval.embedder import SentenceTransformerEmbedder
     from qa.settings import PACKAGED_EMBED_MODEL
 
     cache = Path(os.environ.get("DOCQA_TEST_MODEL_CACHE", REPO / "var" / "test-models"))

@@ -3,7 +3,7 @@
     create_app(settings)                       # services built from settings
     create_app(settings, services=svc)          # tests and ``docqa serve`` pass their own
 
-``docqa serve`` (worker/cli.py) is the composition root that also hands in the ingest
+``docqa serve`` (cli/main.py) is the composition root that also hands in the ingest
 queue, because ``web`` may not import ``ingest``.
 """
 
@@ -18,7 +18,7 @@ from flask import Flask, Response, g, request
 from qa.settings import Settings, get_settings
 from web import auth, security
 from web.errors import register_error_handlers
-from web.services import EXTENSION, WebServices, build_web_services, load_secret_key
+from web.extensions import EXTENSION, WebServices, build_web_services, load_secret_key
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from typing import Any, TypeVar, cast
 
 from flask import g, redirect, request, session, url_for
 
-from qa.accounts import Principal
+from qa.accounts.users import Principal
 from qa.errors import PermissionDenied, Unauthenticated
 from web.errors import wants_json
-from web.services import services
+from web.extensions import services
 
 F = TypeVar("F", bound=Callable[..., Any])
 

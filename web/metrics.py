@@ -21,10 +21,11 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from qa.answer import AnswerService
-from qa.db.engine import Database
-from qa.db.models import Document
-from qa.jobs import IngestQueue
+from qa.answering.answer_service import AnswerService
+from qa.answering.events import AnswerEvent, Done, ErrorEvent
+from qa.library.ingest_queue import IngestQueue
+from qa.store.db.engine import Database
+from qa.store.db.models import Document
 
 log = logging.getLogger(__name__)
 
@@ -119,25 +120,19 @@ class Metrics:
         self._ingest_depth.set_function(lambda: ingest.depth() if ingest is not None else 0)
         self.registry.register(_DocumentCounts(db))
 
-    def observe_event(self, event: dict[str, Any]) -> None:
-        kind = event.get("type")
-        if kind == "done":
-            mode = str(event.get("mode", "unknown"))
-            self.questions.labels(mode, str(event.get("finish_reason", "stop"))).inc()
-            ttft = event.get("time_to_first_token_ms")
-            if isinstance(ttft, (int, float)):
-                self.ttft.labels(mode).observe(ttft / 1000.0)
-            tps = event.get("tokens_per_s")
-            if isinstance(tps, (int, float)) and tps > 0:
-                self.tokens_per_s.observe(tps)
-            wait = event.get("queue_wait_ms")
-            if isinstance(wait, (int, float)):
-                self.queue_wait.observe(wait / 1000.0)
-            completion = event.get("completion_tokens")
-            if isinstance(completion, int):
-                self.completion_tokens.inc(completion)
-        elif kind == "error":
-            self.questions.labels("unknown", str(event.get("code", "error"))).inc()
+    def observe_event(self, event: AnswerEvent) -> None:
+        if isinstance(event, Done):
+            self.questions.labels(event.mode, event.finish_reason).inc()
+            if event.time_to_first_token_ms is not None:
+                self.ttft.labels(event.mode).observe(event.time_to_first_token_ms / 1000.0)
+            if event.tokens_per_s:
+                self.tokens_per_s.observe(event.tokens_per_s)
+            if event.queue_wait_ms is not None:
+                self.queue_wait.observe(event.queue_wait_ms / 1000.0)
+            if event.completion_tokens is not None:
+                self.completion_tokens.inc(event.completion_tokens)
+        elif isinstance(event, ErrorEvent):
+            self.questions.labels("unknown", event.code).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

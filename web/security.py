@@ -19,8 +19,8 @@ from flask import Response, g, request, session
 
 from qa.errors import PermissionDenied, TooLarge
 from web.errors import API_PREFIXES
+from web.extensions import services
 from web.requests import client_ip
-from web.services import services
 
 CSRF_SESSION_KEY = "csrf"
 CSRF_FIELD = "csrf_token"

@@ -12,11 +12,11 @@ import json
 import logging
 import threading
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 from flask import Response, stream_with_context
 
-from qa.errors import DocqaError
+from qa.answering.events import AnswerEvent, ErrorEvent
+from qa.errors import DocqaError, InternalError
 
 log = logging.getLogger(__name__)
 
@@ -27,21 +27,21 @@ SSE_HEADERS = {
 }
 
 
-def format_event(event: dict[str, Any]) -> str:
-    data = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
-    return f"event: {event.get('type', 'message')}\ndata: {data}\n\n"
+def format_event(event: AnswerEvent) -> str:
+    data = json.dumps(event.to_json(), ensure_ascii=False, separators=(",", ":"))
+    return f"event: {event.type}\ndata: {data}\n\n"
 
 
-def guarded(events: Iterable[dict[str, Any]], cancel: threading.Event) -> Iterator[dict[str, Any]]:
+def guarded(events: Iterable[AnswerEvent], cancel: threading.Event) -> Iterator[AnswerEvent]:
     """The events, with a failure after the first byte turned into an ``error`` event."""
     iterator = iter(events)
     try:
         yield from iterator
     except DocqaError as exc:
-        yield {"type": "error", "code": exc.code, "message": str(exc)}
+        yield ErrorEvent(exc)
     except Exception:
         log.exception("answer stream failed")
-        yield {"type": "error", "code": "internal", "message": "an internal error occurred"}
+        yield ErrorEvent(InternalError("an internal error occurred"))
     finally:
         cancel.set()
         close = getattr(iterator, "close", None)
@@ -49,7 +49,7 @@ def guarded(events: Iterable[dict[str, Any]], cancel: threading.Event) -> Iterat
             close()
 
 
-def sse_response(events: Iterable[dict[str, Any]], cancel: threading.Event) -> Response:
+def sse_response(events: Iterable[AnswerEvent], cancel: threading.Event) -> Response:
     def body() -> Iterator[str]:
         for event in guarded(events, cancel):
             yield format_event(event)

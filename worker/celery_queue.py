@@ -21,9 +21,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from ingest.pipeline import IngestService
-from qa.db.models import DocStatus, Document
 from qa.errors import Unavailable
-from qa.jobs import IngestQueue, Upload
+from qa.library.ingest_queue import IngestQueue, Upload
+from qa.store.db.models import DocStatus, Document
 from worker.reconcile import mark_queued
 from worker.uploads import store_upload
 

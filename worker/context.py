@@ -10,14 +10,13 @@ built it. The embedding model inside is the process-wide cached one (``get_embed
 from __future__ import annotations
 
 import logging
-import os
-import threading
 from collections.abc import Callable
 
 from ingest.factory import build_ingest_service
 from ingest.pipeline import IngestService
 from qa.settings import Settings
 from worker.celery_app import app, app_settings
+from worker.per_process import PerProcess
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +31,22 @@ def _default_factory(settings: Settings) -> IngestService:
 
 
 _factory: ServiceFactory = _default_factory
-_lock = threading.Lock()
-_service: IngestService | None = None
-_pid: int | None = None
+
+
+def _build() -> IngestService:
+    _allow_children()
+    _limit_threads()
+    return _factory(app_settings())
+
+
+def _close(service: IngestService) -> None:
+    try:
+        service.close()
+    except Exception:  # closing is best effort; the next build starts clean anyway
+        log.exception("closing the ingest service failed")
+
+
+_service: PerProcess[IngestService] = PerProcess(_build, _close)
 
 
 def set_service_factory(factory: ServiceFactory | None) -> None:
@@ -50,16 +62,7 @@ def set_service_factory(factory: ServiceFactory | None) -> None:
 
 def ingest_service() -> IngestService:
     """This process's ingest service (built on first use)."""
-    global _service, _pid
-    with _lock:
-        if _service is None or _pid != os.getpid():
-            # After a fork the inherited object belongs to the parent: forget, never close it
-            # (closing would stop the parent's parser child and pool connections).
-            _allow_children()
-            _limit_threads()
-            _service = _factory(app_settings())
-            _pid = os.getpid()
-        return _service
+    return _service.get()
 
 
 def reset() -> None:
@@ -68,15 +71,7 @@ def reset() -> None:
     Called after a task was interrupted mid-way (soft time limit): the sandboxed parser may
     still owe an answer to the interrupted request and must not hand it to the next one.
     """
-    global _service, _pid
-    with _lock:
-        service, mine = _service, _pid == os.getpid()
-        _service = _pid = None
-    if service is not None and mine:
-        try:
-            service.close()
-        except Exception:  # closing is best effort; the next build starts clean anyway
-            log.exception("closing the ingest service failed")
+    _service.reset()
 
 
 def _allow_children() -> None:

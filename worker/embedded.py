@@ -20,10 +20,10 @@ from contextlib import suppress
 from typing import IO
 
 from ingest.pipeline import IngestService
-from qa.db.models import Document
 from qa.errors import NotFound
-from qa.jobs import IngestQueue, Upload
-from qa.summarize import SummaryService
+from qa.library.ingest_queue import IngestQueue, Upload
+from qa.store.db.models import Document
+from qa.summaries.service import SummaryService
 from worker.embedded_summaries import EmbeddedSummaries
 from worker.uploads import store_upload
 

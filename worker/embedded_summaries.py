@@ -19,11 +19,11 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from qa.db.engine import Database
-from qa.embedder import Embedder
 from qa.errors import Unavailable
-from qa.summarize import SummaryService
-from qa.summary_jobs import SummaryRunner
+from qa.retrieval.embedder import Embedder
+from qa.store.db.engine import Database
+from qa.summaries.jobs import SummaryRunner
+from qa.summaries.service import SummaryService
 
 log = logging.getLogger(__name__)
 

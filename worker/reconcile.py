@@ -33,13 +33,13 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
 
-from qa.db.engine import Database
-from qa.db.models import Chunk, Collection, DocStatus, Document, Job, utcnow
-from qa.index_store import MANIFEST_FILE, IndexStore
+from qa.retrieval.index_store import MANIFEST_FILE, IndexStore
 from qa.settings import Settings
-from qa.summary_jobs import KIND as SUMMARY
-from qa.summary_jobs import QUEUED as JOB_QUEUED
-from qa.summary_jobs import RUNNING as JOB_RUNNING
+from qa.store.db.engine import Database
+from qa.store.db.models import Chunk, Collection, DocStatus, Document, Job, utcnow
+from qa.summaries.jobs import KIND as SUMMARY
+from qa.summaries.jobs import QUEUED as JOB_QUEUED
+from qa.summaries.jobs import RUNNING as JOB_RUNNING
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ import sqlalchemy.exc
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from qa.db.models import Document
 from qa.errors import NotFound
+from qa.store.db.models import Document
 from worker import context
 from worker.celery_app import ROUTES, app
 from worker.reconcile import publish_due

@@ -1,6 +1,6 @@
 """``docqa.generate``: run the model for one web request, streaming tokens back over Redis.
 
-The protocol (keys, events, timeouts) lives in ``qa.remote_generator``; this module holds
+The protocol (keys, events, timeouts) lives in ``qa.llm.remote``; this module holds
 the per-process state a generation worker keeps between requests:
 
 * the model (``OnnxQwenGenerator``), loaded once per process, in the background as soon as
@@ -19,19 +19,19 @@ only after the visibility timeout (the whole worker was killed) has expired by t
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from typing import Any
 
 import redis
 from celery import Task, signals
 
+from qa.answering.assembly import load_generator
 from qa.llm.generate import Generator
 from qa.llm.kv_cache import KVSessionCache
-from qa.remote_generator import QUEUE, TASK, serve_request
-from qa.services import load_generator
+from qa.llm.remote import QUEUE, TASK, serve_request
 from qa.settings import Settings
 from worker.celery_app import app, app_settings
+from worker.per_process import PerProcess
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,6 @@ class _ProcessState:
     """What one worker process keeps across requests (rebuilt after a fork)."""
 
     def __init__(self) -> None:
-        self.pid = os.getpid()
         self.lock = threading.Lock()
         self.loaded = False
         self.generator: Generator | None = None
@@ -63,14 +62,12 @@ class _ProcessState:
         return self.client
 
 
-_state = _ProcessState()
+# A forked child builds its own: sockets and sessions are not shared.
+_state: PerProcess[_ProcessState] = PerProcess(_ProcessState)
 
 
 def _process_state() -> _ProcessState:
-    global _state
-    if _state.pid != os.getpid():  # a forked child: sockets and sessions are not shared
-        _state = _ProcessState()
-    return _state
+    return _state.get()
 
 
 def local_generator(settings: Settings) -> Generator | None:

@@ -8,42 +8,38 @@ Each worker process keeps its own runner: database engine, embedder and generato
 on its first task (never in the parent before the fork). With generation on workers (the
 scaled default) a summarize worker holds no model: its generations are batch requests on
 the ``generate`` queue, which a generation worker interrupts for any question (see
-``qa.remote_generator``), so summaries run on any machine and one model per machine serves
+``qa.llm.remote``), so summaries run on any machine and one model per machine serves
 both. With ``DOCQA_GENERATION=local`` the process loads the model itself.
 """
 
 from __future__ import annotations
 
-import os
-import threading
-
 from celery import Task
 
-from qa.db.engine import Database
-from qa.embedder import get_embedder
-from qa.services import load_summary_generator
-from qa.summarize import SummaryService
-from qa.summary_jobs import SummaryRunner
+from qa.answering.assembly import load_summary_generator
+from qa.retrieval.embedder import get_embedder
+from qa.store.db.engine import Database
+from qa.summaries.jobs import SummaryRunner
+from qa.summaries.service import SummaryService
 from worker.celery_app import app, app_settings
+from worker.per_process import PerProcess
 
 TASK = "docqa.summarize"
 
-_lock = threading.Lock()
-_runner: SummaryRunner | None = None
-_pid: int | None = None
+
+def _build_runner() -> SummaryRunner:
+    settings = app_settings()
+    db = Database(settings.db_url)
+    generator = load_summary_generator(settings)
+    return SummaryRunner(db, SummaryService(db, get_embedder(settings), generator))
+
+
+_runner: PerProcess[SummaryRunner] = PerProcess(_build_runner)
 
 
 def runner() -> SummaryRunner:
     """This process's runner (built on first use, rebuilt after a fork)."""
-    global _runner, _pid
-    with _lock:
-        if _runner is None or _pid != os.getpid():
-            settings = app_settings()
-            db = Database(settings.db_url)
-            generator = load_summary_generator(settings)
-            service = SummaryService(db, get_embedder(settings), generator)
-            _runner, _pid = SummaryRunner(db, service), os.getpid()
-        return _runner
+    return _runner.get()
 
 
 @app.task(name=TASK, bind=True, ignore_result=True, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]

@@ -16,10 +16,10 @@ from typing import IO
 from ingest.pipeline import IngestService
 from ingest.sandbox import ParseLimits
 from ingest.sources import Source, named_file_sources
-from qa.blobstore import display_name
-from qa.db.models import DocStatus, Document
 from qa.errors import DocqaError
-from qa.jobs import Upload
+from qa.library.ingest_queue import Upload
+from qa.store.blobstore import display_name
+from qa.store.db.models import DocStatus, Document
 
 #: (document id, collection id) of a document that still has to be processed
 Pending = tuple[str, int]

@@ -25,12 +25,12 @@ from typing import Any, Literal
 import onnx
 
 from qa.errors import ConfigError, InvalidInput
-from qa.fsutil import fsync_path
 from qa.llm.external_data import ExternalDataWriter
 from qa.llm.graph import Int8Kernel, Qwen3GraphBuilder
 from qa.llm.manifest import MANIFEST, MODEL_FILE, ModelManifest
 from qa.llm.safetensors_io import SafetensorsCheckpoint
 from qa.llm.spec import read_qwen3_config
+from qa.store.fsutil import fsync_path
 
 DEFAULT_CONTEXT = 32768  # what docqa serves; rotary caches are sized for it
 TOKENIZER_FILES = (

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from qa.embedder import Embedder, SentenceTransformerEmbedder, cpu_quant_preset
+from qa.retrieval.embedder import Embedder, SentenceTransformerEmbedder, cpu_quant_preset
 from qa.settings import PACKAGED_EMBED_MODEL
 
 SCIFACT = Path(__file__).resolve().parents[3] / "shared/corpus/retrieval/scifact/corpus.jsonl"

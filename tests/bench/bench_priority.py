@@ -54,11 +54,11 @@ QUESTIONS = [
 def _setup(work: Path, layers: int, threads: int, context: int) -> tuple[Any, Any, int]:
     from ingest.factory import build_ingest_service
     from ingest.runner import run_ingest
-    from qa.catalog import get_collection
+    from qa.answering.assembly import build_answer_service
     from qa.llm.build import build_model
     from qa.llm.generate import OnnxQwenGenerator
-    from qa.services import build_answer_service
     from qa.settings import Settings
+    from qa.store.catalog import get_collection
     from tests.qa.llm.tiny_qwen import make_tiny_qwen3
 
     settings = Settings(data_dir=work / "var")
@@ -81,18 +81,19 @@ def _setup(work: Path, layers: int, threads: int, context: int) -> tuple[Any, An
 
 def _ttft(answers: Any, question: str, collection_id: int) -> tuple[float, float]:
     """(client-side time to first token, of which waiting for the slot), in seconds."""
-    from qa.answer import AskOptions
+    from qa.answering.answer_service import AskOptions
+    from qa.answering.events import Done, ErrorEvent, Token
 
     started = time.perf_counter()
     first: float | None = None
     queue_wait = 0.0
     for event in answers.ask(question, [collection_id], AskOptions(max_tokens=16, temperature=0)):
-        if event["type"] == "token" and first is None:
+        if isinstance(event, Token) and first is None:
             first = time.perf_counter() - started
-        if event["type"] == "done":
-            queue_wait = event.get("queue_wait_ms", 0.0) / 1000
-        if event["type"] == "error":
-            raise RuntimeError(event["message"])
+        if isinstance(event, Done):
+            queue_wait = (event.queue_wait_ms or 0.0) / 1000
+        if isinstance(event, ErrorEvent):
+            raise RuntimeError(event.message)
     assert first is not None
     return first, queue_wait
 
@@ -110,7 +111,7 @@ class _Pausable:
     """
 
     def __new__(cls, stop: threading.Event) -> Any:
-        from qa.summarize import JobControl
+        from qa.summaries.service import JobControl
 
         class Control(JobControl):
             def __init__(self) -> None:
@@ -184,7 +185,7 @@ def run(
 ) -> dict[str, float]:
     """Questions alone and during a summary, interleaved (alone, during, alone, ...), so
     both halves see the same background load on a shared machine."""
-    from qa.summarize import SummaryOptions, SummaryService
+    from qa.summaries.service import SummaryOptions, SummaryService
 
     with tempfile.TemporaryDirectory(prefix="bench_priority_") as tmp:
         answers, _, collection_id = _setup(Path(tmp), layers, threads, context)

@@ -116,7 +116,7 @@ def _pct(values: list[float], q: float) -> float:
 
 def run(questions: int, layers: int, window: int) -> dict[str, Any]:
     from qa.llm.build import build_model
-    from qa.remote_generator import RemoteGenerator
+    from qa.llm.remote import RemoteGenerator
     from tests.qa.llm.tiny_qwen import make_tiny_qwen3
     from tests.worker.celery_support import RedisServer, wait_until
 
@@ -134,7 +134,7 @@ def run(questions: int, layers: int, window: int) -> dict[str, Any]:
                 PYTHONPATH=str(REPO),
             )
             log = work / "worker.log"
-            cmd = [sys.executable, "-m", "worker.cli", "--data-dir", str(work / "var")]
+            cmd = [sys.executable, "-m", "cli.main", "--data-dir", str(work / "var")]
             cmd += ["worker", "--queues", "generate", "--concurrency", "1"]
             with log.open("wb") as out:
                 worker = subprocess.Popen(

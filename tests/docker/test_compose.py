@@ -134,7 +134,7 @@ def mounts(svc: dict[str, Any]) -> dict[str, str]:
 def check_docqa_command(argv: list[str]) -> click.Context:
     """Parse ``argv`` (``docqa ...``) with the real click tree; fail on an unknown command
     or option, the way the container would at start."""
-    from worker.cli import main
+    from cli.main import main
 
     assert argv[0] == "docqa", f"not a docqa command: {argv}"
     cmd: click.Command = main
@@ -145,12 +145,12 @@ def check_docqa_command(argv: list[str]) -> click.Context:
         name, args = args[0], args[1:]
         if name not in cmd.commands:
             pytest.fail(
-                f"`{' '.join([*path, name])}` is not a command of the docqa CLI (worker/cli.py"
+                f"`{' '.join([*path, name])}` is not a command of the docqa CLI (cli/main.py"
                 f" has: {', '.join(sorted(cmd.commands))}); the container running"
                 f" `{' '.join(argv)}` would exit at once"
                 + (
-                    ". `docqa worker` comes from worker/cli_worker.py, registered in"
-                    " worker/cli.py with main.add_command"
+                    ". `docqa worker` comes from cli/worker.py, registered in"
+                    " cli/main.py with main.add_command"
                     if name == "worker"
                     else ""
                 )
@@ -412,7 +412,7 @@ def test_container_commands_are_real_docqa_commands() -> None:
 
 def test_docqa_commands_of_the_readme_section_exist() -> None:
     """Commands and options only: their paths (``--from /models/...``) exist in a container."""
-    from worker.cli import main
+    from cli.main import main
 
     lines = re.findall(r"^\s*(?:\.venv/bin/)?(docqa [^\n#]*)", readme_section(), re.M)
     assert any(line.startswith("docqa model build") for line in lines), lines
@@ -549,7 +549,7 @@ def test_the_wheel_carries_templates_and_browser_assets(tmp_path: Path) -> None:
         for p in (ROOT / folder).rglob("*")
         if p.is_file() and "vendor" not in p.parts
     }
-    expected |= {"web/static/vendor/manifest.json", "qa/db/migrations/script.py.mako"}
+    expected |= {"web/static/vendor/manifest.json", "qa/store/db/migrations/script.py.mako"}
     missing = sorted(expected - inside)
     assert not missing, f"`pip install .` would lack {missing} (pyproject package-data)"
 

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from ingest.chunker import ChunkDraft, chunk_document, locate
 from ingest.document import Heading, Page
+from qa.answering.spans import PAGE_JOINER
 from qa.errors import InvalidInput
-from qa.spans import PAGE_JOINER
-from qa.tokens import Tokenizer, load_tokenizer, packaged_model_dir
+from qa.retrieval.tokens import Tokenizer, load_tokenizer, packaged_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from ingest.evaluation import EvalReport, evaluate_retrieval
-from qa.embedder import Embedder
+from qa.retrieval.embedder import Embedder
 from qa.settings import Settings
 from tests.conftest import corpus_path
 

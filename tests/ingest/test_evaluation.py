@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from ingest.evaluation import evaluate_retrieval, load_queries
-from qa.embedder import Embedder
 from qa.errors import InvalidInput
+from qa.retrieval.embedder import Embedder
 from qa.settings import Settings
 
 DOCS = {

@@ -15,15 +15,15 @@ from ingest.chunker import ChunkDraft, locate
 from ingest.document import Page
 from ingest.pipeline import IngestService, Outcome
 from ingest.runner import delete_collection, delete_documents, reindex_collections, run_ingest
-from qa.blobstore import BlobStore
-from qa.catalog import get_collection
-from qa.db.engine import Database
-from qa.db.models import Chunk, DocStatus, Document, Embedding, PageText
-from qa.embedder import Embedder
 from qa.errors import IndexUnavailable
-from qa.index_store import IndexReader, IndexStore
-from qa.lexical import analyze
+from qa.retrieval.embedder import Embedder
+from qa.retrieval.index_store import IndexReader, IndexStore
+from qa.retrieval.lexical import analyze
 from qa.settings import Settings
+from qa.store.blobstore import BlobStore
+from qa.store.catalog import get_collection
+from qa.store.db.engine import Database
+from qa.store.db.models import Chunk, DocStatus, Document, Embedding, PageText
 from tests.conftest import SAMPLES
 
 

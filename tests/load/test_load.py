@@ -142,7 +142,7 @@ def test_a_full_queue_refuses_the_next_request_with_503_and_retry_after(
 
 
 def test_a_queued_client_that_leaves_gives_its_place_back(results: Results) -> None:
-    """qa.slot: "A waiter whose client went away ... leaves the queue immediately"."""
+    """qa.llm.slot: "A waiter whose client went away ... leaves the queue immediately"."""
     _, full, _ = results
     assert full.generating_after_leave, "the first stream ended: the check proves nothing"
     assert full.queue_depth_after_leave == full.queue_depth_before_leave - 1, (

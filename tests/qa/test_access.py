@@ -6,12 +6,12 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from qa.access import READ, WRITE, AccessService, GrantView
-from qa.accounts import AccountService, Principal
-from qa.catalog import ensure_collection, get_collection
-from qa.db.engine import Database
-from qa.db.models import CollectionGrant, Document
+from qa.accounts.access import READ, WRITE, AccessService, GrantView
+from qa.accounts.users import AccountService, Principal
 from qa.errors import InvalidInput, NotFound, PermissionDenied
+from qa.store.catalog import ensure_collection, get_collection
+from qa.store.db.engine import Database
+from qa.store.db.models import CollectionGrant, Document
 
 PASSWORD = "correct horse battery"
 

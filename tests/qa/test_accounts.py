@@ -17,17 +17,17 @@ from alembic.migration import MigrationContext
 from sqlalchemy import func, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
-from qa.accounts import (
+from qa.accounts.users import (
     FIRST_ADMIN_USERNAME,
     AccountService,
     Principal,
     hash_password,
     verify_password,
 )
-from qa.chats import ChatService
-from qa.db.engine import MIGRATIONS_DIR, Database
-from qa.db.models import ApiToken, Base, Chat, GroupMember, User, utcnow
+from qa.answering.chats import ChatService
 from qa.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from qa.store.db.engine import MIGRATIONS_DIR, Database
+from qa.store.db.models import ApiToken, Base, Chat, GroupMember, User, utcnow
 
 PASSWORD = "correct horse battery"
 

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ingest.factory import build_ingest_service
 from ingest.runner import run_ingest
-from qa.answer import AnswerService, AskOptions
-from qa.catalog import get_collection
-from qa.embedder import Embedder
+from qa.answering.answer_service import AnswerService, AskOptions
+from qa.answering.assembly import build_answer_service
+from qa.answering.events import AnswerEvent
 from qa.errors import InvalidInput
-from qa.services import build_answer_service
+from qa.retrieval.embedder import Embedder
 from qa.settings import Settings
+from qa.store.catalog import get_collection
 from tests.conftest import SAMPLES
+
+
+def wire(events: Iterable[AnswerEvent]) -> list[dict[str, Any]]:
+    """The events as every client receives them."""
+    return [e.to_json() for e in events]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +46,7 @@ def test_extractive_stream_order_sources_and_citations_on_the_right_page(
 ) -> None:
     service, ids = answered
     assert service.mode == "extractive"
-    events = list(service.ask("What is the hotel limit in London?", [ids["handbook"]]))
+    events = wire(service.ask("What is the hotel limit in London?", [ids["handbook"]]))
     kinds = [e["type"] for e in events]
     assert kinds[0] == "sources" and kinds[-2:] == ["citations", "done"]
     assert set(kinds[1:-2]) == {"token"}
@@ -63,10 +70,10 @@ def test_highlight_spans_point_at_the_quoted_sentence(
 ) -> None:
     from sqlalchemy import select
 
-    from qa.db.models import PageText
+    from qa.store.db.models import PageText
 
     service, ids = answered
-    events = list(service.ask("How many days of paid annual leave?", [ids["handbook"]]))
+    events = wire(service.ask("How many days of paid annual leave?", [ids["handbook"]]))
     cites = events[-2]
     assert cites["highlights"]
     with service.db.session() as s:
@@ -85,11 +92,11 @@ def test_only_allowed_collections_are_answered_from(
     answered: tuple[AnswerService, dict[str, int]],
 ) -> None:
     service, ids = answered
-    events = list(service.ask("带薪年假有几天？", [ids["shenzhen"]]))
+    events = wire(service.ask("带薪年假有几天？", [ids["shenzhen"]]))
     names = {s["document_name"] for s in events[0]["sources"]}
     assert names == {"员工福利指南.md"}
     assert "十五天" in events[-2]["text"]
-    nothing = list(service.ask("What is the hotel limit?", []))
+    nothing = wire(service.ask("What is the hotel limit?", []))
     assert nothing[0]["sources"] == [] and nothing[-2]["citations"] == []
 
 
@@ -122,7 +129,7 @@ def test_cli_ask_prints_sources_answer_and_pages(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "worker.cli",
+            "cli.main",
             "--data-dir",
             str(data),
             "ingest",
@@ -137,7 +144,7 @@ def test_cli_ask_prints_sources_answer_and_pages(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "worker.cli",
+            "cli.main",
             "--data-dir",
             str(data),
             "ask",
@@ -152,7 +159,7 @@ def test_cli_ask_prints_sources_answer_and_pages(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "worker.cli",
+            "cli.main",
             "--data-dir",
             str(data),
             "ask",
@@ -169,7 +176,7 @@ def test_cli_ask_prints_sources_answer_and_pages(tmp_path: Path) -> None:
     kinds = [json.loads(line)["type"] for line in as_json.stdout.splitlines()]
     assert kinds[0] == "sources" and kinds[-1] == "done"
     bad = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "--data-dir", str(data), "ask", "  "],
+        [sys.executable, "-m", "cli.main", "--data-dir", str(data), "ask", "  "],
         capture_output=True,
         text=True,
     )

@@ -6,12 +6,12 @@ from dataclasses import replace
 
 import pytest
 
-from qa.citations import cited_numbers, validate_citations
-from qa.embedder import Embedder
+from qa.answering.citations import cited_numbers, validate_citations
+from qa.answering.extractive import EXTRACTIVE_LABEL, extractive_answer, split_sentences
+from qa.answering.prompt import DEFAULT_SYSTEM_PROMPT, build_prompt, format_source
 from qa.errors import InvalidInput
-from qa.extractive import EXTRACTIVE_LABEL, extractive_answer, split_sentences
-from qa.prompt import DEFAULT_SYSTEM_PROMPT, build_prompt, format_source
-from qa.retriever import Passage
+from qa.retrieval.embedder import Embedder
+from qa.retrieval.retriever import Passage
 
 
 def passage(n: int, text: str, score: float, page: int = 1) -> Passage:

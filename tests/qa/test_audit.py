@@ -8,13 +8,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from qa import audit
-from qa.accounts import AccountService, Principal
-from qa.app_config import AppConfig
-from qa.audit import AuditLog
-from qa.db.engine import Database
-from qa.db.models import AuditEvent, utcnow
+from qa.accounts.app_config import AppConfig
+from qa.accounts.audit import AuditLog
+from qa.accounts.users import AccountService, Principal, audit
 from qa.errors import InvalidInput, StorageError
+from qa.store.db.engine import Database
+from qa.store.db.models import AuditEvent, utcnow
 
 PASSWORD = "correct horse battery"
 

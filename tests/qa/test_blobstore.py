@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from qa.blobstore import BlobStore, display_name
 from qa.errors import InvalidInput, NotFound
+from qa.store.blobstore import BlobStore, display_name
 
 
 def test_put_is_content_addressed_and_deduplicated(tmp_path: Path) -> None:

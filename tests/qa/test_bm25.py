@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qa.bm25 import MATRIX_FILE, VOCAB_FILE, BM25Index
 from qa.errors import IndexUnavailable, InvalidInput
-from qa.lexical import analyze
+from qa.retrieval.bm25 import MATRIX_FILE, VOCAB_FILE, BM25Index
+from qa.retrieval.lexical import analyze
 from tests.conftest import CORPUS
 
 SCIFACT = CORPUS / "retrieval" / "scifact" / "corpus.jsonl"

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from sqlalchemy import func, inspect, select
 
-from qa.catalog import (
+from qa.errors import ConfigError, InvalidInput, NotFound
+from qa.store.catalog import (
     ChunkRow,
     chunk_id,
     delete_document,
@@ -21,9 +22,8 @@ from qa.catalog import (
     replace_document_content,
     validate_collection_name,
 )
-from qa.db.engine import Database
-from qa.db.models import Chunk, DocStatus, Document, Embedding, PageText
-from qa.errors import ConfigError, InvalidInput, NotFound
+from qa.store.db.engine import Database
+from qa.store.db.models import Chunk, DocStatus, Document, Embedding, PageText
 
 
 def _rows(n: int) -> list[ChunkRow]:

@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from qa.accounts import AccountService
-from qa.chats import DEFAULT_TITLE, ChatService
-from qa.db.engine import Database
-from qa.db.models import Chat, ChatMessage
+from qa.accounts.users import AccountService
+from qa.answering.chats import DEFAULT_TITLE, ChatService
 from qa.errors import InvalidInput, NotFound
+from qa.store.db.engine import Database
+from qa.store.db.models import Chat, ChatMessage
 
 PASSWORD = "correct horse battery"
 

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import qa.embedder as emb_mod
-from qa.embedder import (
+import qa.retrieval.embedder as emb_mod
+from qa.errors import ConfigError, EmbeddingError
+from qa.retrieval.embedder import (
     Embedder,
     SentenceTransformerEmbedder,
     clear_embedder_cache,
@@ -28,9 +29,8 @@ from qa.embedder import (
     ensure_onnx_int8,
     get_embedder,
 )
-from qa.errors import ConfigError, EmbeddingError
+from qa.retrieval.tokens import Tokenizer, load_tokenizer, packaged_model_dir
 from qa.settings import PACKAGED_EMBED_MODEL, Settings
-from qa.tokens import Tokenizer, load_tokenizer, packaged_model_dir
 from tests.conftest import CORPUS
 
 SCIFACT = CORPUS / "retrieval" / "scifact" / "corpus.jsonl"

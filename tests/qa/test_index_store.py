@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qa import index_store
 from qa.errors import IndexUnavailable, InvalidInput, StorageError
-from qa.index_store import CURRENT_FILE, IndexReader, IndexStore
+from qa.retrieval import index_store
+from qa.retrieval.index_store import CURRENT_FILE, IndexReader, IndexStore
 
 DIM = 16
 MODEL = "test-model"

@@ -8,8 +8,13 @@ import random
 import pytest
 
 from qa.errors import InvalidInput
-from qa.fusion import drop_near_duplicates, overlap_coefficient, reciprocal_rank_fusion, shingles
-from qa.ir_metrics import mrr_at_k, ndcg_at_k, percentile, recall_at_k, unique_in_order
+from qa.retrieval.fusion import (
+    drop_near_duplicates,
+    overlap_coefficient,
+    reciprocal_rank_fusion,
+    shingles,
+)
+from qa.retrieval.ir_metrics import mrr_at_k, ndcg_at_k, percentile, recall_at_k, unique_in_order
 
 
 def test_ndcg_by_hand() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qa.language import embedding_languages, question_language
+from qa.retrieval.language import embedding_languages, question_language
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qa.lexical import analyze
+from qa.retrieval.lexical import analyze
 
 
 def test_english_is_stemmed_and_stopwords_dropped() -> None:

@@ -23,17 +23,17 @@ from sqlalchemy import select
 
 from ingest.pipeline import IngestService
 from ingest.runner import run_ingest
-from qa.blobstore import BlobStore
-from qa.catalog import delete_document, ensure_collection
-from qa.db.engine import Database
-from qa.db.models import Chunk, Document
-from qa.embedder import Embedder
 from qa.errors import IndexUnavailable, InvalidInput
-from qa.index_store import IndexReader, IndexStore
-from qa.reranker import CrossEncoderReranker
-from qa.retriever import RetrievalResult, Retriever
+from qa.retrieval.embedder import Embedder
+from qa.retrieval.index_store import IndexReader, IndexStore
+from qa.retrieval.reranker import CrossEncoderReranker
+from qa.retrieval.retriever import RetrievalResult, Retriever
+from qa.retrieval.tokens import Tokenizer, packaged_model_dir
 from qa.settings import Settings
-from qa.tokens import Tokenizer, packaged_model_dir
+from qa.store.blobstore import BlobStore
+from qa.store.catalog import delete_document, ensure_collection
+from qa.store.db.engine import Database
+from qa.store.db.models import Chunk, Document
 from tests.conftest import SAMPLES
 
 HOTEL = "What is the hotel limit in London?"
@@ -136,7 +136,7 @@ def test_modes_rank_with_one_list_only(corpus: Corpus) -> None:
 
 
 def test_timings_are_reported_and_logged(corpus: Corpus, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="qa.retriever"):
+    with caplog.at_level(logging.INFO, logger="qa.retrieval.retriever"):
         result = corpus.retriever.retrieve(HOTEL, [corpus.handbook, corpus.finance])
     t = result.timings
     assert t.embed_ms > 0 and t.search_ms > 0 and t.hydrate_ms > 0

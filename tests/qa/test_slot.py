@@ -6,7 +6,7 @@ import time
 import pytest
 
 from qa.errors import Busy, Cancelled
-from qa.slot import BATCH, INTERACTIVE, ModelSlot
+from qa.llm.slot import BATCH, INTERACTIVE, ModelSlot
 
 
 def test_first_caller_gets_the_slot_without_waiting() -> None:

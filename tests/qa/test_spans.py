@@ -6,8 +6,8 @@ from hypothesis import strategies as st
 
 from ingest.chunker import ChunkDraft, locate
 from ingest.document import Page
+from qa.answering.spans import PAGE_JOINER, chunk_offset_to_page, chunk_span_to_pages
 from qa.errors import InvalidInput
-from qa.spans import PAGE_JOINER, chunk_offset_to_page, chunk_span_to_pages
 
 
 @given(

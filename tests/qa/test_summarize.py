@@ -17,21 +17,21 @@ from sqlalchemy import select
 
 from ingest.factory import build_ingest_service
 from ingest.runner import run_ingest
-from qa.access import READ, AccessService
-from qa.accounts import AccountService, Principal
-from qa.answer import AskOptions
-from qa.audit import SUMMARIZE, AuditLog
-from qa.db.engine import Database
-from qa.db.models import Document, PageText
-from qa.embedder import Embedder
+from qa.accounts.access import READ, AccessService
+from qa.accounts.audit import SUMMARIZE, AuditLog
+from qa.accounts.users import AccountService, Principal
+from qa.answering.answer_service import AskOptions
+from qa.answering.assembly import build_answer_service
 from qa.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Unavailable
 from qa.llm.generate import ChatMessage, Generator, OnnxQwenGenerator, Prompt, TokenEvent
-from qa.services import build_answer_service
+from qa.llm.slot import INTERACTIVE, ModelSlot
+from qa.retrieval.embedder import Embedder
 from qa.settings import Settings
-from qa.slot import INTERACTIVE, ModelSlot
-from qa.summarize import MAP_SYSTEM, JobControl, SummaryOptions, SummaryService, _Stats
-from qa.summary_jobs import SummaryJobs
-from qa.summary_text import clean, format_pages, intersect, parse_statements
+from qa.store.db.engine import Database
+from qa.store.db.models import Document, PageText
+from qa.summaries.jobs import SummaryJobs
+from qa.summaries.service import MAP_SYSTEM, JobControl, SummaryOptions, SummaryService, _Stats
+from qa.summaries.text import clean, format_pages, intersect, parse_statements
 from tests.conftest import SAMPLES
 from worker.embedded import EmbeddedIngestQueue
 
@@ -74,7 +74,7 @@ def env(tmp_path: Path, seeded: Path) -> Iterator[Env]:
     db = Database(settings.db_url)
     with db.session() as s:
         docs = {d.original_name: d.id for d in s.scalars(select(Document))}
-        from qa.catalog import list_collections
+        from qa.store.catalog import list_collections
 
         colls = {c.name: c.id for c, _, _ in list_collections(s)}
     try:
@@ -513,13 +513,12 @@ def test_a_question_waiting_behind_a_summary_goes_before_its_next_window(
     events: list[dict[str, Any]] = []
 
     def ask() -> None:
-        events.extend(
-            answers.ask(
-                "What is the hotel limit in London?",
-                [env.collections["handbook"]],
-                AskOptions(max_tokens=8, temperature=0.0),
-            )
+        asked = answers.ask(
+            "What is the hotel limit in London?",
+            [env.collections["handbook"]],
+            AskOptions(max_tokens=8, temperature=0.0),
         )
+        events.extend(e.to_json() for e in asked)
 
     question = threading.Thread(target=ask, name="question")
     question.start()

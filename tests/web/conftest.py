@@ -36,16 +36,16 @@ from flask.testing import FlaskClient
 
 from ingest.factory import build_ingest_service
 from ingest.runner import run_ingest
-from qa.access import READ, WRITE, AccessService
-from qa.accounts import AccountService, Principal
-from qa.db.engine import Database
-from qa.embedder import Embedder
+from qa.accounts.access import READ, WRITE, AccessService
+from qa.accounts.users import AccountService, Principal
+from qa.answering.assembly import build_answer_service
 from qa.llm.generate import Generator
-from qa.services import build_answer_service
+from qa.retrieval.embedder import Embedder
 from qa.settings import Settings
+from qa.store.db.engine import Database
 from tests.conftest import SAMPLES
 from web.app import create_app
-from web.services import WebServices, build_web_services
+from web.extensions import WebServices, build_web_services
 from worker.embedded import EmbeddedIngestQueue
 
 PASSWORDS = {
@@ -312,7 +312,7 @@ def seed_accounts(db: Database) -> None:
     ids = {
         name: accounts.create_user(name, PASSWORDS[name], ROLES[name]).user_id for name in PASSWORDS
     }
-    from qa.catalog import get_collection
+    from qa.store.catalog import get_collection
 
     with db.session() as session:
         handbook = get_collection(session, "handbook").id
@@ -420,7 +420,7 @@ def build_env(
     env = WebEnv(app, svc, queue, settings)
     for user in svc.accounts.list_users():
         env.users[user.username] = svc.accounts.principal(user.id)
-    from qa.catalog import list_collections
+    from qa.store.catalog import list_collections
 
     with svc.db.session() as session:
         env.collections = {c.name: c.id for c, _, _ in list_collections(session)}

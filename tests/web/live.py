@@ -62,14 +62,14 @@ def docqa_command() -> list[str]:
     script = Path(sys.executable).parent / "docqa"
     if script.is_file() and os.access(script, os.X_OK):
         return [str(script)]
-    return [sys.executable, "-m", "worker.cli"]
+    return [sys.executable, "-m", "cli.main"]
 
 
 def create_api_token(data_dir: Path, username: str, name: str) -> str:
     """An API token for ``username``, written straight into the data dir's database."""
-    from qa.accounts import AccountService
-    from qa.db.engine import Database
+    from qa.accounts.users import AccountService
     from qa.settings import Settings
+    from qa.store.db.engine import Database
 
     db = Database(Settings(data_dir=data_dir).db_url)
     try:
@@ -231,9 +231,9 @@ class LiveServer:
 
     def collection_ids(self) -> dict[str, int]:
         """Collection name -> id, read from the server's database."""
-        from qa.catalog import list_collections
-        from qa.db.engine import Database
         from qa.settings import Settings
+        from qa.store.catalog import list_collections
+        from qa.store.db.engine import Database
 
         db = Database(Settings(data_dir=self.data_dir).db_url)
         try:

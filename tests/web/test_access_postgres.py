@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from qa.access import READ
-from qa.catalog import list_collections
-from qa.embedder import Embedder
+from qa.accounts.access import READ
+from qa.retrieval.embedder import Embedder
+from qa.store.catalog import list_collections
 from tests.conftest import SAMPLES
 from tests.web.conftest import SECRET_DOC, SECRET_PHRASE, WebEnv, build_env, seed_accounts
 

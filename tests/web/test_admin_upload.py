@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from qa.embedder import Embedder
+from qa.answering.events import Sources
+from qa.retrieval.embedder import Embedder
 from tests.conftest import SAMPLES
 from tests.web.conftest import Client, Seeded, WebEnv, build_env
 
@@ -54,8 +55,8 @@ def by_name(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def source_names(env: WebEnv, question: str, cid: int) -> set[str]:
     events = env.svc.questions.ask(env.users["admin"], question, collection_ids=[cid])
     first = next(iter(events))
-    assert first["type"] == "sources"
-    return {s["document_name"] for s in first["sources"]}
+    assert isinstance(first, Sources)
+    return {s["document_name"] for s in first.sources}
 
 
 def test_upload_samples_and_a_broken_file(web: WebEnv) -> None:

@@ -12,11 +12,9 @@ from typing import Any
 
 import pytest
 
-from qa.answer import MAX_QUESTION_CHARS
-from qa.embedder import Embedder
-from qa.errors import Busy, GenerationError, InvalidInput, NotFound
+from qa.answering.answer_service import MAX_QUESTION_CHARS
+from qa.retrieval.embedder import Embedder
 from tests.web.conftest import SECRET_PHRASE, Client, WebEnv, build_env
-from web.blueprints.api.ask import _stream_error
 
 HOTEL = "What is the hotel limit in London?"
 FALCON = "What is the budget of Project Falcon?"
@@ -323,12 +321,3 @@ def test_question_rate_limit_is_429_with_retry_after(
         assert bob.post("/api/v1/ask", json={"question": HOTEL}).status_code == 200
     finally:
         env.svc.close()
-
-
-def test_stream_error_events_map_to_their_status() -> None:
-    busy = _stream_error({"code": "busy", "message": "the model is busy; retry in about 7 s"})
-    assert isinstance(busy, Busy) and busy.retry_after_s == 7
-    assert isinstance(_stream_error({"code": "not_found", "message": "x"}), NotFound)
-    assert isinstance(_stream_error({"code": "invalid_input", "message": "x"}), InvalidInput)
-    failed = _stream_error({"code": "internal", "message": "an internal error occurred"})
-    assert isinstance(failed, GenerationError) and str(failed) == "an internal error occurred"

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from qa.chats import MAX_TITLE_CHARS
+from qa.answering.chats import MAX_TITLE_CHARS
 from tests.web.conftest import SECRET_PHRASE, Client, WebEnv
 from tests.web.test_api_ask import HOTEL, SSE, error_of, sse_events
 

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from qa.audit import SUMMARIZE
-from qa.db.models import Job
-from qa.embedder import Embedder
+from qa.accounts.audit import SUMMARIZE
 from qa.llm.generate import OnnxQwenGenerator
-from qa.summarize import SummaryService
+from qa.retrieval.embedder import Embedder
+from qa.store.db.models import Job
+from qa.summaries.service import SummaryService
 from tests.web.conftest import WebEnv, build_env
 from tests.web.test_api import bearer, doc_id_by_name, error_code, falcon_id
 from tests.web.test_openapi import conforms

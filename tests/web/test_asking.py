@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from qa.access import READ
+from qa.accounts.access import READ
 from qa.errors import InvalidInput, NotFound
 from tests.web.conftest import SECRET_PHRASE, WebEnv
 
@@ -16,7 +16,8 @@ FALCON_QUESTION = "What is the budget of Project Falcon?"
 
 
 def _events(env: WebEnv, user: str, question: str, **kw: object) -> list[dict[str, object]]:
-    return list(env.svc.questions.ask(env.users[user], question, **kw))  # type: ignore[arg-type]
+    events = env.svc.questions.ask(env.users[user], question, **kw)  # type: ignore[arg-type]
+    return [e.to_json() for e in events]
 
 
 def _leaks(events: list[dict[str, object]]) -> bool:
@@ -93,9 +94,10 @@ def test_reader_without_grants_gets_a_clear_error(web: WebEnv) -> None:
 def test_chat_keeps_question_and_answer(web: WebEnv) -> None:
     alice = web.users["alice"]
     chat = web.svc.chats.create(alice.user_id)
-    events = list(
-        web.svc.questions.ask(alice, "What is the hotel limit in London?", chat_id=chat.id)
-    )
+    events = [
+        e.to_json()
+        for e in web.svc.questions.ask(alice, "What is the hotel limit in London?", chat_id=chat.id)
+    ]
     messages = web.svc.chats.messages(alice.user_id, chat.id)
     assert [m.role for m in messages] == ["user", "assistant"]
     citations = next(e for e in events if e["type"] == "citations")
@@ -112,7 +114,7 @@ def test_client_leaving_keeps_the_partial_answer(web: WebEnv) -> None:
     chat = web.svc.chats.create(alice.user_id)
     stream = web.svc.questions.ask(alice, "What is the hotel limit in London?", chat_id=chat.id)
     first = next(stream)
-    assert first["type"] == "sources"
+    assert first.type == "sources"
     stream.close()  # what the WSGI server does when the browser goes away
     messages = web.svc.chats.messages(alice.user_id, chat.id)
     assert messages[-1].role == "assistant"
@@ -130,7 +132,7 @@ def test_every_question_is_audited_with_document_ids(web: WebEnv) -> None:
 
 def test_admin_default_system_prompt_is_used(web: WebEnv) -> None:
     """The default set in the admin console reaches the prompt; an explicit one wins."""
-    from qa.answer import AskOptions
+    from qa.answering.answer_service import AskOptions
 
     seen: list[str | None] = []
     original = web.svc.answers.ask

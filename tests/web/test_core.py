@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
-from qa.embedder import Embedder
+from qa.retrieval.embedder import Embedder
 from tests.web.conftest import PASSWORDS, WebEnv, build_env, csrf_from
 
 

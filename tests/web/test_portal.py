@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from qa.db.models import Document
+from qa.store.db.models import Document
 from tests.web.conftest import SECRET_PHRASE, Client, WebEnv
 from tests.web.test_api_ask import FALCON, SSE, error_of
 

@@ -33,10 +33,10 @@ from celery import Celery
 
 from ingest.factory import build_ingest_service
 from ingest.pipeline import IngestService
-from qa.catalog import get_collection
-from qa.embedder import Embedder
-from qa.index_store import IndexStore
+from qa.retrieval.embedder import Embedder
+from qa.retrieval.index_store import IndexStore
 from qa.settings import Settings
+from qa.store.catalog import get_collection
 from worker.celery_app import celery_config
 from worker.celery_queue import CeleryIngestQueue
 from worker.reconcile import published
@@ -44,11 +44,12 @@ from worker.reconcile import published
 REPO = Path(__file__).resolve().parents[2]
 
 #: the test process and its workers agree on these (see ``worker_env``); the hard limit of
-#: an ingest task is 50 s (soft 20 s), below the 65 s visibility timeout
+#: a task is 80 s (soft 50 s), below the 90 s visibility timeout. The soft limit leaves room
+#: for a machine whose two cores are shared with another test process (make test runs two).
 TEST_SETTINGS = {
-    "DOCQA_BROKER_VISIBILITY_TIMEOUT_S": "65",
-    "DOCQA_INGEST_TASK_TIME_LIMIT_S": "50",
-    "DOCQA_SUMMARIZE_TASK_TIME_LIMIT_S": "60",
+    "DOCQA_BROKER_VISIBILITY_TIMEOUT_S": "90",
+    "DOCQA_INGEST_TASK_TIME_LIMIT_S": "80",
+    "DOCQA_SUMMARIZE_TASK_TIME_LIMIT_S": "80",
     "DOCQA_RECONCILE_STUCK_AFTER_S": "10",
     "DOCQA_RECONCILE_INTERVAL_S": "5",
     "DOCQA_MAX_PROCESSING_ATTEMPTS": "3",

@@ -22,10 +22,10 @@ import pytest
 import redis
 
 from ingest.factory import build_ingest_service
-from qa.db.models import DocStatus
-from qa.embedder import Embedder
 from qa.errors import Unavailable
+from qa.retrieval.embedder import Embedder
 from qa.settings import Settings
+from qa.store.db.models import DocStatus
 from tests.conftest import SAMPLES, corpus_path
 from tests.worker.celery_support import (
     REPO,
@@ -151,7 +151,7 @@ def test_an_enqueue_with_the_broker_down_is_503_and_keeps_the_upload(
 def _shas(side: Scaled) -> list[str]:
     from sqlalchemy import select
 
-    from qa.db.models import Document
+    from qa.store.db.models import Document
 
     with side.service.db.session() as session:
         return list(session.scalars(select(Document.sha256)).all())
@@ -163,9 +163,9 @@ def test_serve_with_a_broker_enqueues_and_answers_503_while_it_is_down(
     """``docqa serve``'s app with DOCQA_BROKER_URL set: the upload API answers 202 and the
     document waits ``queued`` for a worker (none runs here). While Redis is down the same
     upload answers 503 and its row is kept; once Redis is back, uploads go through again."""
-    from web.services import WebServices
+    from cli.serve import build_app
+    from web.extensions import WebServices
     from worker.celery_app import app as process_app
-    from worker.serve import build_app
 
     # ``configure`` sets the process-wide app's URL, but connection pools it opened before
     # (for an earlier test's broker) would stay: drop them, as Celery does after a fork.
@@ -223,7 +223,7 @@ def test_docqa_worker_needs_a_broker_and_one_index_writer(tmp_path: Path) -> Non
 
     def run(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "worker.cli", "--data-dir", str(tmp_path), "worker", *args],
+            [sys.executable, "-m", "cli.main", "--data-dir", str(tmp_path), "worker", *args],
             capture_output=True,
             text=True,
             timeout=120,

@@ -18,7 +18,7 @@ from tests.conftest import SAMPLES, corpus_path
 
 def docqa(data_dir: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", "--data-dir", str(data_dir), *args],
+        [sys.executable, "-m", "cli.main", "--data-dir", str(data_dir), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -105,7 +105,7 @@ def test_kill_9_mid_ingest_then_rerun_matches_an_uninterrupted_run(tmp_path: Pat
         [
             sys.executable,
             "-m",
-            "worker.cli",
+            "cli.main",
             "--data-dir",
             str(crashed),
             "ingest",

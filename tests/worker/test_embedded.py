@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from ingest.factory import build_ingest_service
-from qa.catalog import get_collection, list_documents
-from qa.db.models import DocStatus, Document
-from qa.embedder import Embedder
-from qa.index_store import IndexStore
+from qa.retrieval.embedder import Embedder
+from qa.retrieval.index_store import IndexStore
 from qa.settings import Settings
+from qa.store.catalog import get_collection, list_documents
+from qa.store.db.models import DocStatus, Document
 from tests.conftest import SAMPLES
 from worker.embedded import EmbeddedIngestQueue
 

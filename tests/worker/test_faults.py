@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 
 from ingest.pipeline import IngestService
-from qa.blobstore import BlobStore
-from qa.db.engine import Database
-from qa.db.models import DocStatus
-from qa.embedder import Embedder
 from qa.errors import Unavailable
-from qa.index_store import IndexStore
+from qa.retrieval.embedder import Embedder
+from qa.retrieval.index_store import IndexStore
 from qa.settings import Settings
+from qa.store.blobstore import BlobStore
+from qa.store.db.engine import Database
+from qa.store.db.models import DocStatus
 from tests.worker.celery_support import (
     RedisServer,
     Scaled,
@@ -81,7 +81,7 @@ def test_kill9_of_a_worker_mid_task_redelivers_and_indexes_once(
 ) -> None:
     """The whole worker dies mid-task (SIGKILL to its process group, as when a machine or
     container is lost). No reconciler runs here: the broker itself delivers the task
-    again, once its visibility timeout (65 s in tests) has passed, to the next worker."""
+    again, once its visibility timeout (90 s in tests) has passed, to the next worker."""
     slow_text = "#sleep 4\n\n" + LONG_TEXT
     expected = _expected_chunks(tmp_path, embedder, "slow.txt", slow_text)
     assert expected > 40
@@ -103,7 +103,7 @@ def test_kill9_of_a_worker_mid_task_redelivers_and_indexes_once(
         assert documents(side.db_url)["slow.txt"].chunks == 0  # nothing half-written
 
         with WorkerProcess(side.env, tmp_path / "b.log") as second:
-            final = side.wait_done(timeout=150)
+            final = side.wait_done(timeout=180)
             redelivered_after = time.monotonic() - killed_at
             log = second.log()
         assert final == {"slow.txt": DocStatus.INDEXED, "after.md": DocStatus.INDEXED}
@@ -151,7 +151,7 @@ def test_sigterm_acks_finished_tasks_and_requeues_the_running_one(
         started = time.monotonic()
         with WorkerProcess(side.env, tmp_path / "b.log") as second:
             final = side.wait_done(timeout=90)
-            # Requeued at once, not after the 65 s visibility timeout.
+            # Requeued at once, not after the 90 s visibility timeout.
             assert time.monotonic() - started < 55
             log = second.log()
         assert set(final.values()) == {DocStatus.INDEXED}

@@ -15,12 +15,12 @@ import pytest
 from sqlalchemy import update
 
 from ingest.pipeline import IngestService, Outcome
-from qa.blobstore import BlobStore
-from qa.db.engine import Database
-from qa.db.models import DocStatus, Document, Job, utcnow
-from qa.embedder import Embedder
-from qa.index_store import IndexStore
+from qa.retrieval.embedder import Embedder
+from qa.retrieval.index_store import IndexStore
 from qa.settings import Settings
+from qa.store.blobstore import BlobStore
+from qa.store.db.engine import Database
+from qa.store.db.models import DocStatus, Document, Job, utcnow
 from worker.reconcile import (
     mark_queued,
     processing_deadline_s,

@@ -27,14 +27,14 @@ from typing import Any
 import pytest
 import redis
 
-from qa.answer import AnswerService, AskOptions
-from qa.embedder import Embedder
+from qa.answering.answer_service import AnswerService, AskOptions
+from qa.answering.assembly import build_answer_service
 from qa.errors import GenerationError, Unavailable
 from qa.llm.generate import OnnxQwenGenerator
-from qa.remote_generator import KEY_PREFIX, WAITING_KEY, RemoteGenerator
-from qa.services import build_answer_service
+from qa.llm.remote import KEY_PREFIX, WAITING_KEY, RemoteGenerator
+from qa.llm.slot import ModelSlot
+from qa.retrieval.embedder import Embedder
 from qa.settings import Settings
-from qa.slot import ModelSlot
 from tests.conftest import REPO, SAMPLES
 from tests.web.live import artifacts_dir, build_streaming_model, free_port
 
@@ -100,7 +100,7 @@ def docqa_worker_ready() -> bool:
     """``docqa worker`` exists and every task module it loads is there (built in parallel)."""
     from worker.celery_app import TASK_MODULES
 
-    modules = ["worker.cli_worker", *TASK_MODULES]
+    modules = ["cli.worker", *TASK_MODULES]
     return all(importlib.util.find_spec(m) is not None for m in modules)
 
 
@@ -126,7 +126,7 @@ class Worker:
             }
         )
         if docqa_worker_ready():
-            cmd = [sys.executable, "-m", "worker.cli", "--data-dir", str(self.data_dir)]
+            cmd = [sys.executable, "-m", "cli.main", "--data-dir", str(self.data_dir)]
             cmd += ["worker", "--queues", "generate", "--concurrency", "1"]
         else:
             cmd = [sys.executable, "-c", _BOOTSTRAP, str(self.data_dir)]
@@ -250,9 +250,9 @@ def test_the_web_process_answers_through_the_worker_without_onnxruntime(
         ingest.close()
     script = """
 import json, sys, time
-from qa.answer import AskOptions
-from qa.catalog import get_collection
-from qa.services import build_answer_service
+from qa.answering.answer_service import AskOptions
+from qa.store.catalog import get_collection
+from qa.answering.assembly import build_answer_service
 from qa.settings import Settings
 
 service = build_answer_service(Settings())
@@ -262,8 +262,9 @@ started = time.perf_counter()
 events = []
 options = AskOptions(temperature=0.0, max_tokens=60)
 for event in service.ask("How many vacation days?", [cid], options):
-    event["at_ms"] = round((time.perf_counter() - started) * 1000, 1)
-    events.append(event)
+    wire = event.to_json()
+    wire["at_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    events.append(wire)
 print(json.dumps({
     "generator": type(service.generator).__name__,
     "capacity": service.slot.capacity,
@@ -379,7 +380,7 @@ def test_two_questions_with_one_worker_are_served_in_order(
 
     def ask(name: str) -> None:
         for event in service.ask("Which hotel?", [], AskOptions(temperature=0.0, max_tokens=800)):
-            log[name].append((time.perf_counter(), event))
+            log[name].append((time.perf_counter(), event.to_json()))
 
     a = threading.Thread(target=ask, args=("a",))
     a.start()
@@ -532,7 +533,7 @@ def ask_and_kill(
     events: list[dict[str, Any]] = []
     killed_at: float | None = None
     for event in service.ask("Which hotel?", [], AskOptions(temperature=0.0, max_tokens=3500)):
-        events.append(event)
+        events.append(event.to_json())
         if killed_at is None and sum(e["type"] == "token" for e in events) == tokens_before_kill:
             (claim,) = stream_keys(redis_client, "claim") - before
             pid = int(redis_client.get(claim).rsplit("/", 1)[1])  # type: ignore[union-attr]

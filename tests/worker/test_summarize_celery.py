@@ -23,15 +23,15 @@ from sqlalchemy import select
 
 from ingest.factory import build_ingest_service
 from ingest.runner import run_ingest
-from qa.access import AccessService
-from qa.accounts import AccountService, Principal
-from qa.audit import AuditLog
-from qa.db.models import Document
-from qa.embedder import Embedder
+from qa.accounts.access import AccessService
+from qa.accounts.audit import AuditLog
+from qa.accounts.users import AccountService, Principal
 from qa.errors import Unavailable
-from qa.remote_generator import RemoteGenerator
+from qa.llm.remote import RemoteGenerator
+from qa.retrieval.embedder import Embedder
 from qa.settings import Settings
-from qa.summary_jobs import SummaryJobs
+from qa.store.db.models import Document
+from qa.summaries.jobs import SummaryJobs
 from tests.conftest import SAMPLES
 from tests.worker.celery_support import (
     RedisServer,

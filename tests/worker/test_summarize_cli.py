@@ -11,10 +11,10 @@ from sqlalchemy import select
 
 from ingest.factory import build_ingest_service
 from ingest.runner import run_ingest
-from qa.db.engine import Database
-from qa.db.models import Document
-from qa.embedder import Embedder
+from qa.retrieval.embedder import Embedder
 from qa.settings import Settings
+from qa.store.db.engine import Database
+from qa.store.db.models import Document
 from tests.conftest import SAMPLES
 from tests.worker.test_cli import docqa
 

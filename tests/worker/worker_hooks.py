@@ -50,8 +50,8 @@ def _service(settings: Settings) -> IngestService:
 
 
 def main() -> None:
+    from cli.main import main as cli
     from worker import context
-    from worker.cli import main as cli
 
     context.set_service_factory(_service)
     cli()

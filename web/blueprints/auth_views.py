@@ -9,8 +9,8 @@ from werkzeug.wrappers import Response as WzResponse
 
 from qa.errors import RateLimited, Unauthenticated
 from web.auth import current_principal, login_required, sign_in, sign_out
+from web.extensions import services
 from web.requests import client_ip
-from web.services import services
 
 bp = Blueprint("auth", __name__)
 

@@ -20,19 +20,20 @@ import threading
 import time
 import uuid
 from collections.abc import Generator, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
 
-from qa.accounts import Principal
-from qa.answer import AskOptions
-from qa.asking import resolve_options
+from qa.accounts.users import Principal
+from qa.answering.answer_service import AskOptions
+from qa.answering.events import AnswerCollector, AnswerEvent, ErrorEvent, Queued, Token
+from qa.answering.prompt import Message
+from qa.answering.question_service import resolve_options
 from qa.errors import DocqaError, InvalidInput, NotFound, Unavailable
-from qa.prompt import Message
 from web.auth import current_principal, login_required
+from web.extensions import WebServices, services
 from web.requests import client_ip, field_float, field_int, field_str, json_body
-from web.services import WebServices, services
 from web.sse import SSE_HEADERS, guarded
 
 bp = Blueprint("openai", __name__, url_prefix="/v1")
@@ -266,57 +267,30 @@ class ChunkHead:
     model: str
 
 
-@dataclass
-class Answer:
-    """What the event stream said, gathered for the final object."""
-
-    tokens: list[str] = field(default_factory=list)
-    sources: list[dict[str, Any]] = field(default_factory=list)
-    citations: dict[str, Any] | None = None
-    done: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-
-    def take(self, event: dict[str, Any]) -> None:
-        kind = event.get("type")
-        if kind == "token":
-            self.tokens.append(str(event.get("text", "")))
-        elif kind == "sources":
-            self.sources = [slim_source(s) for s in event.get("sources", [])]
-        elif kind == "citations":
-            self.citations = event
-        elif kind == "done":
-            self.done = event
-        elif kind == "error":
-            self.error = event
+class Answer(AnswerCollector):
+    """The answer stream folded by the shared collector, read the way OpenAI clients expect."""
 
     @property
-    def text(self) -> str:
-        # The validated text: citation markers that point at no source are removed.
-        if self.citations is not None:
-            return str(self.citations.get("text", ""))
-        return "".join(self.tokens)
-
-    @property
-    def finish_reason(self) -> str:
-        reason = (self.done or {}).get("finish_reason")
+    def openai_finish_reason(self) -> str:
+        """OpenAI's reasons: ``length`` when the token limit cut the answer, else ``stop``."""
+        reason = self.done.finish_reason if self.done is not None else None
         return "length" if reason == "length" else "stop"
 
     @property
     def usage(self) -> dict[str, int] | None:
-        done = self.done or {}
-        prompt, completion_ = done.get("prompt_tokens"), done.get("completion_tokens")
-        if not isinstance(prompt, int) or not isinstance(completion_, int):
+        done = self.done
+        if done is None or done.prompt_tokens is None or done.completion_tokens is None:
             return None  # extractive answers use no model tokens
         return {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion_,
-            "total_tokens": prompt + completion_,
+            "prompt_tokens": done.prompt_tokens,
+            "completion_tokens": done.completion_tokens,
+            "total_tokens": done.prompt_tokens + done.completion_tokens,
         }
 
     def extras(self) -> dict[str, Any]:
         return {
-            "citations": (self.citations or {}).get("citations", []),
-            "sources": self.sources,
+            "citations": self.citations.citations if self.citations is not None else [],
+            "sources": [slim_source(s) for s in self.sources],
         }
 
 
@@ -324,22 +298,21 @@ def slim_source(source: dict[str, Any]) -> dict[str, Any]:
     return {k: source.get(k) for k in SOURCE_FIELDS}
 
 
-def collect(events: Iterable[dict[str, Any]]) -> Answer:
+def collect(events: Iterable[AnswerEvent]) -> Answer:
     answer = Answer()
-    for event in events:
-        answer.take(event)
+    answer.feed_all(events)
     if answer.error is not None:
         raise stream_error(answer.error)
     return answer
 
 
-def stream_error(event: dict[str, Any]) -> DocqaError:
+def stream_error(event: ErrorEvent) -> DocqaError:
     """The exception for an ``error`` event, keeping its code (web.errors picks the status)."""
-    code = str(event.get("code") or "error")
-    message = str(event.get("message") or "the answer failed")
-    exc = Unavailable(message, retry_after_s=5) if code in RETRYABLE_CODES else DocqaError(message)
-    exc.code = code
-    return exc
+    if event.code in RETRYABLE_CODES:
+        exc: DocqaError = Unavailable(event.message, retry_after_s=5)
+        exc.code = event.code
+        return exc
+    return event.error
 
 
 def completion(answer: Answer, head: ChunkHead) -> dict[str, Any]:
@@ -353,7 +326,7 @@ def completion(answer: Answer, head: ChunkHead) -> dict[str, Any]:
                 "index": 0,
                 "message": {"role": "assistant", "content": answer.text},
                 "logprobs": None,
-                "finish_reason": answer.finish_reason,
+                "finish_reason": answer.openai_finish_reason,
             }
         ],
     }
@@ -383,7 +356,7 @@ def data_line(obj: dict[str, Any] | str) -> str:
 
 
 def stream_chunks(
-    events: Iterable[dict[str, Any]],
+    events: Iterable[AnswerEvent],
     cancel: threading.Event,
     head: ChunkHead,
     *,
@@ -395,7 +368,7 @@ def stream_chunks(
     and closes the answer stream, so the model slot is given back within one token.
     """
     # guarded is a generator function: the cast only tells mypy it has close().
-    stream = cast("Generator[dict[str, Any], None, None]", guarded(events, cancel))
+    stream = cast("Generator[AnswerEvent, None, None]", guarded(events, cancel))
     answer = Answer()
     try:
         for i, event in enumerate(stream):
@@ -404,14 +377,13 @@ def stream_chunks(
                 # a client that leaves after its first byte always closes a started
                 # stream: the question is recorded and the model slot given back.
                 yield data_line(chunk(head, {"role": "assistant", "content": ""}))
-            answer.take(event)
-            kind = event.get("type")
-            if kind == "token":
-                yield data_line(chunk(head, {"content": event.get("text", "")}))
-            elif kind == "queued":
+            answer.feed(event)
+            if isinstance(event, Token):
+                yield data_line(chunk(head, {"content": event.text}))
+            elif isinstance(event, Queued):
                 # An SSE comment: clients ignore it, proxies see the connection is alive.
-                yield f": queued, position {event.get('position')}\n\n"
-            elif kind == "error":
+                yield f": queued, position {event.position}\n\n"
+            elif isinstance(event, ErrorEvent):
                 yield data_line({"error": _stream_error_body(event)})
                 break
         else:
@@ -423,7 +395,7 @@ def stream_chunks(
 
 
 def _final_chunks(answer: Answer, head: ChunkHead, include_usage: bool) -> Iterator[str]:
-    final = chunk(head, {}, answer.finish_reason)
+    final = chunk(head, {}, answer.openai_finish_reason)
     final.update(answer.extras())
     yield data_line(final)
     if include_usage:
@@ -434,14 +406,9 @@ def _final_chunks(answer: Answer, head: ChunkHead, include_usage: bool) -> Itera
         yield data_line(usage_chunk)
 
 
-def _stream_error_body(event: dict[str, Any]) -> dict[str, Any]:
-    code = str(event.get("code") or "error")
-    status = 503 if code in RETRYABLE_CODES else 500
-    return {
-        "code": code,
-        "message": str(event.get("message") or "the answer failed"),
-        "type": error_type(status),
-    }
+def _stream_error_body(event: ErrorEvent) -> dict[str, Any]:
+    status = 503 if event.code in RETRYABLE_CODES else 500
+    return {"code": event.code, "message": event.message, "type": error_type(status)}
 
 
 # -- errors -------------------------------------------------------------------------------

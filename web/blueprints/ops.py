@@ -7,9 +7,9 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 from sqlalchemy import select, text
 
-from qa.db.models import Collection
+from qa.store.db.models import Collection
+from web.extensions import services
 from web.metrics import CONTENT_TYPE
-from web.services import services
 
 bp = Blueprint("ops", __name__)
 

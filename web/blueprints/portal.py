@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template, request
 
-from qa.accounts import Principal
+from qa.accounts.users import Principal
 from web.auth import current_principal, login_required
+from web.extensions import services
 from web.requests import arg_int
-from web.services import services
 
 bp = Blueprint("portal", __name__)
 

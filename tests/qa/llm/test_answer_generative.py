@@ -20,16 +20,16 @@ import pytest
 
 from ingest.factory import build_ingest_service
 from ingest.runner import run_ingest
-from qa.answer import AnswerService, AskOptions
-from qa.catalog import get_collection
-from qa.embedder import Embedder
+from qa.answering.answer_service import AnswerService, AskOptions
+from qa.answering.assembly import build_answer_service
+from qa.answering.prompt import Message
 from qa.errors import Busy
 from qa.llm.build import build_model
 from qa.llm.generate import OnnxQwenGenerator
-from qa.prompt import Message
-from qa.services import build_answer_service
+from qa.llm.slot import ModelSlot
+from qa.retrieval.embedder import Embedder
 from qa.settings import Settings
-from qa.slot import ModelSlot
+from qa.store.catalog import get_collection
 from tests.conftest import SAMPLES
 from tests.qa.llm.tiny_qwen import make_tiny_qwen3
 
@@ -102,7 +102,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Itera
 
 
 def test_stream_order_and_a_model_written_citation_lands_on_the_right_page(setup: Setup) -> None:
-    events = list(setup.service.ask(QUESTION, [setup.collection_id], GREEDY))
+    events = [e.to_json() for e in setup.service.ask(QUESTION, [setup.collection_id], GREEDY)]
     kinds = [e["type"] for e in events]
     assert kinds[0] == "sources"
     assert kinds[-2:] == ["citations", "done"]
@@ -123,16 +123,18 @@ def test_stream_order_and_a_model_written_citation_lands_on_the_right_page(setup
 
 def test_follow_up_turn_reuses_the_kv_cache(setup: Setup) -> None:
     service = setup.service
-    first = list(service.ask(QUESTION, [setup.collection_id], GREEDY, chat_id="chat-1"))
+    asked = service.ask(QUESTION, [setup.collection_id], GREEDY, chat_id="chat-1")
+    first = [e.to_json() for e in asked]
     answer = first[-2]["text"]
     result = service.retriever.retrieve(QUESTION, [setup.collection_id], k=GREEDY.k)
     plan, _ = service.plan_prompt(QUESTION, result.passages, GREEDY)
     history = [*plan.messages[1:], {"role": "assistant", "content": answer}]
-    follow = list(
-        service.ask(
+    follow = [
+        e.to_json()
+        for e in service.ask(
             "And in Paris?", [setup.collection_id], GREEDY, history=history, chat_id="chat-1"
         )
-    )
+    ]
     done = follow[-1]
     assert done["cached_tokens"] > done["prompt_tokens"] // 2
     assert done["prefilled_tokens"] < done["prompt_tokens"] - done["cached_tokens"] + 1
@@ -144,8 +146,8 @@ def test_cancel_stops_within_a_token_and_frees_the_slot(setup: Setup) -> None:
     tokens = 0
     events = []
     for event in service.ask(QUESTION, [setup.collection_id], GREEDY, cancel=cancel):
-        events.append(event)
-        if event["type"] == "token":
+        events.append(event.to_json())
+        if event.type == "token":
             tokens += 1
             cancel.set()
     assert tokens == 1
@@ -181,7 +183,7 @@ def test_abandoned_stream_releases_the_slot(setup: Setup) -> None:
     service = setup.service
     stream = service.ask(QUESTION, [setup.collection_id], GREEDY)
     for event in stream:
-        if event["type"] == "token":
+        if event.type == "token":
             break
     assert service.slot.in_use
     stream.close()  # type: ignore[attr-defined]  # the client went away
@@ -190,7 +192,7 @@ def test_abandoned_stream_releases_the_slot(setup: Setup) -> None:
 
 def test_cli_ask_with_the_built_model(setup: Setup) -> None:
     env = {**os.environ, "DOCQA_MODEL_DIR": str(setup.settings.llm_dir)}
-    base = [sys.executable, "-m", "worker.cli", "--data-dir", str(setup.settings.data_dir)]
+    base = [sys.executable, "-m", "cli.main", "--data-dir", str(setup.settings.data_dir)]
     run = subprocess.run(
         [*base, "ask", QUESTION, "--temperature", "0", "--max-tokens", "40"],
         capture_output=True,

@@ -8,8 +8,7 @@ from flask import (
     render_template,
 )
 
-from qa.accounts import ROLES
-from qa.audit import (
+from qa.accounts.audit import (
     GROUP_CREATE,
     GROUP_DELETE,
     GROUP_UPDATE,
@@ -19,8 +18,9 @@ from qa.audit import (
     USER_DELETE,
     USER_UPDATE,
 )
-from qa.db.models import Group
+from qa.accounts.users import ROLES
 from qa.errors import InvalidInput, NotFound
+from qa.store.db.models import Group
 from web.auth import admin_required, current_principal, login_required
 from web.blueprints.admin import (
     MAX_PASSWORD_CHARS,
@@ -35,7 +35,7 @@ from web.blueprints.admin.forms import (
     form_text,
     ip,
 )
-from web.services import services
+from web.extensions import services
 
 # --- users -------------------------------------------------------------------------------
 

@@ -16,16 +16,16 @@ from flask import (
 )
 from werkzeug.datastructures import FileStorage
 
-from qa.access import GrantView
-from qa.accounts import Principal
-from qa.audit import (
+from qa.accounts.access import GrantView
+from qa.accounts.audit import (
     GRANT,
     REVOKE,
 )
-from qa.blobstore import display_name
-from qa.db.models import DocStatus
+from qa.accounts.users import Principal
 from qa.errors import InvalidInput, NotFound
-from qa.library import CollectionView, document_dict
+from qa.library.service import CollectionView, document_dict
+from qa.store.blobstore import display_name
+from qa.store.db.models import DocStatus
 from web.auth import admin_required, current_principal
 from web.blueprints.admin import (
     Page,
@@ -40,7 +40,7 @@ from web.blueprints.admin.forms import (
     ip,
 )
 from web.errors import wants_json
-from web.services import services
+from web.extensions import services
 
 # --- overview and collections ------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from flask import (
     url_for,
 )
 
-from qa.audit import (
+from qa.accounts.audit import (
     ACTIONS,
     SETTINGS_CHANGE,
 )
@@ -27,8 +27,8 @@ from web.blueprints.admin.forms import (
     done,
     ip,
 )
+from web.extensions import services
 from web.requests import arg_int
-from web.services import services
 
 # --- settings and audit log --------------------------------------------------------------
 

@@ -9,30 +9,24 @@ answer service's own defaults. ``stream`` defaults to true when the client accep
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 from flask import Response, g, jsonify, request
 
-from qa.answer import MAX_QUESTION_CHARS, AskOptions, Event
-from qa.app_config import MAX_SYSTEM_PROMPT_CHARS
-from qa.asking import resolve_options
+from qa.accounts.app_config import MAX_SYSTEM_PROMPT_CHARS
+from qa.answering.answer_service import MAX_QUESTION_CHARS, AskOptions
+from qa.answering.events import AnswerCollector, AnswerEvent, ErrorEvent
+from qa.answering.question_service import resolve_options
 from qa.errors import (
-    Busy,
-    Cancelled,
-    DocqaError,
     GenerationError,
-    IndexUnavailable,
     InvalidInput,
-    NotFound,
-    Unavailable,
 )
 from web.auth import current_principal, login_required
 from web.blueprints.api import bp
+from web.extensions import WebServices, services
 from web.requests import client_ip, field_float, field_int, field_int_list, field_str, json_body
-from web.services import WebServices, services
 from web.sse import sse_response
 
 #: the option fields a body may carry, and the preference each falls back to
@@ -91,59 +85,30 @@ def _options(data: dict[str, Any], svc: WebServices, user_id: int) -> AskOptions
     return resolve_options(given, svc.accounts.preferences(user_id))
 
 
-def _collect(events: Iterator[Event], cancel: threading.Event, chat_id: str | None) -> Event:
+def _collect(
+    events: Iterator[AnswerEvent], cancel: threading.Event, chat_id: str | None
+) -> dict[str, Any]:
     """The whole stream as one JSON object; an ``error`` event becomes its HTTP error."""
-    sources: list[Event] = []
-    citations: Event | None = None
-    done: Event | None = None
+    said = AnswerCollector()
     try:
         for event in events:
-            kind = event.get("type")
-            if kind == "sources":
-                sources = event["sources"]
-            elif kind == "citations":
-                citations = event
-            elif kind == "done":
-                done = event
-            elif kind == "error":
-                raise _stream_error(event)
+            said.feed(event)
+            if isinstance(event, ErrorEvent):
+                raise event.error  # JSON clients get the status a streamed error stands for
     finally:
         cancel.set()
         close = getattr(events, "close", None)
         if close is not None:
             close()  # writes the chat record and audit entry now, not at garbage collection
-    if citations is None or done is None:
+    if said.citations is None or said.done is None:
         raise GenerationError("the answer stream ended early")
     return {
-        "answer": citations["text"],
-        "sources": sources,
-        "citations": citations["citations"],
-        "invalid": citations["invalid"],
-        "highlights": citations["highlights"],
-        "mode": done.get("mode"),
+        "answer": said.citations.text,
+        "sources": said.sources,
+        "citations": said.citations.citations,
+        "invalid": said.citations.invalid,
+        "highlights": said.citations.highlights,
+        "mode": said.done.mode,
         "chat_id": chat_id,
-        "done": {k: v for k, v in done.items() if k != "type"},
+        "done": said.done.fields(),
     }
-
-
-_BUSY_SECONDS = re.compile(r"(\d+)\s*s\b")
-
-
-def _stream_error(event: Event) -> DocqaError:
-    """The exception an ``error`` event stands for, so JSON clients get the same status."""
-    code = str(event.get("code") or "")
-    message = str(event.get("message") or "the answer failed")
-    if code == "busy":
-        match = _BUSY_SECONDS.search(message)
-        return Busy(int(match.group(1)) if match else 5)
-    simple: dict[str, type[DocqaError]] = {
-        InvalidInput.code: InvalidInput,
-        NotFound.code: NotFound,
-        IndexUnavailable.code: IndexUnavailable,
-        Cancelled.code: Cancelled,
-    }
-    if code in simple:
-        return simple[code](message)
-    if code == Unavailable.code:
-        return Unavailable(message)
-    return GenerationError(message)

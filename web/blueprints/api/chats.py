@@ -13,14 +13,14 @@ from typing import Any
 
 from flask import Response, jsonify, request
 
-from qa.accounts import Principal
-from qa.chats import MAX_TITLE_CHARS
-from qa.db.models import Chat, ChatMessage, iso_utc
+from qa.accounts.users import Principal
+from qa.answering.chats import MAX_TITLE_CHARS
 from qa.errors import InvalidInput
+from qa.store.db.models import Chat, ChatMessage, iso_utc
 from web.auth import current_principal, login_required
 from web.blueprints.api import bp
+from web.extensions import services
 from web.requests import field_int_list, field_str, json_body
-from web.services import services
 
 
 def chat_dict(chat: Chat) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Collections and their documents: list, create, rename, delete, upload, reindex.
 
-Thin routes over ``qa.library.LibraryService``, which checks the caller's grants (a
+Thin routes over ``qa.library.service.LibraryService``, which checks the caller's grants (a
 collection the caller may not read answers 404, one they may only read answers 403 on a
 change) and writes the audit log.
 """
@@ -11,11 +11,11 @@ from flask import Response, jsonify, request, url_for
 from werkzeug.datastructures import FileStorage
 
 from qa.errors import InvalidInput
-from qa.library import document_dict
+from qa.library.service import document_dict
 from web.auth import current_principal, login_required
 from web.blueprints.api import bp
+from web.extensions import services
 from web.requests import client_ip, field_str, json_body
-from web.services import services
 
 #: multipart field names that carry files ("files" is what many HTML forms use)
 FILE_FIELDS = ("file", "files")

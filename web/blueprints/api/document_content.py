@@ -18,10 +18,10 @@ from pathlib import PurePosixPath
 
 from flask import Response, jsonify, send_file
 
-from qa.library import document_dict
+from qa.library.service import document_dict
 from web.auth import current_principal, login_required
 from web.blueprints.api import bp
-from web.services import services
+from web.extensions import services
 
 PDF_TYPE = "pdf"
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from flask import Response, jsonify
 
-from qa.library import document_dict
+from qa.library.service import document_dict
 from web.auth import current_principal, login_required
 from web.blueprints.api import bp
+from web.extensions import services
 from web.requests import client_ip
-from web.services import services
 
 
 @bp.get("/documents/<doc_id>")

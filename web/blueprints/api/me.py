@@ -12,11 +12,11 @@ from typing import Any
 
 from flask import Response, jsonify
 
-from qa.answer import AskOptions
+from qa.answering.answer_service import AskOptions
 from web.auth import current_principal, login_required
 from web.blueprints.api import bp
+from web.extensions import services
 from web.requests import client_ip, json_body
-from web.services import services
 
 
 @bp.get("/me")

@@ -8,7 +8,7 @@ GET  /summaries/<id>.md|.json   -> the finished summary as a file (attachment)
 
 The route only records the job and hands it to the ingest queue (a background thread, or
 the ``summarize`` Celery queue); the model never runs inside a request. Who may summarize
-and see what is decided in ``qa.summary_jobs``.
+and see what is decided in ``qa.summaries.jobs``.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from urllib.parse import quote
 
 from flask import Response, jsonify
 
-from qa.summary_jobs import Download, SummaryJobs
+from qa.summaries.jobs import Download, SummaryJobs
 from web.auth import current_principal, login_required
 from web.blueprints.api import bp
+from web.extensions import services
 from web.requests import arg_int, client_ip, field_int, field_str, json_body
-from web.services import services
 
 
 def summary_jobs() -> SummaryJobs:

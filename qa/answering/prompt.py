@@ -1,0 +1,85 @@
+"""The prompt: a fixed system message, numbered sources under a token budget, the question.
+
+The system message comes first and never changes between requests, so the generator can
+reuse its KV cache; sources go into the user turn. When the sources do not fit the budget
+the weakest passages are dropped first (retrieval order is by score), and the kept ones are
+renumbered ``[1]..[k]`` in rank order so citation numbers stay small and dense.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from qa.errors import InvalidInput
+from qa.retrieval.retriever import Passage
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are docqa, an assistant that answers questions using only the numbered sources "
+    "given with each question. Cite the sources you use with their numbers in square "
+    "brackets, like [1] or [2][3], right after the statement they support. If the sources "
+    "do not contain the answer, say plainly that the documents do not say, and do not guess. "
+    "Answer in the same language as the question. Be concise."
+)
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class PromptPlan:
+    messages: list[Message]
+    #: the passages given to the model, in the order of their numbers [1]..[k]
+    sources: list[Passage]
+    #: passages left out to respect the budget
+    dropped: int
+    source_tokens: int
+
+
+def source_label(p: Passage) -> str:
+    title = p.document_title or p.document_name
+    pages = (
+        f"p. {p.page_start}" if p.page_start == p.page_end else f"pp. {p.page_start}-{p.page_end}"
+    )
+    return f"{title} ({pages})"
+
+
+def format_source(n: int, p: Passage) -> str:
+    return f"[{n}] {source_label(p)}\n{p.text.strip()}"
+
+
+def user_message(question: str, sources: Sequence[Passage]) -> str:
+    if sources:
+        body = "\n\n".join(format_source(i, p) for i, p in enumerate(sources, 1))
+    else:
+        body = "(no sources were found for this question)"
+    return f"Sources:\n\n{body}\n\nQuestion: {question.strip()}"
+
+
+def build_prompt(
+    question: str,
+    passages: Sequence[Passage],
+    *,
+    count_tokens: Callable[[str], int],
+    budget_tokens: int,
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    history: Sequence[Message] = (),
+) -> PromptPlan:
+    """Fit as many of the strongest passages as ``budget_tokens`` allows into the prompt."""
+    if not question.strip():
+        raise InvalidInput("the question is empty")
+    if budget_tokens < 1:
+        raise InvalidInput("the source budget must be at least one token")
+    ranked = sorted(range(len(passages)), key=lambda i: -passages[i].score)
+    kept: set[int] = set()
+    used = 0
+    for i in ranked:
+        cost = count_tokens(format_source(len(kept) + 1, passages[i])) + 2
+        if used + cost > budget_tokens:
+            continue  # a later, shorter passage may still fit
+        kept.add(i)
+        used += cost
+    sources = [passages[i] for i in range(len(passages)) if i in kept]
+    messages: list[Message] = [{"role": "system", "content": system_prompt}]
+    messages.extend(history)
+    messages.append({"role": "user", "content": user_message(question, sources)})
+    return PromptPlan(messages, sources, len(passages) - len(sources), used)

@@ -1,0 +1,221 @@
+"""Collections, documents and chunks in the metadata DB: the operations services share.
+
+Every function takes an open ``Session`` and leaves committing to the caller, so one
+unit of work (e.g. "write all chunks and mark the document indexed") is one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from qa.errors import InvalidInput, NotFound
+from qa.store.db.models import Chunk, Collection, DocStatus, Document, Embedding, PageText
+
+_COLLECTION_NAME = re.compile(r"^[\w][\w .\-]{0,99}$", re.UNICODE)
+
+
+def document_id(collection_id: int, sha256: str) -> str:
+    return hashlib.sha256(f"{collection_id}:{sha256}".encode()).hexdigest()[:40]
+
+
+def chunk_id(doc_id: str, ordinal: int, text: str) -> int:
+    digest = hashlib.sha256(f"{doc_id}\0{ordinal}\0{text}".encode()).digest()
+    # 63 bits: FAISS ids and SQL BIGINT are signed 64-bit.
+    return int.from_bytes(digest[:8], "big") & ((1 << 63) - 1)
+
+
+def validate_collection_name(name: str) -> str:
+    name = name.strip()
+    if not _COLLECTION_NAME.match(name):
+        raise InvalidInput(
+            "collection names are 1-100 letters, digits, spaces, '.', '-' or '_',"
+            " starting with a letter or digit"
+        )
+    return name
+
+
+def get_collection(session: Session, name: str) -> Collection:
+    coll = session.scalar(select(Collection).where(Collection.name == name))
+    if coll is None:
+        raise NotFound(f"no collection named {name!r}")
+    return coll
+
+
+def ensure_collection(session: Session, name: str) -> Collection:
+    name = validate_collection_name(name)
+    coll = session.scalar(select(Collection).where(Collection.name == name))
+    if coll is not None:
+        return coll
+    coll = Collection(name=name)
+    session.add(coll)
+    try:
+        session.flush()
+    except IntegrityError:  # another process created it first
+        session.rollback()
+        return get_collection(session, name)
+    return coll
+
+
+def list_collections(session: Session) -> list[tuple[Collection, int, int]]:
+    """Collections with their document and chunk counts."""
+    doc_counts: dict[int, int] = {
+        cid: n
+        for cid, n in session.execute(
+            select(Document.collection_id, func.count()).group_by(Document.collection_id)
+        )
+    }
+    chunk_counts: dict[int, int] = {
+        cid: n
+        for cid, n in session.execute(
+            select(Chunk.collection_id, func.count()).group_by(Chunk.collection_id)
+        )
+    }
+    colls = session.scalars(select(Collection).order_by(Collection.name)).all()
+    return [(c, doc_counts.get(c.id, 0), chunk_counts.get(c.id, 0)) for c in colls]
+
+
+def list_documents(
+    session: Session, collection_id: int | None = None, status: str | None = None
+) -> Sequence[Document]:
+    q = select(Document).order_by(Document.original_name, Document.created_at)
+    if collection_id is not None:
+        q = q.where(Document.collection_id == collection_id)
+    if status is not None:
+        if status not in DocStatus.ALL:
+            raise InvalidInput(f"unknown status {status!r}; one of {', '.join(DocStatus.ALL)}")
+        q = q.where(Document.status == status)
+    return session.scalars(q).all()
+
+
+def get_document(session: Session, doc_id: str) -> Document:
+    doc = session.get(Document, doc_id)
+    if doc is None:
+        raise NotFound(f"no document {doc_id!r}")
+    return doc
+
+
+def chunk_count(session: Session, collection_id: int) -> int:
+    return int(
+        session.scalar(
+            select(func.count()).select_from(Chunk).where(Chunk.collection_id == collection_id)
+        )
+        or 0
+    )
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    """A chunk ready to be written: everything but the ids, which derive from content."""
+
+    ordinal: int
+    text: str
+    page_start: int
+    page_end: int
+    char_start: int
+    char_end: int
+    heading_path: tuple[str, ...]
+    token_count: int
+    terms: str
+
+
+def replace_document_content(
+    session: Session,
+    doc: Document,
+    pages: Sequence[tuple[int, str]],
+    chunks: Sequence[ChunkRow],
+    vectors: np.ndarray,
+    model_id: str,
+) -> None:
+    """Write pages, chunks and embeddings of ``doc``, replacing any earlier partial write."""
+    if len(chunks) != len(vectors):
+        raise InvalidInput(f"{len(chunks)} chunks but {len(vectors)} vectors")
+    clear_document_content(session, doc.id)
+    session.add_all(PageText(document_id=doc.id, number=n, text=t) for n, t in pages)
+    vecs = np.ascontiguousarray(vectors, dtype="<f4")
+    for row, vec in zip(chunks, vecs, strict=True):
+        cid = chunk_id(doc.id, row.ordinal, row.text)
+        session.add(
+            Chunk(
+                id=cid,
+                document_id=doc.id,
+                collection_id=doc.collection_id,
+                ordinal=row.ordinal,
+                text=row.text,
+                page_start=row.page_start,
+                page_end=row.page_end,
+                char_start=row.char_start,
+                char_end=row.char_end,
+                heading_path=list(row.heading_path),
+                token_count=row.token_count,
+                terms=row.terms,
+            )
+        )
+        session.add(
+            Embedding(chunk_id=cid, model_id=model_id, dim=vecs.shape[1], vector=vec.tobytes())
+        )
+    doc.page_count = len(pages)
+    doc.chunk_count = len(chunks)
+
+
+def clear_document_content(session: Session, doc_id: str) -> None:
+    chunk_ids = select(Chunk.id).where(Chunk.document_id == doc_id)
+    session.execute(delete(Embedding).where(Embedding.chunk_id.in_(chunk_ids)))
+    session.execute(delete(Chunk).where(Chunk.document_id == doc_id))
+    session.execute(delete(PageText).where(PageText.document_id == doc_id))
+
+
+def delete_document(session: Session, doc: Document) -> None:
+    clear_document_content(session, doc.id)
+    session.delete(doc)
+
+
+@dataclass(frozen=True)
+class IndexMaterial:
+    ids: np.ndarray  # int64 (n,)
+    vectors: np.ndarray  # float32 (n, dim)
+    term_lists: list[list[str]]
+    model_id: str
+
+
+def index_material(session: Session, collection_id: int, dim: int, model_id: str) -> IndexMaterial:
+    """Everything the index writer needs for one collection, read from the source of truth."""
+    rows = session.execute(
+        select(Chunk.id, Chunk.terms, Embedding.vector, Embedding.model_id)
+        .join(Embedding, Embedding.chunk_id == Chunk.id)
+        .where(Chunk.collection_id == collection_id)
+        .order_by(Chunk.id)
+    ).all()
+    stale = {r[3] for r in rows if r[3] != model_id}
+    if stale:
+        raise InvalidInput(
+            f"collection has vectors from {sorted(stale)}, not {model_id}: re-embed it"
+            "; re-ingest it with the configured embedding model"
+        )
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    vectors = np.empty((len(rows), dim), dtype=np.float32)
+    for i, r in enumerate(rows):
+        vectors[i] = np.frombuffer(r[2], dtype="<f4")
+    return IndexMaterial(ids, vectors, [r[1].split() for r in rows], model_id)
+
+
+def page_lengths(session: Session, document_ids: Sequence[str]) -> dict[str, dict[int, int]]:
+    """``{document id: {page number: length of its text}}`` for mapping spans to pages."""
+    out: dict[str, dict[int, int]] = {d: {} for d in document_ids}
+    if not document_ids:
+        return out
+    rows = session.execute(
+        select(PageText.document_id, PageText.number, func.length(PageText.text)).where(
+            PageText.document_id.in_(list(document_ids))
+        )
+    )
+    for doc_id, number, length in rows:
+        out[doc_id][number] = int(length)
+    return out

@@ -1,0 +1,338 @@
+"""Tables of the metadata DB, the source of truth (indexes are derived from it).
+
+Ids derive from content: a document id from (collection, sha256 of its bytes), a chunk id
+from (document id, position, text). A redelivered or repeated ingest therefore writes the
+same rows again instead of new ones.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso_utc(moment: datetime | None) -> str | None:
+    """ISO 8601 with the UTC offset: SQLite hands stored times back without a zone."""
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).isoformat()
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class DocStatus:
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    INDEXED = "indexed"
+    FAILED = "failed"
+    ALL = (QUEUED, PROCESSING, INDEXED, FAILED)
+
+
+class Collection(Base):
+    __tablename__ = "collections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    documents: Mapped[list[Document]] = relationship(
+        back_populates="collection", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    @property
+    def index_key(self) -> str:
+        # Index directories are named by id, never by the (renamable, user-typed) name.
+        return f"c{self.id}"
+
+
+class Document(Base):
+    __tablename__ = "documents"
+    __table_args__ = (
+        UniqueConstraint("collection_id", "sha256", name="uq_document_content"),
+        Index("ix_documents_collection_name", "collection_id", "original_name"),
+        Index("ix_documents_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"))
+    sha256: Mapped[str] = mapped_column(String(64))
+    #: the client's name, sanitized; only ever displayed, never used as a path
+    original_name: Mapped[str] = mapped_column(String(1024))
+    detected_type: Mapped[str | None] = mapped_column(String(32), default=None)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), default=DocStatus.QUEUED)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    title: Mapped[str | None] = mapped_column(String(1024), default=None)
+    page_count: Mapped[int] = mapped_column(Integer, default=0)
+    chunk_count: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+    collection: Mapped[Collection] = relationship(back_populates="documents")
+
+
+class PageText(Base):
+    """Page text as the loader produced it: chunk char offsets point into this."""
+
+    __tablename__ = "pages"
+
+    document_id: Mapped[str] = mapped_column(
+        ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
+    )
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+
+
+class Chunk(Base):
+    __tablename__ = "chunks"
+    __table_args__ = (
+        Index("ix_chunks_document", "document_id"),
+        Index("ix_chunks_collection", "collection_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    document_id: Mapped[str] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"))
+    ordinal: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    page_start: Mapped[int] = mapped_column(Integer)
+    page_end: Mapped[int] = mapped_column(Integer)
+    char_start: Mapped[int] = mapped_column(Integer)
+    char_end: Mapped[int] = mapped_column(Integer)
+    heading_path: Mapped[list[str]] = mapped_column(JSON, default=list)
+    token_count: Mapped[int] = mapped_column(Integer)
+    #: analyzed lexical terms, space-joined; BM25 is rebuilt from these without re-analysis
+    terms: Mapped[str] = mapped_column(Text)
+
+
+class Embedding(Base):
+    __tablename__ = "embeddings"
+
+    chunk_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("chunks.id", ondelete="CASCADE"), primary_key=True
+    )
+    model_id: Mapped[str] = mapped_column(String(200))
+    dim: Mapped[int] = mapped_column(Integer)
+    #: float32 little-endian, L2-normalized
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_status", "status"), Index("ix_jobs_user", "user_id"))
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    collection_id: Mapped[int | None] = mapped_column(
+        ForeignKey("collections.id", ondelete="CASCADE"), default=None
+    )
+    document_id: Mapped[str | None] = mapped_column(
+        ForeignKey("documents.id", ondelete="CASCADE"), default=None
+    )
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+    # (migration 0003) who submitted the job; a job goes with its owner's account
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE", name="fk_jobs_user"), default=None
+    )
+    #: a column, not a payload key: a cancel request is then one atomic UPDATE that can
+    #: never overwrite (or be overwritten by) the result the running job writes
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
+# --- accounts, access, chats, audit, app config (migration 0002) -----------------------------
+#
+# These tables have no ORM relationships on purpose: services return rows after their
+# session is closed, and a lazy load on a detached row would fail at the caller. Deletes
+# rely on ON DELETE CASCADE in the database (SQLite runs with foreign_keys=ON).
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str | None] = mapped_column(String(200), default=None)
+    #: self-describing scrypt string, see qa.accounts.users.hash_password
+    password_hash: Mapped[str] = mapped_column(String(255))
+    #: "admin" | "editor" | "reader" (qa.accounts.users.ROLES)
+    role: Mapped[str] = mapped_column(String(16), default="reader")
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: validated by qa.accounts.users (system_prompt, temperature, top_p, max_tokens, theme)
+    preferences: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+# "Alice" and "alice" are the same person to everyone reading a list of users, so the
+# database itself refuses the second one, even when two requests race.
+Index("uq_users_username_lower", func.lower(User.username), unique=True)
+
+
+class Group(Base):
+    __tablename__ = "groups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+Index("uq_groups_name_lower", func.lower(Group.name), unique=True)
+
+
+class GroupMember(Base):
+    __tablename__ = "group_members"
+    # The primary key serves lookups by group; this index serves "groups of a user",
+    # which every access check runs.
+    __table_args__ = (Index("ix_group_members_user", "user_id"),)
+
+    group_id: Mapped[int] = mapped_column(
+        ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class CollectionGrant(Base):
+    """Read or write access to one collection for exactly one user or one group."""
+
+    __tablename__ = "collection_grants"
+    __table_args__ = (
+        CheckConstraint(
+            "(user_id IS NOT NULL AND group_id IS NULL)"
+            " OR (user_id IS NULL AND group_id IS NOT NULL)",
+            name="ck_collection_grants_one_principal",
+        ),
+        # One row per principal and collection (NULLs are distinct, so each constraint
+        # only bites for its own kind of principal).
+        UniqueConstraint("collection_id", "user_id", name="uq_collection_grants_user"),
+        UniqueConstraint("collection_id", "group_id", name="uq_collection_grants_group"),
+        Index("ix_collection_grants_collection", "collection_id"),
+        Index("ix_collection_grants_user", "user_id"),
+        Index("ix_collection_grants_group", "group_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"))
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), default=None
+    )
+    group_id: Mapped[int | None] = mapped_column(
+        ForeignKey("groups.id", ondelete="CASCADE"), default=None
+    )
+    #: "read" | "write" (write implies read)
+    permission: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiToken(Base):
+    """A bearer token for the API. Only the sha256 of the token is stored."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (Index("ix_api_tokens_user", "user_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: the first characters of the token, so a user can tell their tokens apart
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class Chat(Base):
+    __tablename__ = "chats"
+    __table_args__ = (Index("ix_chats_user_updated", "user_id", "updated_at"),)
+
+    #: uuid4 hex: not guessable, so a chat id in a URL reveals nothing about others
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    title: Mapped[str] = mapped_column(String(200))
+    #: the collections the user picked for this chat; access is checked at question time
+    collection_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ChatMessage(Base):
+    __tablename__ = "chat_messages"
+    __table_args__ = (Index("ix_chat_messages_chat", "chat_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    chat_id: Mapped[str] = mapped_column(ForeignKey("chats.id", ondelete="CASCADE"))
+    #: "user" | "assistant"
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text)
+    #: sources, citations, mode, timings: whatever the answer page needs to redraw it
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AuditEvent(Base):
+    """Who did what, when. No foreign key to users: the log outlives the accounts."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_at", "at"),
+        Index("ix_audit_events_action", "action"),
+        Index("ix_audit_events_user", "user_id"),
+    )
+
+    # BIGINT on PostgreSQL; on SQLite only INTEGER PRIMARY KEY auto-increments.
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    user_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    #: copied at the time of the event, so the log still reads after a user is deleted
+    username: Mapped[str | None] = mapped_column(String(64), default=None)
+    action: Mapped[str] = mapped_column(String(48))
+    target: Mapped[str | None] = mapped_column(String(300), default=None)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    ip: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
+class AppConfigEntry(Base):
+    """One key of the settings admins change at run time (qa.accounts.app_config.AppConfig)."""
+
+    __tablename__ = "app_config"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)

@@ -1,0 +1,468 @@
+"""Summary jobs: rows of the jobs table that the web app submits and a worker runs.
+
+    queued ──run──> running ──> done | failed | cancelled
+      │                │
+      └──cancel──> cancelled      running + cancel: ``cancel_requested`` is set; the job
+                                  sees it between windows (and between tokens) and ends
+                                  as cancelled
+
+The web process never runs the model for a summary: it inserts the row and hands the id to
+the ``IngestQueue`` (a thread in the embedded mode, the ``summarize`` Celery queue when a
+broker is configured). Whatever runs it calls ``SummaryRunner.run(job_id)``, which is safe
+to call again for the same job (a redelivered task restarts a job its dead worker left
+running; a finished or cancelled job is left alone).
+
+Who may do what (decided and enforced here, the same for API, portal, console):
+
+* summarize a document: anyone who may read it, readers included. The summary says
+  nothing its reader could not read, and it runs at batch priority, so it never delays
+  anyone's question;
+* summarize a collection: admins and editors who may read it (one model run per
+  document is a cost worth a role);
+* see, cancel, download a job: the user who submitted it, for as long as they may still
+  read what it summarizes; admins may see and cancel every job;
+* at most ``max_active`` jobs queued or running per user (409 beyond).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from qa.accounts.access import AccessService
+from qa.accounts.audit import SUMMARIZE, SUMMARY_CANCEL, AuditLog
+from qa.accounts.users import Principal
+from qa.errors import (
+    Cancelled,
+    Conflict,
+    DocqaError,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
+from qa.library.ingest_queue import IngestQueue
+from qa.store.db.engine import Database
+from qa.store.db.models import Collection, DocStatus, Document, Job, iso_utc, utcnow
+from qa.summaries.service import JobControl, SummaryOptions, SummaryService
+
+log = logging.getLogger(__name__)
+
+KIND = "summary"
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+STATUSES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
+ACTIVE = (QUEUED, RUNNING)
+DOCUMENT, COLLECTION = "document", "collection"
+MAX_LIST = 200
+
+
+def job_dict(job: Job, *, with_result: bool = False) -> dict[str, Any]:
+    payload = job.payload or {}
+    out: dict[str, Any] = {
+        "id": job.id,
+        "target": payload.get("target"),
+        "name": payload.get("name"),
+        "document_id": job.document_id,
+        "collection_id": job.collection_id,
+        "status": job.status,
+        "progress": round(float(job.progress or 0.0), 4),
+        "error": job.error,
+        "cancel_requested": bool(job.cancel_requested),
+        "submitted_by": payload.get("submitted_by"),
+        "options": payload.get("options", {}),
+        "created_at": iso_utc(job.created_at),
+        "updated_at": iso_utc(job.updated_at),
+    }
+    if with_result:
+        out["result"] = payload.get("result") if job.status == DONE else None
+    return out
+
+
+@dataclass(frozen=True)
+class Download:
+    filename: str
+    content: str
+    mimetype: str
+
+
+def download_name(name: str, extension: str) -> str:
+    """A safe file name from a document or collection name (the header adds a UTF-8 form)."""
+    stem = re.sub(r"\.[A-Za-z0-9]{1,5}$", "", name)
+    stem = re.sub(r"[^\w.-]+", "-", stem, flags=re.UNICODE).strip("-.") or "summary"
+    return f"summary-{stem[:80]}.{extension}"
+
+
+class SummaryJobs:
+    """The submitting side: checks access, writes rows, enqueues, reads results."""
+
+    def __init__(
+        self,
+        db: Database,
+        access: AccessService,
+        audit: AuditLog,
+        queue: IngestQueue | None,
+        *,
+        max_active: int = 3,
+    ) -> None:
+        self.db = db
+        self.access = access
+        self.audit = audit
+        self.queue = queue
+        self.max_active = max_active
+
+    # -- submitting -----------------------------------------------------------------------
+
+    def submit(
+        self,
+        p: Principal,
+        *,
+        document_id: str | None = None,
+        collection_id: int | None = None,
+        max_statements: int | None = None,
+        ip: str | None = None,
+    ) -> dict[str, Any]:
+        if (document_id is None) == (collection_id is None):
+            raise InvalidInput("give exactly one of document_id and collection_id")
+        options = SummaryOptions(
+            **({"max_statements": max_statements} if max_statements is not None else {})
+        )
+        options.validate()
+        if document_id is not None:
+            target = DOCUMENT
+            name, coll_id = self._readable_document(p, document_id)
+        else:
+            assert collection_id is not None
+            target, coll_id = COLLECTION, collection_id
+            name = self._summarizable_collection(p, collection_id)
+        job = Job(
+            id=uuid.uuid4().hex,
+            kind=KIND,
+            status=QUEUED,
+            collection_id=coll_id,
+            document_id=document_id,
+            user_id=p.user_id,
+            payload={
+                "target": target,
+                "name": name,
+                "options": options.to_dict(),
+                "submitted_by": p.username,
+                "result": None,
+            },
+            progress=0.0,
+        )
+        with self.db.session() as session:
+            active = session.scalar(
+                select(func.count())
+                .select_from(Job)
+                .where(Job.kind == KIND, Job.user_id == p.user_id, Job.status.in_(ACTIVE))
+            )
+            if (active or 0) >= self.max_active:
+                raise Conflict(
+                    f"you have {active} summaries queued or running; wait for one to finish"
+                    " or cancel one"
+                )
+            session.add(job)
+            session.commit()
+        details = {"job_id": job.id, "target": target, "id": document_id or collection_id}
+        self.audit.record(SUMMARIZE, actor=p, target=name, details=details, ip=ip)
+        self._enqueue(job.id)
+        return self.get(p, job.id)
+
+    def _enqueue(self, job_id: str) -> None:
+        try:
+            if self.queue is None:
+                raise Unavailable("no background worker is configured for summaries")
+            self.queue.summarize(job_id)
+        except DocqaError as exc:
+            # Nothing would ever run the job: it fails now, with the reason, and the caller
+            # is told to submit again (rather than being promised a run that never comes).
+            self._finish_unqueued(job_id, f"could not be queued: {exc}")
+            retry = getattr(exc, "retry_after_s", 30)
+            raise Unavailable(
+                f"the summary could not be queued ({exc}); submit it again later",
+                retry_after_s=retry if isinstance(retry, int) else 30,
+            ) from exc
+
+    def _finish_unqueued(self, job_id: str, reason: str) -> None:
+        with self.db.session() as session:
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == QUEUED)
+                .values(status=FAILED, error=reason, updated_at=utcnow())
+            )
+            session.commit()
+
+    def _readable_document(self, p: Principal, document_id: str) -> tuple[str, int]:
+        with self.db.session() as session:
+            doc = session.get(Document, document_id) if len(document_id) <= 64 else None
+            if doc is None:
+                raise NotFound(f"no document {document_id[:64]!r}")
+            name, status, coll_id = doc.original_name, doc.status, doc.collection_id
+        try:
+            self.access.require_read(p, coll_id)
+        except NotFound:
+            raise NotFound(f"no document {document_id!r}") from None
+        if status != DocStatus.INDEXED:
+            raise InvalidInput(f"{name} is {status}, not indexed: it cannot be summarized yet")
+        return name, coll_id
+
+    def _summarizable_collection(self, p: Principal, collection_id: int) -> str:
+        self.access.require_read(p, collection_id)
+        if not p.can_manage_collections:
+            raise PermissionDenied(
+                "only admins and editors summarize whole collections; readers may summarize"
+                " single documents"
+            )
+        with self.db.session() as session:
+            coll = session.get(Collection, collection_id)
+            if coll is None:
+                raise NotFound(f"no collection with id {collection_id}")
+            indexed = session.scalar(
+                select(func.count())
+                .select_from(Document)
+                .where(
+                    Document.collection_id == collection_id,
+                    Document.status == DocStatus.INDEXED,
+                )
+            )
+            if not indexed:
+                raise InvalidInput(f"collection {coll.name!r} has no indexed documents")
+            return coll.name
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def list(self, p: Principal, *, limit: int = 50) -> list[dict[str, Any]]:
+        """The caller's own jobs, newest first, only those whose target they may still read."""
+        readable = set(self.access.readable_collection_ids(p))
+        with self.db.session() as session:
+            jobs = session.scalars(
+                select(Job)
+                .where(Job.kind == KIND, Job.user_id == p.user_id)
+                .order_by(Job.created_at.desc(), Job.id)
+                .limit(min(max(limit, 1), MAX_LIST))
+            ).all()
+        return [job_dict(j) for j in jobs if j.collection_id in readable]
+
+    def _visible(self, p: Principal, job_id: str) -> Job:
+        with self.db.session() as session:
+            job = session.get(Job, job_id) if len(job_id) <= 36 else None
+        absent = NotFound(f"no summary job {job_id[:36]!r}")
+        if job is None or job.kind != KIND or job.collection_id is None:
+            raise absent
+        if not p.is_admin and job.user_id != p.user_id:
+            raise absent
+        try:
+            self.access.require_read(p, job.collection_id)
+        except NotFound:
+            raise absent from None
+        return job
+
+    def get(self, p: Principal, job_id: str) -> dict[str, Any]:
+        return job_dict(self._visible(p, job_id), with_result=True)
+
+    def download(self, p: Principal, job_id: str, fmt: str) -> Download:
+        """The finished summary as Markdown (``md``) or JSON (``json``)."""
+        import json
+
+        job = self._visible(p, job_id)
+        if job.status != DONE:
+            raise Conflict(f"the summary is {job.status}, not done: nothing to download yet")
+        result = (job.payload or {}).get("result") or {}
+        name = (job.payload or {}).get("name") or "summary"
+        if fmt == "md":
+            return Download(download_name(name, "md"), result.get("markdown", ""), "text/markdown")
+        if fmt == "json":
+            body = json.dumps(result, ensure_ascii=False, indent=2)
+            return Download(download_name(name, "json"), body + "\n", "application/json")
+        raise InvalidInput(f"unknown format {fmt!r}; md or json")
+
+    # -- cancelling -------------------------------------------------------------------------
+
+    def cancel(self, p: Principal, job_id: str, *, ip: str | None = None) -> dict[str, Any]:
+        """Stop a job: a queued one at once, a running one at its next check (seconds).
+
+        Two single-statement UPDATEs, each conditional on the status: whichever of the
+        runner and the canceller gets there first wins, and neither overwrites the other.
+        """
+        job = self._visible(p, job_id)
+        now = utcnow()
+        with self.db.session() as session:
+            session.execute(
+                update(Job)
+                .where(Job.id == job.id, Job.status == QUEUED)
+                .values(status=CANCELLED, error=f"cancelled by {p.username}", updated_at=now)
+            )
+            session.execute(
+                update(Job)
+                .where(Job.id == job.id, Job.status == RUNNING)
+                .values(cancel_requested=True, updated_at=now)
+            )
+            session.commit()
+        if job.status in ACTIVE:
+            details = {"job_id": job.id, "was": job.status}
+            name = (job.payload or {}).get("name")
+            self.audit.record(SUMMARY_CANCEL, actor=p, target=name, details=details, ip=ip)
+        return self.get(p, job_id)
+
+
+# -- the running side ---------------------------------------------------------------------------
+
+
+class _DbControl(JobControl):
+    """Progress into the row; a cancel request (or the process stopping) into ``cancel``."""
+
+    def __init__(
+        self, db: Database, job_id: str, stop: threading.Event | None, interval_s: float
+    ) -> None:
+        super().__init__()
+        self.db = db
+        self.job_id = job_id
+        self.stop = stop
+        self.interval_s = interval_s
+        self._last_poll = 0.0
+        self._last_progress = 0.0
+        self.requested = False
+
+    def progress(self, fraction: float) -> None:
+        if fraction < self._last_progress + 0.001 and fraction < 1.0:
+            return
+        self._last_progress = fraction
+        try:
+            with self.db.session() as session:
+                session.execute(
+                    update(Job)
+                    .where(Job.id == self.job_id, Job.status == RUNNING)
+                    .values(progress=round(min(fraction, 1.0), 4), updated_at=utcnow())
+                )
+                session.commit()
+        except SQLAlchemyError as exc:  # progress is a courtesy: never fail the job for it
+            log.warning("could not record progress of summary %s: %s", self.job_id, exc)
+
+    def poll(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            self.cancel.set()
+        now = time.monotonic()
+        if self.cancel.is_set() or now - self._last_poll < self.interval_s:
+            return
+        self._last_poll = now
+        try:
+            with self.db.session() as session:
+                row = session.execute(
+                    select(Job.status, Job.cancel_requested).where(Job.id == self.job_id)
+                ).first()
+        except SQLAlchemyError as exc:
+            log.warning("could not check summary %s for a cancel: %s", self.job_id, exc)
+            return
+        # Gone (its document or owner deleted) or no longer ours: stop as well.
+        if row is None or row[1] or row[0] != RUNNING:
+            self.requested = True
+            self.cancel.set()
+
+
+class SummaryRunner:
+    """Runs one job to its end; every path leaves the row in a final state (or queued
+    again when the process is stopping, so the next start resumes it)."""
+
+    def __init__(self, db: Database, service: SummaryService, *, poll_s: float = 0.5) -> None:
+        self.db = db
+        self.service = service
+        self.poll_s = poll_s
+
+    def pending(self) -> list[str]:
+        """Jobs an earlier process accepted but did not finish, oldest first."""
+        with self.db.session() as session:
+            return list(
+                session.scalars(
+                    select(Job.id)
+                    .where(Job.kind == KIND, Job.status.in_(ACTIVE))
+                    .order_by(Job.created_at)
+                ).all()
+            )
+
+    def run(self, job_id: str, *, stop: threading.Event | None = None) -> str:
+        """Run the job; returns its status afterwards (or "skipped" if not ours to run)."""
+        job = self._claim(job_id)
+        if job is None:
+            return "skipped"
+        control = _DbControl(self.db, job_id, stop, self.poll_s)
+        if job.cancel_requested:
+            return self._finish(job, CANCELLED, error="cancelled")
+        payload = job.payload or {}
+        try:
+            options = SummaryOptions.from_dict(payload.get("options"))
+            if payload.get("target") == COLLECTION and job.collection_id is not None:
+                result = self.service.summarize_collection(
+                    job.collection_id, control=control, options=options
+                )
+            elif job.document_id is not None:
+                result = self.service.summarize_document(
+                    job.document_id, control=control, options=options
+                )
+            else:
+                return self._finish(job, FAILED, error="the job names nothing to summarize")
+        except Cancelled:
+            if stop is not None and stop.is_set() and not control.requested:
+                return self._requeue(job)
+            return self._finish(job, CANCELLED, error="cancelled")
+        except DocqaError as exc:
+            return self._finish(job, FAILED, error=str(exc))
+        except Exception as exc:  # the row must not stay "running" whatever happened
+            log.exception("summary job %s crashed", job_id)
+            return self._finish(job, FAILED, error=_reason(exc))
+        return self._finish(job, DONE, result=result)
+
+    def _claim(self, job_id: str) -> Job | None:
+        with self.db.session() as session:
+            claimed = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.kind == KIND, Job.status.in_(ACTIVE))
+                .values(status=RUNNING, progress=0.0, error=None, updated_at=utcnow())
+            )
+            session.commit()
+            if not getattr(claimed, "rowcount", 0):
+                return None
+            return session.get(Job, job_id)
+
+    def _finish(
+        self,
+        job: Job,
+        status: str,
+        *,
+        error: str | None = None,
+        result: dict[str, Any] | None = None,
+    ) -> str:
+        values: dict[str, Any] = {"status": status, "error": error, "updated_at": utcnow()}
+        if result is not None:
+            # Only the runner writes the payload while a job runs: no update is lost.
+            values["payload"] = {**(job.payload or {}), "result": result}
+            values["progress"] = 1.0
+        with self.db.session() as session:
+            session.execute(
+                update(Job).where(Job.id == job.id, Job.status == RUNNING).values(**values)
+            )
+            session.commit()
+        return status
+
+    def _requeue(self, job: Job) -> str:
+        with self.db.session() as session:
+            session.execute(
+                update(Job)
+                .where(Job.id == job.id, Job.status == RUNNING)
+                .values(status=QUEUED, progress=0.0, updated_at=utcnow())
+            )
+            session.commit()
+        return QUEUED
+
+
+def _reason(exc: Exception) -> str:
+    if "TimeLimit" in type(exc).__name__:  # Celery's soft time limit
+        return "stopped: the summary ran past its time limit"
+    return f"internal error ({type(exc).__name__}); see the worker log"
