@@ -16,6 +16,7 @@ from rich.table import Table
 
 from cli.console import DocqaGroup, err, load_settings, out, progress_bar
 from qa.answering.events import AnswerEvent, Citations, Done, ErrorEvent, Queued, Sources, Token
+from qa.limits import MAX_ANSWER_TOKENS, MAX_SOURCES
 from qa.settings import Settings
 
 
@@ -244,8 +245,8 @@ def eval_retrieval(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the event stream as JSON lines.")
 @click.option("--extractive", is_flag=True, help="Do not use the model even if one is built.")
-@click.option("-k", "k", type=click.IntRange(1, 50), default=None, help="Passages to use.")
-@click.option("--max-tokens", type=click.IntRange(1, 8192), default=512)
+@click.option("-k", "k", type=click.IntRange(1, MAX_SOURCES), default=None, help="Passages to use.")
+@click.option("--max-tokens", type=click.IntRange(1, MAX_ANSWER_TOKENS), default=512)
 @click.option("--temperature", type=click.FloatRange(0, 2), default=0.7)
 @click.pass_obj
 def ask(
@@ -261,11 +262,12 @@ def ask(
     """Answer QUESTION from the documents, streaming, with cited sources."""
     import json
 
-    from qa.answering.answer_service import AskOptions
+    from qa.answering.answer_service import AskOptions, checked_question
     from qa.answering.assembly import build_answer_service
     from qa.store.catalog import get_collection
     from qa.store.db.models import Collection
 
+    question = checked_question(question)  # before the models take seconds to load
     service = build_answer_service(settings, use_model=not extractive)
     with service.db.session() as session:
         if collections_:

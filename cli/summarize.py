@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from cli.console import err, progress_bar
 from qa.errors import InvalidInput, NotFound
+from qa.limits import MAX_SUMMARY_STATEMENTS
 from qa.settings import Settings
 from qa.summaries.service import JobControl, SummaryOptions
 
@@ -77,7 +78,12 @@ class _Bar(JobControl):
     help="Write to this file instead of standard output.",
 )
 @click.option("--extractive", is_flag=True, help="Do not use the model even if one is built.")
-@click.option("--max-statements", type=click.IntRange(1, 50), default=None, help="Default 10.")
+@click.option(
+    "--max-statements",
+    type=click.IntRange(1, MAX_SUMMARY_STATEMENTS),
+    default=None,
+    help="Default 10.",
+)
 @click.pass_obj
 def summarize_command(
     settings: Settings,

@@ -93,6 +93,13 @@ class InvalidInput(DocqaError):
     code = "invalid_input"
 
 
+def require(*checks: tuple[bool, str]) -> None:
+    """Raise ``InvalidInput`` with the message of the first check that does not hold."""
+    for ok, message in checks:
+        if not ok:
+            raise InvalidInput(message)
+
+
 class TooLarge(InvalidInput):
     code = "too_large"
 

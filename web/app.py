@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from flask import Flask, Response, g, request
 
+from qa import limits
 from qa.settings import Settings, get_settings
 from web import auth, security
 from web.errors import register_error_handlers
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None, *, services: WebServices | None
             "csrf_token": security.csrf_token,
             "principal": g.get("principal"),
             "answer_mode": svc.answers.mode,
+            "limits": limits,
         }
 
     register_error_handlers(app)

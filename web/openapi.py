@@ -11,6 +11,14 @@ from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from qa.limits import (
+    MAX_ANSWER_TOKENS,
+    MAX_QUESTION_CHARS,
+    MAX_SOURCES,
+    MAX_SUMMARY_STATEMENTS,
+    MAX_SYSTEM_PROMPT_CHARS,
+)
+
 Schema = dict[str, Any]
 
 JSON = "application/json"
@@ -275,11 +283,16 @@ SCHEMAS: dict[str, Schema] = {
     ),
     "AskOptions": obj(
         {
-            "k": {**INT, "minimum": 1, "maximum": 50, "description": "passages to retrieve"},
+            "k": {
+                **INT,
+                "minimum": 1,
+                "maximum": MAX_SOURCES,
+                "description": "passages to retrieve",
+            },
             "temperature": {**NUM, "minimum": 0, "maximum": 2},
             "top_p": {**NUM, "exclusiveMinimum": 0, "maximum": 1},
-            "max_tokens": {**INT, "minimum": 1, "maximum": 8192},
-            "system_prompt": {**STR, "maxLength": 8000},
+            "max_tokens": {**INT, "minimum": 1, "maximum": MAX_ANSWER_TOKENS},
+            "system_prompt": {**STR, "maxLength": MAX_SYSTEM_PROMPT_CHARS},
         }
     ),
     "AskRequest": {
@@ -287,7 +300,7 @@ SCHEMAS: dict[str, Schema] = {
             ref("AskOptions"),
             obj(
                 {
-                    "question": {**STR, "maxLength": 8000},
+                    "question": {**STR, "maxLength": MAX_QUESTION_CHARS},
                     "collection_ids": {
                         **array(INT),
                         "description": "empty or absent: every collection the caller may read",
@@ -386,7 +399,7 @@ SCHEMAS: dict[str, Schema] = {
     ),
     "Preferences": obj(
         {
-            "system_prompt": nullable("string", maxLength=8000),
+            "system_prompt": nullable("string", maxLength=MAX_SYSTEM_PROMPT_CHARS),
             "temperature": nullable("number", minimum=0, maximum=2),
             "top_p": nullable("number", maximum=1),
             "max_tokens": nullable("integer", minimum=1),
@@ -426,7 +439,12 @@ SCHEMAS: dict[str, Schema] = {
                 "minimum": 1,
                 "description": "summarize this collection (admins and editors)",
             },
-            "max_statements": {**INT, "minimum": 1, "maximum": 50, "default": 10},
+            "max_statements": {
+                **INT,
+                "minimum": 1,
+                "maximum": MAX_SUMMARY_STATEMENTS,
+                "default": 10,
+            },
         },
         description="exactly one of document_id and collection_id",
     ),
@@ -547,7 +565,7 @@ SCHEMAS: dict[str, Schema] = {
             "stream_options": obj({"include_usage": BOOL}),
             "temperature": {**NUM, "minimum": 0, "maximum": 2},
             "top_p": {**NUM, "exclusiveMinimum": 0, "maximum": 1},
-            "max_tokens": {**INT, "minimum": 1, "maximum": 8192},
+            "max_tokens": {**INT, "minimum": 1, "maximum": MAX_ANSWER_TOKENS},
             "max_completion_tokens": {**INT, "description": "same as max_tokens"},
             "seed": INT,
             "n": {"const": 1},

@@ -15,12 +15,12 @@ from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
 from qa.errors import InvalidInput
+from qa.limits import MAX_SYSTEM_PROMPT_CHARS
 from qa.store.db.engine import Database
 from qa.store.db.models import AppConfigEntry
 
 DEFAULT_SYSTEM_PROMPT_KEY = "default_system_prompt"
 MAX_KEY_CHARS = 64
-MAX_SYSTEM_PROMPT_CHARS = 8000
 
 
 def _check_key(key: str) -> str:

@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from qa.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from qa.limits import MAX_ANSWER_TOKENS, MAX_SYSTEM_PROMPT_CHARS
 from qa.store.db.engine import Database
 from qa.store.db.models import ApiToken, Group, GroupMember, User, utcnow
 
@@ -41,8 +42,6 @@ MIN_PASSWORD_CHARS, MAX_PASSWORD_CHARS = 8, 1024
 MAX_DISPLAY_NAME_CHARS = 200
 MAX_GROUP_NAME_CHARS = 100
 MAX_TOKEN_NAME_CHARS = 100
-MAX_SYSTEM_PROMPT_CHARS = 8000
-MAX_TOKENS_LIMIT = 8192
 THEMES = ("dark", "light")
 #: every preference key set_preferences accepts
 PREFERENCE_KEYS = ("system_prompt", "temperature", "top_p", "max_tokens", "theme")
@@ -250,8 +249,8 @@ def _pref_top_p(value: Any) -> float:
 def _pref_max_tokens(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInput("max_tokens must be a whole number")
-    if not 1 <= value <= MAX_TOKENS_LIMIT:
-        raise InvalidInput(f"max_tokens must be between 1 and {MAX_TOKENS_LIMIT}")
+    if not 1 <= value <= MAX_ANSWER_TOKENS:
+        raise InvalidInput(f"max_tokens must be between 1 and {MAX_ANSWER_TOKENS}")
     return value
 
 

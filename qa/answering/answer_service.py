@@ -36,7 +36,8 @@ from qa.answering.events import (
 from qa.answering.extractive import extractive_answer
 from qa.answering.prompt import DEFAULT_SYSTEM_PROMPT, Message, PromptPlan, build_prompt
 from qa.answering.spans import chunk_span_to_pages
-from qa.errors import DocqaError, InvalidInput
+from qa.errors import DocqaError, InvalidInput, require
+from qa.limits import MAX_ANSWER_TOKENS, MAX_QUESTION_CHARS, MAX_SOURCES, MAX_SYSTEM_PROMPT_CHARS
 from qa.llm.generate import GenerationStats, Generator
 from qa.llm.kv_cache import KVSessionCache
 from qa.llm.slot import INTERACTIVE, ModelSlot, Turn
@@ -46,8 +47,6 @@ from qa.store.catalog import page_lengths
 from qa.store.db.engine import Database
 
 log = logging.getLogger(__name__)
-
-MAX_QUESTION_CHARS = 8000
 
 
 @dataclass(frozen=True)
@@ -61,20 +60,33 @@ class AskOptions:
     seed: int | None = None
 
     def validate(self) -> None:
-        checks = [
-            (1 <= self.k <= 50, "k must be between 1 and 50"),
+        require(
+            (1 <= self.k <= MAX_SOURCES, f"k must be between 1 and {MAX_SOURCES}"),
             (0.0 <= self.temperature <= 2.0, "temperature must be between 0 and 2"),
             (0.0 < self.top_p <= 1.0, "top_p must be in (0, 1]"),
             (0 <= self.top_k <= 1000, "top_k must be between 0 and 1000"),
-            (1 <= self.max_tokens <= 8192, "max_tokens must be between 1 and 8192"),
             (
-                self.system_prompt is None or len(self.system_prompt) <= 8000,
-                "the system prompt is limited to 8000 characters",
+                1 <= self.max_tokens <= MAX_ANSWER_TOKENS,
+                f"max_tokens must be between 1 and {MAX_ANSWER_TOKENS}",
             ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise InvalidInput(message)
+            (
+                self.system_prompt is None or len(self.system_prompt) <= MAX_SYSTEM_PROMPT_CHARS,
+                f"the system prompt is limited to {MAX_SYSTEM_PROMPT_CHARS} characters",
+            ),
+        )
+
+
+def checked_question(question: str) -> str:
+    """The question without surrounding blanks; empty or overlong ones are refused."""
+    question = question.strip()
+    require(
+        (bool(question), "the question is empty"),
+        (
+            len(question) <= MAX_QUESTION_CHARS,
+            f"the question is longer than {MAX_QUESTION_CHARS} characters",
+        ),
+    )
+    return question
 
 
 def source_dict(n: int, p: Passage) -> JSON:
@@ -137,11 +149,7 @@ class AnswerService:
         """Validate, retrieve, then stream. Input errors raise before the first event."""
         options = options or AskOptions()
         options.validate()
-        question = question.strip()
-        if not question:
-            raise InvalidInput("the question is empty")
-        if len(question) > MAX_QUESTION_CHARS:
-            raise InvalidInput(f"the question is longer than {MAX_QUESTION_CHARS} characters")
+        question = checked_question(question)
         result = self.retriever.retrieve(question, collection_ids, k=options.k)
         retrieval_ms = result.timings.total_ms
         if self.generator is None:

@@ -39,7 +39,8 @@ from sqlalchemy import select
 
 from qa.answering.extractive import split_sentences
 from qa.answering.spans import chunk_span_to_pages
-from qa.errors import Busy, Cancelled, InvalidInput, NotFound
+from qa.errors import Busy, Cancelled, InvalidInput, NotFound, require
+from qa.limits import MAX_SUMMARY_STATEMENTS
 from qa.llm.generate import ChatMessage, Generator, Prompt
 from qa.llm.kv_cache import KVSessionCache
 from qa.llm.slot import BATCH, ModelSlot, Turn
@@ -89,8 +90,11 @@ class SummaryOptions:
     extractive_window_chars: int = 3000
 
     def validate(self) -> None:
-        checks = [
-            (1 <= self.max_statements <= 50, "max_statements must be between 1 and 50"),
+        require(
+            (
+                1 <= self.max_statements <= MAX_SUMMARY_STATEMENTS,
+                f"max_statements must be between 1 and {MAX_SUMMARY_STATEMENTS}",
+            ),
             (1 <= self.statements_per_window <= 20, "statements_per_window: 1 to 20"),
             (1 <= self.statements_per_document <= 20, "statements_per_document: 1 to 20"),
             (64 <= self.window_tokens <= 32768, "window_tokens: 64 to 32768"),
@@ -99,10 +103,7 @@ class SummaryOptions:
             (0.0 < self.top_p <= 1.0, "top_p must be in (0, 1]"),
             (0 <= self.top_k <= 1000, "top_k: 0 to 1000"),
             (200 <= self.extractive_window_chars <= 100_000, "extractive_window_chars"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise InvalidInput(message)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -8,9 +8,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from qa.accounts import audit
 from qa.accounts.app_config import AppConfig
 from qa.accounts.audit import AuditLog
-from qa.accounts.users import AccountService, Principal, audit
+from qa.accounts.users import AccountService, Principal
 from qa.errors import InvalidInput, StorageError
 from qa.store.db.engine import Database
 from qa.store.db.models import AuditEvent, utcnow

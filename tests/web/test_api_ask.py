@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from qa.answering.answer_service import MAX_QUESTION_CHARS
+from qa.limits import MAX_QUESTION_CHARS
 from qa.retrieval.embedder import Embedder
 from tests.web.conftest import SECRET_PHRASE, Client, WebEnv, build_env
 

@@ -81,7 +81,7 @@ def test_kill9_of_a_worker_mid_task_redelivers_and_indexes_once(
 ) -> None:
     """The whole worker dies mid-task (SIGKILL to its process group, as when a machine or
     container is lost). No reconciler runs here: the broker itself delivers the task
-    again, once its visibility timeout (90 s in tests) has passed, to the next worker."""
+    again, once its visibility timeout (65 s in tests) has passed, to the next worker."""
     slow_text = "#sleep 4\n\n" + LONG_TEXT
     expected = _expected_chunks(tmp_path, embedder, "slow.txt", slow_text)
     assert expected > 40
@@ -151,7 +151,7 @@ def test_sigterm_acks_finished_tasks_and_requeues_the_running_one(
         started = time.monotonic()
         with WorkerProcess(side.env, tmp_path / "b.log") as second:
             final = side.wait_done(timeout=90)
-            # Requeued at once, not after the 90 s visibility timeout.
+            # Requeued at once, not after the 65 s visibility timeout.
             assert time.monotonic() - started < 55
             log = second.log()
         assert set(final.values()) == {DocStatus.INDEXED}

@@ -15,14 +15,14 @@ from typing import Any
 
 from flask import Response, g, jsonify, request
 
-from qa.accounts.app_config import MAX_SYSTEM_PROMPT_CHARS
-from qa.answering.answer_service import MAX_QUESTION_CHARS, AskOptions
+from qa.answering.answer_service import AskOptions
 from qa.answering.events import AnswerCollector, AnswerEvent, ErrorEvent
 from qa.answering.question_service import resolve_options
 from qa.errors import (
     GenerationError,
     InvalidInput,
 )
+from qa.limits import MAX_QUESTION_CHARS, MAX_SYSTEM_PROMPT_CHARS
 from web.auth import current_principal, login_required
 from web.blueprints.api import bp
 from web.extensions import WebServices, services

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 from flask import Response, jsonify
 
+from qa.limits import MAX_SUMMARY_STATEMENTS
 from qa.summaries.jobs import Download, SummaryJobs
 from web.auth import current_principal, login_required
 from web.blueprints.api import bp
@@ -47,7 +48,7 @@ def submit_summary() -> tuple[Response, int]:
     data = json_body()
     document_id = field_str(data, "document_id", required=False, max_len=64)
     collection_id = field_int(data, "collection_id", lo=1, hi=2**31 - 1)
-    max_statements = field_int(data, "max_statements", lo=1, hi=50)
+    max_statements = field_int(data, "max_statements", lo=1, hi=MAX_SUMMARY_STATEMENTS)
     # A summary costs model time: it counts against the same budget as questions.
     svc.limiter.hit("question", f"user:{p.user_id}", svc.settings.rate_questions_per_min)
     job = summary_jobs().submit(
