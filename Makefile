@@ -37,9 +37,9 @@ test: venv assets browser
 	$(BIN)/pytest -q -m "not eval and not serial" $(PYTEST_PARALLEL) --durations=30
 	$(BIN)/pytest -q -m "serial and not eval" --durations=10
 
-# The quick loop while developing: no quality evaluations, no worker faults, no load test.
+# The quick loop while developing: no quality evaluations, worker faults, latency bounds.
 test-fast: venv assets
-	$(BIN)/pytest -q -m "not slow and not eval" $(PYTEST_PARALLEL)
+	$(BIN)/pytest -q -m "not slow and not eval and not serial" $(PYTEST_PARALLEL)
 
 # Quality evaluations over whole datasets (minutes to an hour on 2 cores): retrieval on
 # SciFact and all of XQuAD (zh, en), every file of the shared corpus through the sandbox,
