@@ -25,6 +25,25 @@ from qa.errors import DocqaError, from_wire
 
 JSON = dict[str, Any]
 
+#: what a client needs to show and link a citation; a stored answer and the OpenAI response
+#: keep only these (the passage text is in the DB already)
+CITATION_SOURCE_FIELDS = (
+    "n",
+    "document_id",
+    "document_name",
+    "title",
+    "collection",
+    "page_start",
+    "page_end",
+    "char_start",
+    "char_end",
+)
+
+
+def slim_source(source: JSON) -> JSON:
+    """A source of a ``Sources`` event without its passage text."""
+    return {k: source.get(k) for k in CITATION_SOURCE_FIELDS}
+
 
 @dataclass(frozen=True)
 class Sources:

@@ -24,22 +24,9 @@ from qa.accounts.audit import AuditLog
 from qa.accounts.users import Principal
 from qa.answering.answer_service import AnswerService, AskOptions
 from qa.answering.chats import ChatService
-from qa.answering.events import AnswerCollector, AnswerEvent
+from qa.answering.events import AnswerCollector, AnswerEvent, slim_source
 from qa.answering.prompt import Message
 from qa.errors import InvalidInput, NotFound
-
-#: source fields kept with a stored answer (the passage text is in the DB already)
-_STORED_SOURCE_FIELDS = (
-    "n",
-    "document_id",
-    "document_name",
-    "title",
-    "collection",
-    "page_start",
-    "page_end",
-    "char_start",
-    "char_end",
-)
 
 Observer = Callable[[AnswerEvent], None]
 
@@ -165,7 +152,7 @@ class QuestionService:
             events_close = getattr(events, "close", None)
             if events_close is not None:
                 events_close()
-            sources = [{k: s.get(k) for k in _STORED_SOURCE_FIELDS} for s in said.sources]
+            sources = [slim_source(s) for s in said.sources]
             if chat_id is not None:
                 meta: dict[str, Any] = {
                     "sources": sources,

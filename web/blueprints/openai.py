@@ -27,7 +27,14 @@ from flask import Blueprint, Response, current_app, jsonify, request, stream_wit
 
 from qa.accounts.users import Principal
 from qa.answering.answer_service import AskOptions
-from qa.answering.events import AnswerCollector, AnswerEvent, ErrorEvent, Queued, Token
+from qa.answering.events import (
+    AnswerCollector,
+    AnswerEvent,
+    ErrorEvent,
+    Queued,
+    Token,
+    slim_source,
+)
 from qa.answering.prompt import Message
 from qa.answering.question_service import resolve_options
 from qa.errors import DocqaError, InvalidInput, NotFound, Unavailable
@@ -47,18 +54,6 @@ MAX_MESSAGES = 500
 MAX_HISTORY_MESSAGES = 12
 SYSTEM_ROLES = ("system", "developer")  # "developer" is the newer OpenAI name
 TURN_ROLES = ("user", "assistant")
-#: the source fields a client needs to show and link a citation (the passage text is not sent)
-SOURCE_FIELDS = (
-    "n",
-    "document_id",
-    "document_name",
-    "title",
-    "collection",
-    "page_start",
-    "page_end",
-    "char_start",
-    "char_end",
-)
 #: stream error codes worth retrying: answered 503 + Retry-After when not streaming
 RETRYABLE_CODES = frozenset({"busy", "cancelled", "unavailable", "index_unavailable"})
 
@@ -292,10 +287,6 @@ class Answer(AnswerCollector):
             "citations": self.citations.citations if self.citations is not None else [],
             "sources": [slim_source(s) for s in self.sources],
         }
-
-
-def slim_source(source: dict[str, Any]) -> dict[str, Any]:
-    return {k: source.get(k) for k in SOURCE_FIELDS}
 
 
 def collect(events: Iterable[AnswerEvent]) -> Answer:
