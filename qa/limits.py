@@ -17,3 +17,15 @@ MAX_ANSWER_TOKENS = 8192
 MAX_SOURCES = 50
 #: statements one summary may be asked for
 MAX_SUMMARY_STATEMENTS = 50
+#: sampling temperature (0 is greedy)
+MAX_TEMPERATURE = 2.0
+#: characters in a chat, document or job id (document ids are 64 hex digits)
+MAX_ID_CHARS = 64
+#: a numeric id (collections, users): the database's 32-bit integer
+MAX_INT_ID = 2**31 - 1
+#: characters in a collection name
+MAX_COLLECTION_NAME_CHARS = 100
+#: collection ids one request may name
+MAX_COLLECTION_IDS = 1000
+#: summary jobs one listing returns
+MAX_JOBS_LISTED = 200

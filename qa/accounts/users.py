@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from qa.errors import Conflict, InvalidInput, NotFound, Unauthenticated
-from qa.limits import MAX_ANSWER_TOKENS, MAX_SYSTEM_PROMPT_CHARS
+from qa.limits import MAX_ANSWER_TOKENS, MAX_SYSTEM_PROMPT_CHARS, MAX_TEMPERATURE
 from qa.store.db.engine import Database
 from qa.store.db.models import ApiToken, Group, GroupMember, User, utcnow
 
@@ -234,8 +234,8 @@ def _as_float(field: str, value: Any) -> float:
 
 def _pref_temperature(value: Any) -> float:
     number = _as_float("temperature", value)
-    if not 0.0 <= number <= 2.0:
-        raise InvalidInput("temperature must be between 0 and 2")
+    if not 0.0 <= number <= MAX_TEMPERATURE:
+        raise InvalidInput(f"temperature must be between 0 and {MAX_TEMPERATURE:g}")
     return number
 
 

@@ -37,7 +37,13 @@ from qa.answering.extractive import extractive_answer
 from qa.answering.prompt import DEFAULT_SYSTEM_PROMPT, Message, PromptPlan, build_prompt
 from qa.answering.spans import chunk_span_to_pages
 from qa.errors import DocqaError, InvalidInput, require
-from qa.limits import MAX_ANSWER_TOKENS, MAX_QUESTION_CHARS, MAX_SOURCES, MAX_SYSTEM_PROMPT_CHARS
+from qa.limits import (
+    MAX_ANSWER_TOKENS,
+    MAX_QUESTION_CHARS,
+    MAX_SOURCES,
+    MAX_SYSTEM_PROMPT_CHARS,
+    MAX_TEMPERATURE,
+)
 from qa.llm.generate import GenerationStats, Generator
 from qa.llm.kv_cache import KVSessionCache
 from qa.llm.slot import INTERACTIVE, ModelSlot, Turn
@@ -62,7 +68,10 @@ class AskOptions:
     def validate(self) -> None:
         require(
             (1 <= self.k <= MAX_SOURCES, f"k must be between 1 and {MAX_SOURCES}"),
-            (0.0 <= self.temperature <= 2.0, "temperature must be between 0 and 2"),
+            (
+                0.0 <= self.temperature <= MAX_TEMPERATURE,
+                f"temperature must be between 0 and {MAX_TEMPERATURE:g}",
+            ),
             (0.0 < self.top_p <= 1.0, "top_p must be in (0, 1]"),
             (0 <= self.top_k <= 1000, "top_k must be between 0 and 1000"),
             (

@@ -15,6 +15,7 @@ from qa.accounts.audit import (
     SETTINGS_CHANGE,
 )
 from qa.errors import InvalidInput
+from qa.limits import MAX_INT_ID
 from web.auth import admin_required, current_principal
 from web.blueprints.admin import (
     AUDIT_PAGE_SIZE,
@@ -67,7 +68,7 @@ def _audit_filters() -> tuple[str | None, int | None]:
     action = request.args.get("action") or None
     if action is not None and len(action) > 48:
         raise InvalidInput("query parameter 'action' is too long")
-    user_id = arg_int("user", 0, 0, 2**31 - 1) or None
+    user_id = arg_int("user", 0, 0, MAX_INT_ID) or None
     return action, user_id
 
 
