@@ -39,8 +39,19 @@ from qa.answering.prompt import Message
 from qa.answering.question_service import resolve_options
 from qa.errors import DocqaError, InvalidInput, NotFound, Unavailable
 from web.auth import current_principal, login_required
+from web.contracts.api import QUESTION_ERRORS
+from web.contracts.openai import (
+    SYSTEM_ROLES,
+    TURN_ROLES,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionMessage,
+    ChatCompletionRequest,
+    ModelList,
+)
+from web.contracts.operation import Reply, operation
 from web.extensions import WebServices, services
-from web.requests import client_ip, field_float, field_int, field_str, json_body
+from web.requests import client_ip
 from web.sse import SSE_HEADERS, guarded
 
 bp = Blueprint("openai", __name__, url_prefix="/v1")
@@ -49,11 +60,8 @@ MODEL = "docqa"
 MODEL_PREFIX = MODEL + "/"
 #: ``created`` of the models: they exist as long as the process serves them
 _STARTED = int(time.time())
-MAX_MESSAGES = 500
 #: earlier messages kept as history: the same six turns a stored chat gives the prompt
 MAX_HISTORY_MESSAGES = 12
-SYSTEM_ROLES = ("system", "developer")  # "developer" is the newer OpenAI name
-TURN_ROLES = ("user", "assistant")
 #: stream error codes worth retrying: answered 503 + Retry-After when not streaming
 RETRYABLE_CODES = frozenset({"busy", "cancelled", "unavailable", "index_unavailable"})
 
@@ -63,6 +71,11 @@ RETRYABLE_CODES = frozenset({"busy", "cancelled", "unavailable", "index_unavaila
 
 @bp.get("/models")
 @login_required
+@operation(
+    "Models: 'docqa' (all readable collections) and 'docqa/<collection>'",
+    "openai",
+    {200: ModelList},
+)
 def list_models() -> Response:
     views = services().library.collections(current_principal())
     names = [MODEL] + [MODEL_PREFIX + v.name for v in views]
@@ -70,30 +83,49 @@ def list_models() -> Response:
     return jsonify({"object": "list", "data": data})
 
 
+COMPLETION = Reply(
+    ChatCompletion,
+    "A chat.completion, or chunks as server-sent events",
+    media={"text/event-stream": ChatCompletionChunk},
+)
+
+
 @bp.post("/chat/completions")
 @login_required
-def chat_completions() -> Response:
-    req = parse_completion_request(json_body())
+@operation(
+    "OpenAI-compatible chat completion over the documents",
+    "openai",
+    {200: COMPLETION},
+    errors=QUESTION_ERRORS,
+    body=ChatCompletionRequest,
+    description=(
+        "The model selects the collections: 'docqa' searches every collection the caller "
+        "may read, 'docqa/<name>' one of them. An unknown or unreadable model is 404."
+    ),
+)
+def chat_completions(body: ChatCompletionRequest) -> Response:
+    said = split_messages(body.messages)
     svc, p = services(), current_principal()
-    collection_ids = collections_for_model(svc, p, req.model)
-    options = ask_options(svc, p, req)
+    collection_ids = collections_for_model(svc, p, body.model)
+    options = ask_options(svc, p, body, said.system_prompt)
     svc.limiter.hit("question", f"user:{p.user_id}", svc.settings.rate_questions_per_min)
     cancel = threading.Event()
     events = svc.questions.ask(
         p,
-        req.question,
+        said.question,
         collection_ids=collection_ids,
         options=options,
-        history=req.history,
+        history=said.history,
         cancel=cancel,
         ip=client_ip(),
         channel="openai",
     )
-    head = ChunkHead(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), req.model)
-    if req.stream:
-        body = stream_chunks(events, cancel, head, include_usage=req.include_usage)
+    head = ChunkHead(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), body.model)
+    if body.stream:
+        usage = bool(body.stream_options and body.stream_options.include_usage)
+        chunks = stream_chunks(events, cancel, head, include_usage=usage)
         return Response(
-            stream_with_context(body), mimetype="text/event-stream", headers=SSE_HEADERS
+            stream_with_context(chunks), mimetype="text/event-stream", headers=SSE_HEADERS
         )
     return jsonify(completion(collect(guarded(events, cancel)), head))
 
@@ -119,110 +151,29 @@ def add_openai_error_type(resp: Response) -> Response:
 
 
 @dataclass(frozen=True)
-class CompletionRequest:
-    model: str
-    question: str
-    history: list[Message]
+class Conversation:
+    """What the messages say: the system prompt, the history and the question."""
+
     system_prompt: str | None
-    stream: bool
-    include_usage: bool
-    temperature: float | None
-    top_p: float | None
-    max_tokens: int | None
-    seed: int | None
+    history: list[Message]
+    question: str
 
 
-def parse_completion_request(data: dict[str, Any]) -> CompletionRequest:
-    model = field_str(data, "model", max_len=300) or ""
-    system, history, question = split_messages(data.get("messages"))
-    n = field_int(data, "n", default=1)
-    if n != 1:
-        raise InvalidInput("'n' must be 1: docqa gives one answer per question")
-    max_tokens = field_int(data, "max_tokens")
-    if max_tokens is None:  # the newer OpenAI name for the same limit
-        max_tokens = field_int(data, "max_completion_tokens")
-    return CompletionRequest(
-        model=model,
-        question=question,
-        history=history,
-        system_prompt=system,
-        stream=_field_bool(data, "stream"),
-        include_usage=_include_usage(data.get("stream_options")),
-        temperature=field_float(data, "temperature"),
-        top_p=field_float(data, "top_p"),
-        max_tokens=max_tokens,
-        seed=field_int(data, "seed"),
-    )
-
-
-def split_messages(messages: Any) -> tuple[str | None, list[Message], str]:
-    """(system prompt, history, question) from an OpenAI ``messages`` list."""
-    if not isinstance(messages, list) or not messages:
-        raise InvalidInput("'messages' must be a non-empty list of {role, content} objects")
-    if len(messages) > MAX_MESSAGES:
-        raise InvalidInput(f"'messages' holds at most {MAX_MESSAGES} messages")
-    system: str | None = None
-    turns: list[Message] = []
-    for i, message in enumerate(messages):
-        role, content = _role_and_content(message, i)
-        if role in SYSTEM_ROLES:
-            if system is None:  # the first one is the system prompt; later ones are ignored
-                system = content
-        else:
-            turns.append({"role": role, "content": content})
+def split_messages(messages: list[ChatCompletionMessage]) -> Conversation:
+    """The first system message is the system prompt (later ones are ignored); the last
+    message must be the user's question; the turns before it are the history."""
+    system = next((m.text() for m in messages if m.role in SYSTEM_ROLES), None)
+    turns: list[Message] = [
+        {"role": m.role, "content": m.text()} for m in messages if m.role in TURN_ROLES
+    ]
     if not turns or turns[-1]["role"] != "user":
         raise InvalidInput("the last message must be the user's question")
     question = turns.pop()["content"]
-    if system is not None and not system.strip():
-        system = None  # blank means "the default", as in the preferences and /api/v1/ask
     if not question.strip():
         raise InvalidInput("the question (the last user message) is empty")
-    return system, turns[-MAX_HISTORY_MESSAGES:], question
-
-
-def _role_and_content(message: Any, i: int) -> tuple[str, str]:
-    if not isinstance(message, dict):
-        raise InvalidInput(f"messages[{i}] must be an object with 'role' and 'content'")
-    role = message.get("role")
-    if role not in SYSTEM_ROLES + TURN_ROLES:
-        raise InvalidInput(
-            f"messages[{i}].role must be one of {', '.join(SYSTEM_ROLES + TURN_ROLES)}"
-        )
-    return role, _text_content(message.get("content"), i)
-
-
-def _text_content(content: Any, i: int) -> str:
-    """Plain text, or the text parts of a multi-part content list joined."""
-    if content is None:  # an assistant turn that only called tools
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = [
-            part.get("text") if isinstance(part, dict) and part.get("type") == "text" else None
-            for part in content
-        ]
-        strings = [t for t in texts if isinstance(t, str)]
-        if len(strings) == len(content):
-            return "\n".join(strings)
-    raise InvalidInput(f"messages[{i}].content must be text (images and files are not supported)")
-
-
-def _field_bool(data: dict[str, Any], name: str) -> bool:
-    value = data.get(name, False)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise InvalidInput(f"'{name}' must be true or false")
-    return value
-
-
-def _include_usage(stream_options: Any) -> bool:
-    if stream_options is None:
-        return False
-    if not isinstance(stream_options, dict):
-        raise InvalidInput("'stream_options' must be an object")
-    return _field_bool(stream_options, "include_usage")
+    # A blank system prompt means "the default", as in the preferences and /api/v1/ask.
+    system = system if system is not None and system.strip() else None
+    return Conversation(system, turns[-MAX_HISTORY_MESSAGES:], question)
 
 
 def collections_for_model(svc: WebServices, p: Principal, model: str) -> list[int] | None:
@@ -238,13 +189,16 @@ def collections_for_model(svc: WebServices, p: Principal, model: str) -> list[in
     raise NotFound(f"the model {model!r} does not exist; GET /v1/models lists yours")
 
 
-def ask_options(svc: WebServices, p: Principal, req: CompletionRequest) -> AskOptions:
+def ask_options(
+    svc: WebServices, p: Principal, req: ChatCompletionRequest, system_prompt: str | None
+) -> AskOptions:
     """The request's values first, then the user's preferences, then the defaults."""
     given = {
         "temperature": req.temperature,
         "top_p": req.top_p,
-        "max_tokens": req.max_tokens,
-        "system_prompt": req.system_prompt,
+        # max_completion_tokens is the newer OpenAI name for the same limit
+        "max_tokens": req.max_tokens or req.max_completion_tokens,
+        "system_prompt": system_prompt,
         "seed": req.seed,
     }
     return resolve_options(given, svc.accounts.preferences(p.user_id))

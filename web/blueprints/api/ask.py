@@ -18,70 +18,64 @@ from flask import Response, g, jsonify, request
 from qa.answering.answer_service import AskOptions
 from qa.answering.events import AnswerCollector, AnswerEvent, ErrorEvent
 from qa.answering.question_service import resolve_options
-from qa.errors import (
-    GenerationError,
-    InvalidInput,
-)
-from qa.limits import MAX_QUESTION_CHARS, MAX_SYSTEM_PROMPT_CHARS
+from qa.errors import GenerationError
 from web.auth import current_principal, login_required
 from web.blueprints.api import bp
+from web.contracts.api import QUESTION_ERRORS, AskEvent, AskRequest, AskResponse
+from web.contracts.operation import Reply, operation
 from web.extensions import WebServices, services
-from web.requests import client_ip, field_float, field_int, field_int_list, field_str, json_body
+from web.requests import client_ip
 from web.sse import sse_response
 
-#: the option fields a body may carry, and the preference each falls back to
-MAX_CHAT_ID_CHARS = 64
+ANSWER = Reply(
+    AskResponse,
+    "JSON, or server-sent events (AskEvent) when Accept includes text/event-stream or "
+    "stream is true",
+    media={"text/event-stream": AskEvent},
+)
+#: the body's fields that are answer options (the preferences fill in the rest)
+OPTION_FIELDS = ("k", "temperature", "top_p", "max_tokens", "system_prompt")
 
 
 @bp.post("/ask")
 @login_required
-def ask() -> Response:
+@operation(
+    "Ask a question over the collections the caller may read",
+    "ask",
+    {200: ANSWER},
+    errors=QUESTION_ERRORS,
+    body=AskRequest,
+)
+def ask(body: AskRequest) -> Response:
     p = current_principal()
     svc = services()
-    data = json_body()
-    question = field_str(data, "question", max_len=MAX_QUESTION_CHARS)
-    assert question is not None  # required=True
-    collection_ids = field_int_list(data, "collection_ids")
-    chat_id = field_str(data, "chat_id", required=False, max_len=MAX_CHAT_ID_CHARS)
-    stream = _wants_stream(data)
-    options = _options(data, svc, p.user_id)
+    options = _options(body, svc, p.user_id)
     svc.limiter.hit("question", f"user:{p.user_id}", svc.settings.rate_questions_per_min)
     cancel = threading.Event()
     events = svc.questions.ask(
         p,
-        question,
-        collection_ids=collection_ids,
+        body.question,
+        collection_ids=body.collection_ids,
         options=options,
-        chat_id=chat_id,
+        chat_id=body.chat_id,
         cancel=cancel,
         ip=client_ip(),
         channel="api" if g.get("auth_kind") == "token" else "portal",
     )
-    if stream:
+    if _wants_stream(body):
         return sse_response(events, cancel)
-    return jsonify(_collect(events, cancel, chat_id))
+    return jsonify(_collect(events, cancel, body.chat_id))
 
 
-def _wants_stream(data: dict[str, Any]) -> bool:
-    value = data.get("stream")
-    if value is None:
+def _wants_stream(body: AskRequest) -> bool:
+    if body.stream is None:
         return "text/event-stream" in request.headers.get("Accept", "")
-    if not isinstance(value, bool):
-        raise InvalidInput("'stream' must be true or false")
-    return value
+    return body.stream
 
 
-def _options(data: dict[str, Any], svc: WebServices, user_id: int) -> AskOptions:
+def _options(body: AskRequest, svc: WebServices, user_id: int) -> AskOptions:
     """Body first, then saved preferences (then the admin default prompt, in the service)."""
-    given: dict[str, Any] = {
-        "k": field_int(data, "k"),
-        "temperature": field_float(data, "temperature"),
-        "top_p": field_float(data, "top_p"),
-        "max_tokens": field_int(data, "max_tokens"),
-        "system_prompt": field_str(
-            data, "system_prompt", required=False, max_len=MAX_SYSTEM_PROMPT_CHARS
-        ),
-    }
+    given = body.model_dump(include=set(OPTION_FIELDS))
     return resolve_options(given, svc.accounts.preferences(user_id))
 
 

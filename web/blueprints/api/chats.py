@@ -11,16 +11,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, jsonify, request
+from flask import Response, jsonify
 
 from qa.accounts.users import Principal
-from qa.answering.chats import MAX_TITLE_CHARS
 from qa.errors import InvalidInput
 from qa.store.db.models import Chat, ChatMessage, iso_utc
 from web.auth import current_principal, login_required
 from web.blueprints.api import bp
+from web.contracts.api import ChatCreate, ChatEnvelope, ChatList, ChatWithMessages
+from web.contracts.operation import Reply, operation
 from web.extensions import services
-from web.requests import field_int_list, field_str, json_body
+
+TAG = "chats"
 
 
 def chat_dict(chat: Chat) -> dict[str, Any]:
@@ -45,6 +47,7 @@ def message_dict(message: ChatMessage) -> dict[str, Any]:
 
 @bp.get("/chats")
 @login_required
+@operation("The caller's chats, newest first", TAG, {200: ChatList})
 def list_chats() -> Response:
     p = current_principal()
     return jsonify({"chats": [chat_dict(c) for c in services().chats.list(p.user_id)]})
@@ -52,18 +55,25 @@ def list_chats() -> Response:
 
 @bp.post("/chats")
 @login_required
-def create_chat() -> tuple[Response, int]:
-    p = current_principal()
+@operation(
+    "Start a chat",
+    TAG,
+    {201: Reply(ChatEnvelope, "Created")},
+    errors=(400, 404, 413),
     # An empty body is a chat with the defaults (handy for curl); a body must be JSON.
-    data = json_body() if request.get_data(cache=True) else {}
-    title = field_str(data, "title", required=False, max_len=MAX_TITLE_CHARS)
-    ids = _readable_ids(p, field_int_list(data, "collection_ids"))
-    chat = services().chats.create(p.user_id, title=title, collection_ids=ids or ())
+    body=ChatCreate,
+    body_required=False,
+)
+def create_chat(body: ChatCreate) -> tuple[Response, int]:
+    p = current_principal()
+    ids = _readable_ids(p, body.collection_ids)
+    chat = services().chats.create(p.user_id, title=body.title, collection_ids=ids or ())
     return jsonify({"chat": chat_dict(chat)}), 201
 
 
 @bp.get("/chats/<chat_id>")
 @login_required
+@operation("A chat with its messages", TAG, {200: ChatWithMessages}, errors=(404,))
 def get_chat(chat_id: str) -> Response:
     p = current_principal()
     chats = services().chats
@@ -74,11 +84,16 @@ def get_chat(chat_id: str) -> Response:
 
 @bp.patch("/chats/<chat_id>")
 @login_required
-def update_chat(chat_id: str) -> Response:
+@operation(
+    "Rename a chat or change its collections",
+    TAG,
+    {200: ChatEnvelope},
+    errors=(400, 404, 413),
+    body=ChatCreate,
+)
+def update_chat(chat_id: str, body: ChatCreate) -> Response:
     p = current_principal()
-    data = json_body()
-    title = field_str(data, "title", required=False, max_len=MAX_TITLE_CHARS)
-    ids = _readable_ids(p, field_int_list(data, "collection_ids"))
+    title, ids = body.title, _readable_ids(p, body.collection_ids)
     if title is None and ids is None:
         raise InvalidInput("send 'title' and/or 'collection_ids'")
     chats = services().chats
@@ -92,6 +107,7 @@ def update_chat(chat_id: str) -> Response:
 
 @bp.delete("/chats/<chat_id>")
 @login_required
+@operation("Delete a chat", TAG, {204: Reply(description="Deleted")}, errors=(404,))
 def delete_chat(chat_id: str) -> tuple[str, int]:
     services().chats.delete(current_principal().user_id, chat_id)
     return "", 204

@@ -14,15 +14,39 @@ from qa.errors import InvalidInput
 from qa.library.service import document_dict
 from web.auth import current_principal, login_required
 from web.blueprints.api import bp
+from web.contracts.api import Collection as CollectionShape
+from web.contracts.api import (
+    CollectionDeleted,
+    CollectionList,
+    CollectionName,
+    DocumentFilter,
+    DocumentList,
+    Queued,
+    UploadList,
+)
+from web.contracts.operation import Reply, operation
 from web.extensions import services
-from web.requests import client_ip, field_str, json_body
+from web.requests import client_ip
 
 #: multipart field names that carry files ("files" is what many HTML forms use)
 FILE_FIELDS = ("file", "files")
+TAG = "collections"
+_BINARY = {"type": "string", "contentMediaType": "application/octet-stream"}
+#: the upload form as the description shows it (files are not a JSON model)
+UPLOAD_FORM = {
+    "multipart/form-data": {
+        "schema": {
+            "type": "object",
+            "properties": {name: {"type": "array", "items": _BINARY} for name in FILE_FIELDS},
+            "description": "one or more parts named 'file' (or 'files')",
+        }
+    }
+}
 
 
 @bp.get("/collections")
 @login_required
+@operation("Collections the caller may read", TAG, {200: CollectionList})
 def list_collections() -> Response:
     views = services().library.collections(current_principal())
     return jsonify({"collections": [v.to_dict() for v in views]})
@@ -30,31 +54,50 @@ def list_collections() -> Response:
 
 @bp.post("/collections")
 @login_required
-def create_collection() -> tuple[Response, int, dict[str, str]]:
-    name = field_str(json_body(), "name", max_len=200) or ""
+@operation(
+    "Create a collection (admins and editors)",
+    TAG,
+    {201: Reply(CollectionShape, "Created", headers={"Location": "the new collection"})},
+    errors=(400, 403, 409, 413),
+    body=CollectionName,
+)
+def create_collection(body: CollectionName) -> tuple[Response, int, dict[str, str]]:
     svc, p = services(), current_principal()
-    coll_id = svc.library.create_collection(p, name, ip=client_ip())
+    coll_id = svc.library.create_collection(p, body.name, ip=client_ip())
     location = url_for("api.get_collection", collection_id=coll_id)
     return jsonify(svc.library.collection(p, coll_id).to_dict()), 201, {"Location": location}
 
 
 @bp.get("/collections/<int:collection_id>")
 @login_required
+@operation("One collection", TAG, {200: CollectionShape}, errors=(404,))
 def get_collection(collection_id: int) -> Response:
     return jsonify(services().library.collection(current_principal(), collection_id).to_dict())
 
 
 @bp.patch("/collections/<int:collection_id>")
 @login_required
-def rename_collection(collection_id: int) -> Response:
-    name = field_str(json_body(), "name", max_len=200) or ""
+@operation(
+    "Rename a collection (write permission)",
+    TAG,
+    {200: CollectionShape},
+    errors=(400, 403, 404, 409, 413),
+    body=CollectionName,
+)
+def rename_collection(collection_id: int, body: CollectionName) -> Response:
     svc, p = services(), current_principal()
-    svc.library.rename_collection(p, collection_id, name, ip=client_ip())
+    svc.library.rename_collection(p, collection_id, body.name, ip=client_ip())
     return jsonify(svc.library.collection(p, collection_id).to_dict())
 
 
 @bp.delete("/collections/<int:collection_id>")
 @login_required
+@operation(
+    "Delete a collection with its documents and indexes (write permission)",
+    TAG,
+    {200: CollectionDeleted},
+    errors=(403, 404),
+)
 def delete_collection(collection_id: int) -> Response:
     svc = services()
     n = svc.library.delete_collection(current_principal(), collection_id, ip=client_ip())
@@ -63,14 +106,23 @@ def delete_collection(collection_id: int) -> Response:
 
 @bp.get("/collections/<int:collection_id>/documents")
 @login_required
-def list_documents(collection_id: int) -> Response:
-    status = request.args.get("status") or None
-    docs = services().library.documents(current_principal(), collection_id, status)
+@operation(
+    "Documents of a collection", TAG, {200: DocumentList}, errors=(400, 404), query=DocumentFilter
+)
+def list_documents(collection_id: int, query: DocumentFilter) -> Response:
+    docs = services().library.documents(current_principal(), collection_id, query.status)
     return jsonify({"documents": [document_dict(d) for d in docs]})
 
 
 @bp.post("/collections/<int:collection_id>/documents")
 @login_required
+@operation(
+    "Upload files (write permission); zip archives expand into their members",
+    TAG,
+    {202: Reply(UploadList, "Stored and queued; poll the documents for their status")},
+    errors=(400, 403, 404, 413, 503),
+    raw_body=UPLOAD_FORM,
+)
 def upload_documents(collection_id: int) -> tuple[Response, int]:
     files = _uploaded_files()
     svc, p, ip = services(), current_principal(), client_ip()
@@ -84,6 +136,12 @@ def upload_documents(collection_id: int) -> tuple[Response, int]:
 
 @bp.post("/collections/<int:collection_id>/reindex")
 @login_required
+@operation(
+    "Rebuild the collection's indexes from the database (write permission)",
+    TAG,
+    {202: Reply(Queued, "Queued")},
+    errors=(403, 404, 503),
+)
 def reindex_collection(collection_id: int) -> tuple[Response, int]:
     services().library.reindex(current_principal(), collection_id, ip=client_ip())
     return jsonify({"id": collection_id, "status": "queued"}), 202

@@ -21,13 +21,28 @@ from flask import Response, jsonify, send_file
 from qa.library.service import document_dict
 from web.auth import current_principal, login_required
 from web.blueprints.api import bp
+from web.blueprints.api.documents import TAG
+from web.contracts.api import DocumentPages
+from web.contracts.operation import Reply, operation
 from web.extensions import services
 
 PDF_TYPE = "pdf"
+ORIGINAL = Reply(
+    description=(
+        "PDFs inline as application/pdf; every other type as an application/octet-stream attachment"
+    ),
+    media={"application/pdf": None, "application/octet-stream": None},
+)
 
 
 @bp.get("/documents/<doc_id>/pages")
 @login_required
+@operation(
+    "The extracted text of every page (citation char spans index into it)",
+    TAG,
+    {200: DocumentPages},
+    errors=(404,),
+)
 def document_pages(doc_id: str) -> Response:
     p = current_principal()
     library = services().library
@@ -43,6 +58,7 @@ def document_pages(doc_id: str) -> Response:
 
 @bp.get("/documents/<doc_id>/file")
 @login_required
+@operation("The original file as uploaded", TAG, {200: ORIGINAL}, errors=(404,))
 def document_file(doc_id: str) -> Response:
     original = services().library.original(current_principal(), doc_id)
     is_pdf = original.detected_type == PDF_TYPE

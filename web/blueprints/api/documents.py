@@ -10,18 +10,29 @@ from flask import Response, jsonify
 from qa.library.service import document_dict
 from web.auth import current_principal, login_required
 from web.blueprints.api import bp
+from web.contracts.api import Document, DocumentDeleted, Retried
+from web.contracts.operation import Reply, operation
 from web.extensions import services
 from web.requests import client_ip
+
+TAG = "documents"
 
 
 @bp.get("/documents/<doc_id>")
 @login_required
+@operation(
+    "A document's status; 'error' holds the reason when it failed",
+    TAG,
+    {200: Document},
+    errors=(404,),
+)
 def get_document(doc_id: str) -> Response:
     return jsonify(document_dict(services().library.document(current_principal(), doc_id)))
 
 
 @bp.delete("/documents/<doc_id>")
 @login_required
+@operation("Delete a document (write permission)", TAG, {200: DocumentDeleted}, errors=(403, 404))
 def delete_document(doc_id: str) -> Response:
     services().library.delete_documents(current_principal(), [doc_id], ip=client_ip())
     return jsonify({"deleted": True, "id": doc_id})
@@ -29,6 +40,12 @@ def delete_document(doc_id: str) -> Response:
 
 @bp.post("/documents/<doc_id>/retry")
 @login_required
+@operation(
+    "Process a failed document again (write permission)",
+    TAG,
+    {202: Reply(Retried, "Queued")},
+    errors=(403, 404, 503),
+)
 def retry_document(doc_id: str) -> tuple[Response, int]:
     n = services().library.retry(current_principal(), [doc_id], ip=client_ip())
     # An indexed document has nothing to retry: queued is 0 and nothing changes.

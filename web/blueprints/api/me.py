@@ -15,12 +15,15 @@ from flask import Response, jsonify
 from qa.answering.answer_service import AskOptions
 from web.auth import current_principal, login_required
 from web.blueprints.api import bp
+from web.contracts.api import Me, Preferences, PreferencesEnvelope
+from web.contracts.operation import operation
 from web.extensions import services
-from web.requests import client_ip, json_body
+from web.requests import client_ip
 
 
 @bp.get("/me")
 @login_required
+@operation("The signed-in user and their preferences", "me", {200: Me})
 def me() -> Response:
     p = current_principal()
     svc = services()
@@ -45,10 +48,17 @@ def me() -> Response:
 
 @bp.put("/me/preferences")
 @login_required
-def set_preferences() -> Response:
+@operation(
+    "Change preferences (merged; null resets a key)",
+    "me",
+    {200: PreferencesEnvelope},
+    errors=(400, 413),
+    body=Preferences,
+)
+def set_preferences(body: Preferences) -> Response:
     p = current_principal()
     svc = services()
-    data = json_body()
+    data = body.model_dump(exclude_unset=True)  # the keys sent: null resets one
     merged = svc.accounts.set_preferences(p.user_id, data)
     svc.audit.record(
         "settings_change",

@@ -17,12 +17,21 @@ from urllib.parse import quote
 
 from flask import Response, jsonify
 
-from qa.limits import MAX_SUMMARY_STATEMENTS
 from qa.summaries.jobs import Download, SummaryJobs
 from web.auth import current_principal, login_required
 from web.blueprints.api import bp
+from web.contracts.api import JobEnvelope, JobList, SummaryQuery, SummaryRequest, SummaryResult
+from web.contracts.operation import Reply, operation
 from web.extensions import services
-from web.requests import arg_int, client_ip, field_int, field_str, json_body
+from web.requests import client_ip
+
+TAG = "summaries"
+DOWNLOAD_HEADERS = {"Content-Disposition": "attachment; filename=..."}
+SUBMIT_DESCRIPTION = (
+    "Anyone who may read a document may summarize it; whole collections need the admin or "
+    "editor role. 409: the caller already has the maximum of jobs queued or running. The "
+    "model runs at batch priority: questions go first."
+)
 
 
 def summary_jobs() -> SummaryJobs:
@@ -42,20 +51,24 @@ def attachment(download: Download) -> Response:
 
 @bp.post("/summaries")
 @login_required
-def submit_summary() -> tuple[Response, int]:
+@operation(
+    "Summarize a document or a collection in the background",
+    TAG,
+    {202: Reply(JobEnvelope, "Queued")},
+    errors=(400, 403, 404, 409, 413, 503),
+    body=SummaryRequest,
+    description=SUBMIT_DESCRIPTION,
+)
+def submit_summary(body: SummaryRequest) -> tuple[Response, int]:
     p = current_principal()
     svc = services()
-    data = json_body()
-    document_id = field_str(data, "document_id", required=False, max_len=64)
-    collection_id = field_int(data, "collection_id", lo=1, hi=2**31 - 1)
-    max_statements = field_int(data, "max_statements", lo=1, hi=MAX_SUMMARY_STATEMENTS)
     # A summary costs model time: it counts against the same budget as questions.
     svc.limiter.hit("question", f"user:{p.user_id}", svc.settings.rate_questions_per_min)
     job = summary_jobs().submit(
         p,
-        document_id=document_id,
-        collection_id=collection_id,
-        max_statements=max_statements,
+        document_id=body.document_id,
+        collection_id=body.collection_id,
+        max_statements=body.max_statements,
         ip=client_ip(),
     )
     return jsonify({"job": job}), 202
@@ -63,19 +76,38 @@ def submit_summary() -> tuple[Response, int]:
 
 @bp.get("/summaries")
 @login_required
-def list_summaries() -> Response:
-    jobs = summary_jobs().list(current_principal(), limit=arg_int("limit", 50, 1, 200))
+@operation(
+    "The caller's summary jobs, newest first",
+    TAG,
+    {200: JobList},
+    errors=(400,),
+    query=SummaryQuery,
+)
+def list_summaries(query: SummaryQuery) -> Response:
+    jobs = summary_jobs().list(current_principal(), limit=query.limit)
     return jsonify({"jobs": jobs})
 
 
 @bp.get("/summaries/<job_id>")
 @login_required
+@operation(
+    "A summary job: status, progress and, when done, the result",
+    TAG,
+    {200: JobEnvelope},
+    errors=(404,),
+)
 def get_summary(job_id: str) -> Response:
     return jsonify({"job": summary_jobs().get(current_principal(), job_id)})
 
 
 @bp.post("/summaries/<job_id>/cancel")
 @login_required
+@operation(
+    "Cancel a job: a queued one at once, a running one within seconds",
+    TAG,
+    {200: JobEnvelope},
+    errors=(404,),
+)
 def cancel_summary(job_id: str) -> Response:
     job = summary_jobs().cancel(current_principal(), job_id, ip=client_ip())
     return jsonify({"job": job})
@@ -83,11 +115,29 @@ def cancel_summary(job_id: str) -> Response:
 
 @bp.get("/summaries/<job_id>.md")
 @login_required
+@operation(
+    "The finished summary as Markdown",
+    TAG,
+    {
+        200: Reply(
+            description="the finished summary as an attachment",
+            media={"text/markdown": None},
+            headers=DOWNLOAD_HEADERS,
+        )
+    },
+    errors=(404, 409),
+)
 def summary_markdown(job_id: str) -> Response:
     return attachment(summary_jobs().download(current_principal(), job_id, "md"))
 
 
 @bp.get("/summaries/<job_id>.json")
 @login_required
+@operation(
+    "The finished summary as JSON",
+    TAG,
+    {200: Reply(SummaryResult, "the finished summary as an attachment", headers=DOWNLOAD_HEADERS)},
+    errors=(404, 409),
+)
 def summary_json(job_id: str) -> Response:
     return attachment(summary_jobs().download(current_principal(), job_id, "json"))

@@ -1,0 +1,465 @@
+"""The shapes of ``/api/v1``: request bodies and query strings (validated) and responses
+(documented, and checked against real responses by the contract test).
+
+Limits come from ``qa.limits`` and value sets from the modules that own them; the
+services check their own rules again (the CLI and the portal call them too).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, RootModel
+
+from qa.accounts.access import PERMISSIONS
+from qa.accounts.users import ROLES, THEMES
+from qa.answering.chats import MAX_TITLE_CHARS, MESSAGE_ROLES
+from qa.limits import (
+    MAX_ANSWER_TOKENS,
+    MAX_COLLECTION_IDS,
+    MAX_COLLECTION_NAME_CHARS,
+    MAX_ID_CHARS,
+    MAX_INT_ID,
+    MAX_JOBS_LISTED,
+    MAX_QUESTION_CHARS,
+    MAX_SOURCES,
+    MAX_SUMMARY_STATEMENTS,
+    MAX_SYSTEM_PROMPT_CHARS,
+    MAX_TEMPERATURE,
+)
+from qa.store.db.models import DocStatus
+from qa.summaries.jobs import COLLECTION, DOCUMENT, STATUSES
+from web.contracts.base import Body, Query, Shape, enum_of
+
+ANSWER_MODES = ("extractive", "generative")
+SUMMARY_TARGETS = (DOCUMENT, COLLECTION)
+Timestamp = Annotated[str | None, Field(json_schema_extra={"format": "date-time"})]
+ChunkId = Annotated[
+    int, Field(description="64-bit: beyond JavaScript's exact integer range, compare as text")
+]
+#: what asking can answer besides 200 (here and on /v1): a bad body, a collection or model
+#: the caller may not read, a body over its cap, the model queue full
+QUESTION_ERRORS = (400, 404, 413, 503)
+CollectionIds = Annotated[list[int], Field(max_length=MAX_COLLECTION_IDS)]
+
+# -- sampling options, shared by /ask, the preferences and /v1/chat/completions ----------
+
+Temperature = Annotated[float, Field(ge=0, le=MAX_TEMPERATURE)]
+TopP = Annotated[float, Field(gt=0, le=1)]
+MaxTokens = Annotated[int, Field(ge=1, le=MAX_ANSWER_TOKENS)]
+SystemPrompt = Annotated[str, Field(max_length=MAX_SYSTEM_PROMPT_CHARS)]
+
+
+class ErrorDetail(Shape):
+    code: str = Field(description="stable machine-readable code, e.g. not_found, invalid_input")
+    message: str = Field(description="what went wrong, for people")
+    type: (
+        Literal[
+            "invalid_request_error",
+            "authentication_error",
+            "permission_error",
+            "rate_limit_error",
+            "server_error",
+        ]
+        | None
+    ) = Field(None, description="OpenAI-style error type; only on /v1 endpoints")
+
+
+class Error(Shape):
+    error: ErrorDetail
+
+
+# -- collections and documents -------------------------------------------------------------
+
+
+class CollectionName(Body):
+    name: str = Field(
+        description="1-100 letters, digits, spaces, '.', '-' or '_'",
+        max_length=MAX_COLLECTION_NAME_CHARS,
+    )
+
+
+class Collection(Shape):
+    id: int
+    name: str
+    documents: int
+    chunks: int
+    permission: str = enum_of(PERMISSIONS, description="the caller's")
+
+
+class CollectionList(Shape):
+    collections: list[Collection]
+
+
+class CollectionDeleted(Shape):
+    deleted: bool
+    id: int
+    documents: int = 0
+
+
+class Queued(Shape):
+    id: int
+    status: Literal["queued"] = "queued"
+
+
+class DocumentFilter(Query):
+    status: str | None = enum_of(
+        DocStatus.ALL, default=None, description="only documents with this status"
+    )
+
+
+class Document(Shape):
+    id: str
+    collection_id: int
+    name: str = Field(description="the uploaded file name")
+    title: str | None = None
+    type: str | None = Field(None, description="detected file type")
+    size_bytes: int | None = None
+    status: str = enum_of(DocStatus.ALL)
+    error: str | None = Field(description="why processing failed (status failed)")
+    pages: int | None = None
+    chunks: int | None = None
+    attempts: int = 0
+    created_at: Timestamp = None
+    updated_at: Timestamp = None
+
+
+class DocumentList(Shape):
+    documents: list[Document]
+
+
+class Upload(Shape):
+    name: str
+    document_id: str | None = Field(description="null when refused before storing")
+    status: str
+    created: bool = Field(description="false: the same bytes were there already")
+    error: str | None
+
+
+class UploadList(Shape):
+    uploads: list[Upload]
+
+
+class DocumentDeleted(Shape):
+    deleted: bool
+    id: str
+
+
+class Retried(Shape):
+    id: str
+    queued: int = Field(0, description="0 when indexed")
+
+
+class Page(Shape):
+    number: int
+    text: str
+
+
+class DocumentPages(Shape):
+    document: Document
+    pages: list[Page]
+
+
+# -- asking ----------------------------------------------------------------------------------
+
+
+class AskRequest(Body):
+    question: str = Field(max_length=MAX_QUESTION_CHARS)
+    collection_ids: CollectionIds | None = Field(
+        None, description="empty or absent: every collection the caller may read"
+    )
+    chat_id: str | None = Field(
+        None,
+        max_length=MAX_ID_CHARS,
+        description="store the turn in this chat; its history is used",
+    )
+    stream: bool | None = Field(
+        None, description="answer as server-sent events (default: when Accept asks for them)"
+    )
+    k: int | None = Field(None, ge=1, le=MAX_SOURCES, description="passages to retrieve")
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    max_tokens: MaxTokens | None = None
+    system_prompt: SystemPrompt | None = None
+
+
+class SourceRef(Shape):
+    """a source without its passage text"""
+
+    n: int = Field(description="the number [n] used in the answer")
+    document_id: str
+    document_name: str
+    title: str | None = None
+    collection: str = ""
+    page_start: int
+    page_end: int
+    char_start: int = Field(description="offset of the passage in the page text of page_start")
+    char_end: int
+
+
+class Source(SourceRef):
+    """a passage given to the model, numbered as the answer cites it"""
+
+    chunk_id: ChunkId = 0
+    char_start: int = Field(0, description="offset of the passage in the page text")
+    char_end: int = 0
+    heading_path: list[str] = Field(default_factory=list)
+    score: float = 0
+    text: str = Field("", description="the passage given to the model")
+
+
+class Citation(Shape):
+    """a valid [n] of the answer, mapped to its source"""
+
+    n: int
+    chunk_id: ChunkId = 0
+    document_id: str
+    document_name: str
+    page_start: int
+    page_end: int
+    char_start: int = 0
+    char_end: int = 0
+
+
+class Highlight(Shape):
+    """the exact span of a quoted sentence (extractive answers)"""
+
+    n: int
+    document_id: str
+    page: int
+    char_start: int
+    char_end: int
+
+
+class AskResponse(Shape):
+    answer: str = Field(description="validated answer text with [n] markers")
+    sources: list[Source]
+    citations: list[Citation]
+    invalid: int = Field(0, description="citation markers that named no source")
+    highlights: list[Highlight] = Field(default_factory=list)
+    mode: str = enum_of(ANSWER_MODES)
+    chat_id: str | None = None
+    done: dict[str, Any] = Field(
+        {}, description="finish_reason and timings (retrieval_ms, tokens_per_s, ...)"
+    )
+
+
+class SourcesEvent(Shape):
+    type: Literal["sources"]
+    sources: list[Source] = Field(default_factory=list)
+
+
+class QueuedEvent(Shape):
+    type: Literal["queued"]
+    position: int
+
+
+class TokenEvent(Shape):
+    type: Literal["token"]
+    text: str
+
+
+class CitationsEvent(Shape):
+    type: Literal["citations"]
+    citations: list[Citation]
+    invalid: int = 0
+    text: str
+    highlights: list[Highlight] = Field(default_factory=list)
+
+
+class DoneEvent(Shape):
+    type: Literal["done"]
+    mode: str
+    finish_reason: str | None = None
+    retrieval_ms: float | None = None
+    time_to_first_token_ms: float | None = None
+    tokens_per_s: float | None = None
+
+
+class ErrorEvent(Shape):
+    type: Literal["error"]
+    code: str
+    message: str = ""
+
+
+class AskEvent(
+    RootModel[
+        Annotated[
+            SourcesEvent | QueuedEvent | TokenEvent | CitationsEvent | DoneEvent | ErrorEvent,
+            Field(discriminator="type"),
+        ]
+    ]
+):
+    """One server-sent event: 'event: <type>' and 'data: <this object as JSON>'.
+    Order: sources, queued*, token*, citations, done; or error instead of the rest."""
+
+
+# -- chats and the signed-in user -----------------------------------------------------------
+
+
+class ChatCreate(Body):
+    title: str | None = Field(None, max_length=MAX_TITLE_CHARS)
+    collection_ids: CollectionIds | None = Field(
+        None, description="collections to ask in (each must be readable)"
+    )
+
+
+class Chat(Shape):
+    id: str
+    title: str
+    collection_ids: list[int]
+    created_at: Timestamp = None
+    updated_at: Timestamp = None
+
+
+class ChatEnvelope(Shape):
+    chat: Chat
+
+
+class ChatList(Shape):
+    chats: list[Chat]
+
+
+class ChatMessage(Shape):
+    id: int
+    role: str = enum_of(MESSAGE_ROLES)
+    content: str
+    meta: dict[str, Any] = Field(description="sources, citations, highlights, mode, finish_reason")
+    created_at: Timestamp = None
+
+
+class ChatWithMessages(Shape):
+    chat: Chat
+    messages: list[ChatMessage]
+
+
+class Preferences(Body):
+    """only the keys the user set; null resets a key to the default"""
+
+    # A misspelt preference would otherwise be dropped without a word.
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    system_prompt: SystemPrompt | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    max_tokens: MaxTokens | None = None
+    theme: str | None = enum_of(THEMES, default=None)
+
+
+class PreferencesEnvelope(Shape):
+    preferences: Preferences
+
+
+class MeUser(Shape):
+    id: int
+    username: str
+    display_name: str | None = None
+    role: str = enum_of(ROLES)
+
+
+class Me(Shape):
+    user: MeUser
+    role: str = enum_of(ROLES)
+    preferences: Preferences
+    defaults: Preferences = Field(description="what each unset preference means")
+    collections: list[Collection]
+    answer_mode: str = enum_of(ANSWER_MODES)
+
+
+# -- summaries -------------------------------------------------------------------------------
+
+
+class SummaryRequest(Body):
+    """exactly one of document_id and collection_id"""
+
+    document_id: str | None = Field(
+        None, max_length=MAX_ID_CHARS, description="summarize this document"
+    )
+    collection_id: int | None = Field(
+        None, ge=1, le=MAX_INT_ID, description="summarize this collection (admins and editors)"
+    )
+    max_statements: int | None = Field(None, ge=1, le=MAX_SUMMARY_STATEMENTS)
+
+
+class SummaryQuery(Query):
+    limit: int = Field(50, ge=1, le=MAX_JOBS_LISTED)
+
+
+class StatementSpan(Shape):
+    """extractive statements: the quoted sentence in the page text"""
+
+    page: int
+    char_start: int
+    char_end: int
+
+
+class SummaryStatement(Shape):
+    text: str
+    document_id: str
+    document_name: str
+    pages: list[int] = Field(min_length=1, description="the pages it comes from")
+    span: StatementSpan | None = None
+
+
+class SummaryWindow(Shape):
+    pages: list[int]
+
+
+class DocumentSummary(Shape):
+    document_id: str
+    document_name: str
+    statements: list[SummaryStatement]
+
+
+class SkippedDocument(Shape):
+    document_id: str
+    document_name: str
+    status: str = enum_of(DocStatus.ALL)
+
+
+class SummaryResult(Shape):
+    kind: str = enum_of(SUMMARY_TARGETS)
+    title: str
+    model: str = enum_of(ANSWER_MODES)
+    label: str = Field(description="how the summary was made, for its readers")
+    statements: list[SummaryStatement] = Field(
+        description="the summary (a collection's: the synthesis across documents)"
+    )
+    markdown: str
+    document_id: str | None = None
+    document_name: str | None = None
+    collection_id: int | None = None
+    collection_name: str | None = None
+    windows: list[SummaryWindow] = Field(default_factory=list)
+    documents: list[DocumentSummary] = Field(
+        [], description="a collection summary's per-document summaries"
+    )
+    skipped: list[SkippedDocument] = Field(default_factory=list)
+    timings: dict[str, Any] = Field(description="total_s, generations, queue_wait_s")
+
+
+class SummaryJob(Shape):
+    id: str
+    target: str = enum_of(SUMMARY_TARGETS)
+    name: str = Field(description="the document's or collection's name")
+    document_id: str | None = None
+    collection_id: int | None = None
+    status: str = enum_of(STATUSES)
+    progress: float = Field(ge=0, le=1)
+    error: str | None = Field(description="why it failed or was cancelled")
+    cancel_requested: bool
+    submitted_by: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    created_at: Timestamp = None
+    updated_at: Timestamp = None
+    result: SummaryResult | None = Field(
+        None, description="only on GET /summaries/{job_id}; null until done"
+    )
+
+
+class JobEnvelope(Shape):
+    job: SummaryJob
+
+
+class JobList(Shape):
+    jobs: list[SummaryJob]

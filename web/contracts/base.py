@@ -1,0 +1,61 @@
+"""Bases of every contract model, and small declarations they share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+)
+from pydantic_core import PydanticCustomError, PydanticUndefined
+
+#: the type of a message's error (``invalid.py`` shows it as it is)
+CUSTOM_ERROR = "docqa_invalid"
+
+
+class Body(BaseModel):
+    """A JSON request body. Strict: JSON has types, so "5" is not 5 and true is not 1.
+    Unknown fields are ignored, as clients of a newer API version may send them."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class Query(BaseModel):
+    """A query string: every value arrives as text, so numbers are parsed from it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Shape(BaseModel):
+    """A response shape. The views still build plain dicts; the OpenAPI description and
+    the contract test (which validates real responses against it) read these."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+def one_message(message: str) -> Callable[[Any, ValidatorFunctionWrapHandler], Any]:
+    """A wrap validator that reports any failure inside as one ``message``: a union's
+    per-member errors say less to a client than what the field should be."""
+
+    def validate(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise PydanticCustomError(CUSTOM_ERROR, message) from None
+
+    return validate
+
+
+def enum_of(values: tuple[str, ...], *, default: Any = PydanticUndefined, **extra: Any) -> Any:
+    """A field whose values are a tuple defined elsewhere: documented as an enum; the
+    service that owns the tuple checks it."""
+    enum: list[JsonValue] = list(values)
+    if default is None:
+        enum.append(None)
+    return Field(default, json_schema_extra={"enum": enum}, **extra)
