@@ -10,10 +10,14 @@ from __future__ import annotations
 import io
 import json
 import re
+from functools import cache
 from typing import Any
 
 import pytest
 from flask import Flask
+from jsonschema import Draft202012Validator
+from referencing import Registry
+from referencing.jsonschema import DRAFT202012
 
 from tests.web.conftest import WebEnv
 from web.openapi import openapi_spec
@@ -54,86 +58,44 @@ def operation(spec: dict[str, Any], path: str, method: str) -> dict[str, Any]:
     return op
 
 
-def resolve(spec: dict[str, Any], ref: str) -> Any:
-    assert ref.startswith("#/"), ref
-    node: Any = spec
-    for part in ref[2:].split("/"):
-        node = node[part]
-    return node
+# -- real responses against their schemas, with jsonschema -----------------------------------
+
+#: where the description sits in the registry; its "#/components/..." refs resolve inside it
+SPEC_URI = "urn:docqa:openapi"
 
 
-# -- a small JSON Schema checker for the keywords the description uses ----------------------
-
-_TYPES: dict[str, Any] = {
-    "object": dict,
-    "array": list,
-    "string": str,
-    "integer": int,
-    "number": (int, float),
-    "boolean": bool,
-    "null": type(None),
-}
+@cache
+def registry() -> Registry[Any]:
+    resource = DRAFT202012.create_resource(openapi_spec())
+    return Registry().with_resource(SPEC_URI, resource)
 
 
-def type_ok(value: Any, name: str) -> bool:
-    if name in ("integer", "number") and isinstance(value, bool):
-        return False
-    return isinstance(value, _TYPES[name])
+def pointer(*parts: str) -> str:
+    """A JSON pointer to ``parts`` of the description (RFC 6901 escapes)."""
+    return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in parts)
 
 
-def violations(
-    spec: dict[str, Any], schema: dict[str, Any], value: Any, at: str = "$"
-) -> list[str]:
-    if "$ref" in schema:
-        target = resolve(spec, schema["$ref"])
-        rest = {k: v for k, v in schema.items() if k not in ("$ref", "description")}
-        return violations(spec, target, value, at) + violations(spec, rest, value, at)
-    errors: list[str] = []
-    for sub in schema.get("allOf", []):
-        errors += violations(spec, sub, value, at)
-    if "oneOf" in schema:
-        matches = sum(not violations(spec, sub, value, at) for sub in schema["oneOf"])
-        if matches != 1:
-            errors.append(f"{at}: matches {matches} of oneOf")
-    types = schema.get("type")
-    if types is not None:
-        names = types if isinstance(types, list) else [types]
-        if not any(type_ok(value, n) for n in names):
-            return [*errors, f"{at}: {value!r} is not {types}"]
-    if "const" in schema and value != schema["const"]:
-        errors.append(f"{at}: {value!r} != {schema['const']!r}")
-    if "enum" in schema and value not in schema["enum"]:
-        errors.append(f"{at}: {value!r} not in {schema['enum']}")
-    if "pattern" in schema and isinstance(value, str) and not re.search(schema["pattern"], value):
-        errors.append(f"{at}: {value!r} does not match {schema['pattern']}")
-    if isinstance(value, dict):
-        errors += [f"{at}: missing {k!r}" for k in schema.get("required", []) if k not in value]
-        for key, sub in schema.get("properties", {}).items():
-            if key in value:
-                errors += violations(spec, sub, value[key], f"{at}.{key}")
-    if isinstance(value, list):
-        if len(value) < schema.get("minItems", 0) or len(value) > schema.get("maxItems", 1e9):
-            errors.append(f"{at}: {len(value)} items")
-        if "items" in schema:
-            for i, item in enumerate(value):
-                errors += violations(spec, schema["items"], item, f"{at}[{i}]")
-    return errors
-
-
-def response_schema(spec: dict[str, Any], path: str, method: str, status: int, mime: str) -> Any:
+def response_pointer(spec: dict[str, Any], path: str, method: str, status: int, mime: str) -> str:
     responses = operation(spec, path, method)["responses"]
     assert str(status) in responses, f"{method} {path} does not document {status}"
-    response = responses[str(status)]
-    if "$ref" in response:
-        response = resolve(spec, response["$ref"])
-    return response["content"][mime]["schema"]
+    ref = responses[str(status)].get("$ref")
+    where = ref[1:] if ref else pointer("paths", path, method, "responses", str(status))
+    return where + pointer("content", mime, "schema")
+
+
+def violations(spec: dict[str, Any], schema_pointer: str, value: Any) -> list[str]:
+    """What is wrong with ``value`` by the schema at ``schema_pointer`` of the description."""
+    assert spec is openapi_spec(), "the registry holds the served description"
+    schema = {"$ref": f"{SPEC_URI}#{schema_pointer}"}
+    validator = Draft202012Validator(schema, registry=registry())
+    return [f"{e.json_path}: {e.message}" for e in validator.iter_errors(value)]
 
 
 def conforms(spec: dict[str, Any], path: str, method: str, resp: Any) -> Any:
     """Assert that a real JSON response is what the description promises; return the body."""
     body = resp.get_json()
-    schema = response_schema(spec, path, method, resp.status_code, "application/json")
-    problems = violations(spec, schema, body)
+    where = response_pointer(spec, path, method, resp.status_code, "application/json")
+    problems = violations(spec, where, body)
     assert not problems, f"{method.upper()} {path} {resp.status_code}: {problems}"
     return body
 
@@ -187,8 +149,9 @@ def test_every_reference_resolves() -> None:
 
     walk(spec)
     assert len(refs) > 50
+    resolver = registry().resolver(base_uri=SPEC_URI)
     for ref in refs:
-        assert resolve(spec, ref) is not None, ref
+        assert resolver.lookup(ref).contents is not None, ref
     used = {r.rsplit("/", 1)[-1] for r in refs}
     unused = set(spec["components"]["schemas"]) - used
     assert unused == set(), f"schemas nothing refers to: {unused}"
@@ -204,7 +167,8 @@ def test_operations_are_complete() -> None:
     assert {"bearerToken": []} in spec["security"]
     error = spec["components"]["schemas"]["Error"]
     assert error["required"] == ["error"]
-    assert error["properties"]["error"]["required"] == ["code", "message"]
+    detail = registry().resolver(base_uri=SPEC_URI).lookup(error["properties"]["error"]["$ref"])
+    assert detail.contents["required"] == ["code", "message"]
     for path, method in documented(spec):
         op = operation(spec, path, method)
         assert op["summary"] and op["tags"], (path, method)
@@ -305,7 +269,7 @@ def test_openai_responses_match_their_schemas(web: WebEnv) -> None:
     conforms(spec, path, "post", http.post(path, json=body))
 
     streamed = http.post(path, json={**body, "stream": True}, headers=alice)
-    schema = response_schema(spec, path, "post", 200, "text/event-stream")
+    schema = response_pointer(spec, path, "post", 200, "text/event-stream")
     lines = [ln for ln in streamed.get_data(as_text=True).split("\n") if ln.startswith("data: ")]
     assert lines[-1] == "data: [DONE]"
     for line in lines[:-1]:
@@ -329,3 +293,74 @@ def test_error_bodies_match_the_schema(
     )
     assert resp.status_code == status
     conforms(spec, path, method, resp)
+
+
+def test_component_schemas_are_valid_json_schema() -> None:
+    for schema in openapi_spec()["components"]["schemas"].values():
+        Draft202012Validator.check_schema(schema)  # raises SchemaError naming the keyword
+
+
+# -- request validation: the models' errors as clear 400s -----------------------------------
+
+ASK, CHATS, SUMMARIES = "/api/v1/ask", "/api/v1/chats", "/api/v1/summaries"
+Q = "What is the hotel limit in London?"
+USER_TURN = [{"role": "user", "content": "hi"}]
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body", "message"),
+    [
+        ("post", ASK, {}, "'question' is required"),
+        ("post", ASK, {"question": 42}, "'question' must be a string"),
+        ("post", ASK, {"question": "q" * 8001}, "'question' is longer than 8000 characters"),
+        ("post", ASK, {"question": Q, "k": "6"}, "'k' must be an integer"),
+        ("post", ASK, {"question": Q, "k": True}, "'k' must be an integer"),
+        ("post", ASK, {"question": Q, "k": 0}, "'k' must be between 1 and 50"),
+        ("post", ASK, {"question": Q, "temperature": 5}, "'temperature' must be between 0 and 2"),
+        ("post", ASK, {"question": Q, "top_p": 0}, "'top_p' must be greater than 0 and at most 1"),
+        ("post", ASK, {"question": Q, "temperature": True}, "'temperature' must be a number"),
+        ("post", ASK, {"question": Q, "stream": "yes"}, "'stream' must be true or false"),
+        ("post", ASK, {"question": Q, "collection_ids": [True]}, "'collection_ids[0]' must be"),
+        ("post", ASK, [Q], "the body is not a JSON object"),
+        ("post", CHATS, {"title": ["x"]}, "'title' must be a string"),
+        ("put", "/api/v1/me/preferences", {"colour": "red"}, "'colour' is not a field here"),
+        ("post", SUMMARIES, {"collection_id": 0}, "'collection_id' must be between 1 and"),
+        ("get", SUMMARIES + "?limit=0", None, "query parameter 'limit' must be between 1 and 200"),
+        ("get", SUMMARIES + "?limit=x", None, "query parameter 'limit' must be an integer"),
+        (
+            "post",
+            "/v1/chat/completions",
+            {"model": "docqa", "messages": [{"role": "tool", "content": "x"}]},
+            "'messages[0].role' must be 'system', 'developer', 'user' or 'assistant'",
+        ),
+        (
+            "post",
+            "/v1/chat/completions",
+            {"model": "docqa", "messages": [{"role": "user", "content": [{"type": "image"}]}]},
+            "'messages[0].content' must be text (images and files are not supported)",
+        ),
+        (
+            "post",
+            "/v1/chat/completions",
+            {"model": "docqa", "messages": USER_TURN, "n": 2},
+            "'n' must be 1: docqa gives one answer per question",
+        ),
+        ("post", "/v1/chat/completions", {"model": "docqa"}, "'messages' is required"),
+        (
+            "post",
+            "/v1/chat/completions",
+            {"model": "docqa", "messages": []},
+            "'messages' needs at least 1 items",
+        ),
+    ],
+)
+def test_invalid_requests_name_the_field(
+    web: WebEnv, method: str, url: str, body: Any, message: str
+) -> None:
+    resp = web.app.test_client().open(
+        url, method=method.upper(), json=body, headers=bearer(web.token("alice"))
+    )
+    assert resp.status_code == 400, resp.get_data(as_text=True)
+    error = resp.get_json()["error"]
+    assert error["code"] == "invalid_input"
+    assert error["message"].startswith(message), error["message"]
