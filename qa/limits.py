@@ -29,3 +29,7 @@ MAX_COLLECTION_NAME_CHARS = 100
 MAX_COLLECTION_IDS = 1000
 #: summary jobs one listing returns
 MAX_JOBS_LISTED = 200
+#: messages one OpenAI-style chat completion request may hold
+MAX_CHAT_MESSAGES = 500
+#: characters in an OpenAI-style model name ("docqa/<collection name>")
+MAX_MODEL_NAME_CHARS = 300

@@ -19,6 +19,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
+from qa.limits import MAX_JOBS_LISTED, MAX_QUESTION_CHARS, MAX_SOURCES
 from tests.web.conftest import WebEnv
 from web.openapi import openapi_spec
 
@@ -312,10 +313,15 @@ USER_TURN = [{"role": "user", "content": "hi"}]
     [
         ("post", ASK, {}, "'question' is required"),
         ("post", ASK, {"question": 42}, "'question' must be a string"),
-        ("post", ASK, {"question": "q" * 8001}, "'question' is longer than 8000 characters"),
+        (
+            "post",
+            ASK,
+            {"question": "q" * (MAX_QUESTION_CHARS + 1)},
+            f"'question' is longer than {MAX_QUESTION_CHARS} characters",
+        ),
         ("post", ASK, {"question": Q, "k": "6"}, "'k' must be an integer"),
         ("post", ASK, {"question": Q, "k": True}, "'k' must be an integer"),
-        ("post", ASK, {"question": Q, "k": 0}, "'k' must be between 1 and 50"),
+        ("post", ASK, {"question": Q, "k": 0}, f"'k' must be between 1 and {MAX_SOURCES}"),
         ("post", ASK, {"question": Q, "temperature": 5}, "'temperature' must be between 0 and 2"),
         ("post", ASK, {"question": Q, "top_p": 0}, "'top_p' must be greater than 0 and at most 1"),
         ("post", ASK, {"question": Q, "temperature": True}, "'temperature' must be a number"),
@@ -325,7 +331,12 @@ USER_TURN = [{"role": "user", "content": "hi"}]
         ("post", CHATS, {"title": ["x"]}, "'title' must be a string"),
         ("put", "/api/v1/me/preferences", {"colour": "red"}, "'colour' is not a field here"),
         ("post", SUMMARIES, {"collection_id": 0}, "'collection_id' must be between 1 and"),
-        ("get", SUMMARIES + "?limit=0", None, "query parameter 'limit' must be between 1 and 200"),
+        (
+            "get",
+            SUMMARIES + "?limit=0",
+            None,
+            f"query parameter 'limit' must be between 1 and {MAX_JOBS_LISTED}",
+        ),
         ("get", SUMMARIES + "?limit=x", None, "query parameter 'limit' must be an integer"),
         (
             "post",

@@ -7,13 +7,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field, WrapValidator
 
+from qa.limits import MAX_CHAT_MESSAGES, MAX_MODEL_NAME_CHARS
 from web.contracts.api import Citation, MaxTokens, SourceRef, Temperature, TopP
 from web.contracts.base import Body, Shape, one_message
 
-#: messages one request may hold
-MAX_MESSAGES = 500
-#: characters in a model name ("docqa/<collection name>")
-MAX_MODEL_CHARS = 300
 SYSTEM_ROLES = ("system", "developer")  # "developer" is the newer OpenAI name
 TURN_ROLES = ("user", "assistant")
 
@@ -48,10 +45,12 @@ class StreamOptions(Body):
 class ChatCompletionRequest(Body):
     """other OpenAI fields are accepted and ignored"""
 
-    model: str = Field(max_length=MAX_MODEL_CHARS, description="a model id from GET /v1/models")
+    model: str = Field(
+        max_length=MAX_MODEL_NAME_CHARS, description="a model id from GET /v1/models"
+    )
     messages: list[ChatCompletionMessage] = Field(
         min_length=1,
-        max_length=MAX_MESSAGES,
+        max_length=MAX_CHAT_MESSAGES,
         description=(
             "the last message must be the user's question; earlier user and assistant "
             "messages are the history, the first system message the system prompt"
