@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from qa.store.blobstore import BlobStore
 from qa.store.catalog import delete_document, ensure_collection
 from qa.store.db.engine import Database
 from qa.store.db.models import Chunk, Document
-from tests.conftest import SAMPLES
+from tests.conftest import DATABASES, SAMPLES, fresh_postgres_database
 
 HOTEL = "What is the hotel limit in London?"
 PDF = "travel-and-expenses.pdf"
@@ -52,13 +53,13 @@ class Corpus:
             return set(s.scalars(select(Chunk.id).where(Chunk.collection_id == collection_id)))
 
 
-@pytest.fixture
-def corpus(tmp_path: Path, db: Database, embedder: Embedder) -> Iterator[Corpus]:
-    settings = Settings(data_dir=tmp_path / "var", database_url=db.url, parse_timeout_s=30)
+@contextmanager
+def built_corpus(folder: Path, db: Database, embedder: Embedder) -> Iterator[Corpus]:
+    settings = Settings(data_dir=folder / "var", database_url=db.url, parse_timeout_s=30)
     service = IngestService(
         settings, db, BlobStore(settings.blob_dir), embedder, IndexStore(settings.index_dir)
     )
-    finance_docs = tmp_path / "finance"
+    finance_docs = folder / "finance"
     finance_docs.mkdir()
     shutil.copy(SAMPLES / PDF, finance_docs / PDF)
     try:
@@ -73,6 +74,30 @@ def corpus(tmp_path: Path, db: Database, embedder: Embedder) -> Iterator[Corpus]
         )
     finally:
         service.close()
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def corpus(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, embedder: Embedder
+) -> Iterator[Corpus]:
+    """One corpus per database, shared by the tests that only read it (ingest is the cost)."""
+    folder = tmp_path_factory.mktemp("corpus")
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{folder / 'docqa.db'}"
+        else:
+            admin = request.getfixturevalue("postgres_admin_url")
+            url = stack.enter_context(fresh_postgres_database(admin))
+        db = Database(url)
+        stack.callback(db.dispose)
+        yield stack.enter_context(built_corpus(folder, db, embedder))
+
+
+@pytest.fixture
+def own_corpus(tmp_path: Path, db: Database, embedder: Embedder) -> Iterator[Corpus]:
+    """A corpus of this test's own, for the tests that delete from it."""
+    with built_corpus(tmp_path, db, embedder) as corpus:
+        yield corpus
 
 
 def _base(document_name: str) -> str:
@@ -111,14 +136,17 @@ def test_finds_the_right_page_in_english_and_chinese(corpus: Corpus) -> None:
     assert "27 days" in english_leave.passages[0].text
 
 
-def test_chinese_question_skips_the_english_dense_model(corpus: Corpus, db: Database) -> None:
+def test_chinese_question_skips_the_english_dense_model(corpus: Corpus) -> None:
     zh = corpus.retriever.retrieve("带薪年假有几天？", [corpus.handbook], k=5)
     assert zh.language == "zh" and not zh.dense_used
     assert all(p.dense_rank is None for p in zh.passages) and zh.passages
     en = corpus.retriever.retrieve(HOTEL, [corpus.handbook], k=5)
     assert en.language == "en" and en.dense_used
     forced = Retriever(
-        db, corpus.retriever.reader, corpus.retriever.embedder, dense_languages={"en", "zh"}
+        corpus.service.db,
+        corpus.retriever.reader,
+        corpus.retriever.embedder,
+        dense_languages={"en", "zh"},
     ).retrieve("带薪年假有几天？", [corpus.handbook], k=5)
     assert forced.dense_used and any(p.dense_rank for p in forced.passages)
 
@@ -181,11 +209,12 @@ def test_nothing_allowed_or_unknown_collections_return_nothing(corpus: Corpus) -
     assert {p.collection_id for p in mixed.passages} == {corpus.finance}
 
 
-def test_deleted_document_is_never_returned_before_republish(corpus: Corpus) -> None:
-    with corpus.service.db.session() as s:
+def test_deleted_document_is_never_returned_before_republish(own_corpus: Corpus) -> None:
+    with own_corpus.service.db.session() as s:
         pdf = s.scalar(
             select(Document).where(
-                Document.collection_id == corpus.handbook, Document.original_name.like(f"%{PDF}")
+                Document.collection_id == own_corpus.handbook,
+                Document.original_name.like(f"%{PDF}"),
             )
         )
         assert pdf is not None
@@ -194,50 +223,52 @@ def test_deleted_document_is_never_returned_before_republish(corpus: Corpus) -> 
         delete_document(s, pdf)
         s.commit()
     # The published index still holds the PDF's chunks: nothing was republished.
-    index = corpus.retriever.reader.get(f"c{corpus.handbook}")
+    index = own_corpus.retriever.reader.get(f"c{own_corpus.handbook}")
     assert pdf_chunks & {i for i, _ in index.search_lexical(["hotel", "london"], 1000)}
 
-    result = corpus.retriever.retrieve(HOTEL, [corpus.handbook], k=20)
+    result = own_corpus.retriever.retrieve(HOTEL, [own_corpus.handbook], k=20)
     assert result.passages and not {p.chunk_id for p in result.passages} & pdf_chunks
     assert all(p.document_id != pdf_id for p in result.passages)
-    assert result.stale == (corpus.handbook,)
+    assert result.stale == (own_corpus.handbook,)
     # Ranks are assigned after the deleted chunks are dropped: no gaps at the top.
     dense_ranks = sorted(p.dense_rank for p in result.passages if p.dense_rank)
     assert dense_ranks[:3] == [1, 2, 3]
     # The copy in the other collection is untouched.
-    assert _names(corpus.retriever.retrieve(HOTEL, [corpus.finance]))[0] == PDF
+    assert _names(own_corpus.retriever.retrieve(HOTEL, [own_corpus.finance]))[0] == PDF
 
 
 # -- dedup, empty and unavailable collections --------------------------------------------------
 
 
-def test_near_duplicates_across_collections_are_dropped(corpus: Corpus, db: Database) -> None:
+def test_near_duplicates_across_collections_are_dropped(corpus: Corpus) -> None:
     both = [corpus.handbook, corpus.finance]
     result = corpus.retriever.retrieve(HOTEL, both, k=8)
     texts = [p.text for p in result.passages]
     assert len(texts) == 8 and len(set(texts)) == 8
     assert result.duplicates_dropped > 0
 
-    no_dedup = Retriever(db, corpus.retriever.reader, corpus.retriever.embedder, dedup_threshold=2)
+    no_dedup = Retriever(
+        corpus.service.db, corpus.retriever.reader, corpus.retriever.embedder, dedup_threshold=2
+    )
     raw = no_dedup.retrieve(HOTEL, both, k=8)
     assert len({p.text for p in raw.passages}) < 8 and raw.duplicates_dropped == 0
 
 
-def test_empty_collection_returns_nothing_without_error(corpus: Corpus, db: Database) -> None:
-    with db.session() as s:
+def test_empty_collection_returns_nothing_without_error(corpus: Corpus) -> None:
+    with corpus.service.db.session() as s:
         empty = ensure_collection(s, "empty").id
         s.commit()
     assert corpus.retriever.retrieve(HOTEL, [empty]).passages == []
     assert corpus.retriever.retrieve(HOTEL, [empty, corpus.finance]).passages
 
 
-def test_missing_index_is_reported_or_raised(corpus: Corpus) -> None:
-    corpus.service.indexes.drop(f"c{corpus.finance}")
-    result = corpus.retriever.retrieve(HOTEL, [corpus.handbook, corpus.finance], k=10)
-    assert set(result.unavailable) == {corpus.finance}
-    assert {p.collection_id for p in result.passages} == {corpus.handbook}
+def test_missing_index_is_reported_or_raised(own_corpus: Corpus) -> None:
+    own_corpus.service.indexes.drop(f"c{own_corpus.finance}")
+    result = own_corpus.retriever.retrieve(HOTEL, [own_corpus.handbook, own_corpus.finance], k=10)
+    assert set(result.unavailable) == {own_corpus.finance}
+    assert {p.collection_id for p in result.passages} == {own_corpus.handbook}
     with pytest.raises(IndexUnavailable, match="no index published"):
-        corpus.retriever.retrieve(HOTEL, [corpus.finance])
+        own_corpus.retriever.retrieve(HOTEL, [own_corpus.finance])
 
 
 class _OtherModel(Embedder):
@@ -257,8 +288,10 @@ class _OtherModel(Embedder):
         return self.real.embed_passages(texts)
 
 
-def test_index_of_another_embedding_model_is_not_searched(corpus: Corpus, db: Database) -> None:
-    other = Retriever(db, corpus.retriever.reader, _OtherModel(corpus.retriever.embedder))
+def test_index_of_another_embedding_model_is_not_searched(corpus: Corpus) -> None:
+    other = Retriever(
+        corpus.service.db, corpus.retriever.reader, _OtherModel(corpus.retriever.embedder)
+    )
     with pytest.raises(IndexUnavailable, match="re-ingest"):
         other.retrieve(HOTEL, [corpus.handbook])
 
@@ -331,12 +364,16 @@ def _reference_scores(folder: Path, question: str, texts: list[str]) -> list[flo
 
 
 def test_cross_encoder_rerank_orders_by_its_scores(
-    corpus: Corpus, db: Database, tiny_cross_encoder: Path
+    corpus: Corpus, tiny_cross_encoder: Path
 ) -> None:
     plain = corpus.retriever.retrieve(HOTEL, [corpus.handbook], k=6)
     reranker = CrossEncoderReranker(tiny_cross_encoder)
     reranked_retriever = Retriever(
-        db, corpus.retriever.reader, corpus.retriever.embedder, reranker=reranker, rerank_depth=6
+        corpus.service.db,
+        corpus.retriever.reader,
+        corpus.retriever.embedder,
+        reranker=reranker,
+        rerank_depth=6,
     )
     reranked = reranked_retriever.retrieve(HOTEL, [corpus.handbook], k=6)
     # Same candidates (depth == k), new order: the reference model's, computed independently.
