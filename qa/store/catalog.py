@@ -49,6 +49,13 @@ def get_collection(session: Session, name: str) -> Collection:
     return coll
 
 
+def get_collection_by_id(session: Session, collection_id: int) -> Collection:
+    coll = session.get(Collection, collection_id)
+    if coll is None:
+        raise NotFound(f"no collection with id {collection_id}")
+    return coll
+
+
 def ensure_collection(session: Session, name: str) -> Collection:
     name = validate_collection_name(name)
     coll = session.scalar(select(Collection).where(Collection.name == name))
@@ -219,3 +226,21 @@ def page_lengths(session: Session, document_ids: Sequence[str]) -> dict[str, dic
     for doc_id, number, length in rows:
         out[doc_id][number] = int(length)
     return out
+
+
+def page_texts(session: Session, doc_id: str) -> dict[int, str]:
+    """``{page number: its text}`` of one document."""
+    rows = session.execute(
+        select(PageText.number, PageText.text).where(PageText.document_id == doc_id)
+    )
+    return {number: text for number, text in rows}
+
+
+def chunk_positions(session: Session, doc_id: str) -> list[tuple[int, int, int]]:
+    """``(page_start, char_start, length)`` of a document's chunks in reading order."""
+    rows = session.execute(
+        select(Chunk.page_start, Chunk.char_start, Chunk.text)
+        .where(Chunk.document_id == doc_id)
+        .order_by(Chunk.ordinal)
+    )
+    return [(page, start, len(text)) for page, start, text in rows]

@@ -12,13 +12,16 @@ from qa.errors import ConfigError, InvalidInput, NotFound
 from qa.store.catalog import (
     ChunkRow,
     chunk_id,
+    chunk_positions,
     delete_document,
     document_id,
     ensure_collection,
     get_collection,
+    get_collection_by_id,
     index_material,
     list_collections,
     list_documents,
+    page_texts,
     replace_document_content,
     validate_collection_name,
 )
@@ -138,3 +141,20 @@ def test_ids_derive_from_content() -> None:
     cid = chunk_id("d", 0, "text")
     assert cid == chunk_id("d", 0, "text") and 0 <= cid < 2**63
     assert cid != chunk_id("d", 1, "text")
+
+
+def test_a_documents_text_reads_back_in_reading_order(db: Database) -> None:
+    """What a summary reads: page texts, chunk positions by ordinal, the collection by id."""
+    did = _doc(db)
+    pages = [(1, "page one"), (2, "page two")]
+    with db.session() as s:
+        doc = s.get(Document, did)
+        assert doc is not None
+        rows = list(reversed(_rows(3)))  # written out of order on purpose
+        replace_document_content(s, doc, pages, rows, np.ones((3, 4), np.float32), "m")
+        s.commit()
+        assert page_texts(s, did) == dict(pages)
+        assert chunk_positions(s, did) == [(1, 0, 12), (1, 10, 12), (1, 20, 12)]
+        assert get_collection_by_id(s, doc.collection_id).name == "handbook"
+        with pytest.raises(NotFound):
+            get_collection_by_id(s, 999_999)
