@@ -107,6 +107,14 @@ class Settings(BaseSettings):
     rate_requests_per_min: int = Field(default=600, ge=1)
     rate_sign_ins_per_min: int = Field(default=10, ge=1)
 
+    @field_validator("data_dir", "model_dir", "rerank_model_dir")
+    @classmethod
+    def _absolute(cls, v: Path | None) -> Path | None:
+        # Relative paths are read against the directory docqa started in, once: Flask's
+        # send_file and worker processes would otherwise resolve them against their own
+        # root (web/ for send_file), and the demo's ./var citations would 500.
+        return None if v is None else v.expanduser().absolute()
+
     @field_validator("chunk_overlap")
     @classmethod
     def _overlap_below_size(cls, v: int, info: object) -> int:

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from qa.retrieval.embedder import Embedder
 from qa.store.db.models import Document
-from tests.web.conftest import SECRET_PHRASE, Client, WebEnv
+from tests.web.conftest import SECRET_PHRASE, Client, Seeded, WebEnv, build_env
 from tests.web.test_api_ask import FALCON, SSE, error_of
 
 # Element ids the browser tests and the scripts rely on.
@@ -295,6 +296,24 @@ def test_pdf_original_is_served_inline(web: WebEnv) -> None:
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
     assert resp.get_data()[:5] == b"%PDF-"
     assert int(resp.headers["Content-Length"]) == doc.size_bytes
+
+
+def test_pdf_original_is_served_from_a_relative_data_dir(
+    seeded: Seeded, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``make demo`` runs with ``--data-dir var``: Flask's send_file reads a relative path
+    against the app's package folder, so settings make every data path absolute at start."""
+    data, db_url = seeded.copy()
+    monkeypatch.chdir(data.parent)
+    env = build_env(Path(data.name), embedder, db_url=db_url)
+    try:
+        assert env.settings.data_dir == data
+        doc = doc_named(env, "travel-and-expenses.pdf")
+        resp = get_file(env.client("bob"), f"/api/v1/documents/{doc.id}/file")
+        assert resp.status_code == 200 and resp.get_data()[:5] == b"%PDF-"
+    finally:
+        env.queue.wait_idle(60)
+        env.svc.close()
 
 
 def test_other_originals_are_sandboxed_attachments(web: WebEnv) -> None:
