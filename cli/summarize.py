@@ -20,7 +20,8 @@ from cli.console import err, progress_bar
 from qa.errors import InvalidInput, NotFound
 from qa.limits import MAX_SUMMARY_STATEMENTS
 from qa.settings import Settings
-from qa.summaries.service import JobControl, SummaryOptions
+from qa.summaries.control import JobControl
+from qa.summaries.options import SummaryOptions
 
 
 def _document_id(settings: Settings, prefix: str) -> str:

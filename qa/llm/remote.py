@@ -39,9 +39,9 @@ behind a summary:
   wait expires) until a worker claims it. A worker running a batch request reads that set
   with every token it writes (same round trip) and every ``BATCH_POLL_S`` in between; when
   a question waits, the model stops at its next token or prefill chunk and the request
-  ends with ``finish = "preempted"``. The caller
-  (``qa.summaries.service``) sends the rest as a new batch request, which the worker's KV cache
-  continues where it stopped; the question meanwhile takes the worker.
+  ends with ``finish = "preempted"``. The caller (``qa.llm.resumable``) sends the rest as
+  a new batch request, which the worker's KV cache continues where it stopped; the
+  question meanwhile takes the worker.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ class ModelSlot:
     @property
     def interactive_waiting(self) -> bool:
         """Whether an interactive request waits: a batch holder then gives the slot up at
-        its next token instead of finishing its whole step (see ``qa.summaries.service``)."""
+        its next token instead of finishing its whole step (see ``qa.llm.resumable``)."""
         with self._cond:
             return bool(self._waiting) and self._waiting[0].priority == INTERACTIVE
 

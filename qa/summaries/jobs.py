@@ -52,7 +52,9 @@ from qa.errors import (
 from qa.library.ingest_queue import IngestQueue
 from qa.store.db.engine import Database
 from qa.store.db.models import Collection, DocStatus, Document, Job, iso_utc, utcnow
-from qa.summaries.service import JobControl, SummaryOptions, SummaryService
+from qa.summaries.control import JobControl
+from qa.summaries.options import SummaryOptions
+from qa.summaries.service import SummaryService
 
 log = logging.getLogger(__name__)
 

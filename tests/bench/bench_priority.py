@@ -111,7 +111,7 @@ class _Pausable:
     """
 
     def __new__(cls, stop: threading.Event) -> Any:
-        from qa.summaries.service import JobControl
+        from qa.summaries.control import JobControl
 
         class Control(JobControl):
             def __init__(self) -> None:
@@ -185,7 +185,8 @@ def run(
 ) -> dict[str, float]:
     """Questions alone and during a summary, interleaved (alone, during, alone, ...), so
     both halves see the same background load on a shared machine."""
-    from qa.summaries.service import SummaryOptions, SummaryService
+    from qa.summaries.options import SummaryOptions
+    from qa.summaries.service import SummaryService
 
     with tempfile.TemporaryDirectory(prefix="bench_priority_") as tmp:
         answers, _, collection_id = _setup(Path(tmp), layers, threads, context)

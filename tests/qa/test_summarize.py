@@ -24,13 +24,17 @@ from qa.answering.answer_service import AskOptions
 from qa.answering.assembly import build_answer_service
 from qa.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Unavailable
 from qa.llm.generate import ChatMessage, Generator, OnnxQwenGenerator, Prompt, TokenEvent
+from qa.llm.resumable import BatchTimings, ResumableGenerator
 from qa.llm.slot import INTERACTIVE, ModelSlot
 from qa.retrieval.embedder import Embedder
 from qa.settings import Settings
 from qa.store.db.engine import Database
 from qa.store.db.models import Document, PageText
+from qa.summaries.control import JobControl
 from qa.summaries.jobs import SummaryJobs
-from qa.summaries.service import MAP_SYSTEM, JobControl, SummaryOptions, SummaryService, _Stats
+from qa.summaries.mapreduce import MAP_SYSTEM
+from qa.summaries.options import SummaryOptions
+from qa.summaries.service import SummaryService
 from qa.summaries.text import clean, format_pages, intersect, parse_statements
 from tests.conftest import SAMPLES
 from worker.embedded import EmbeddedIngestQueue
@@ -619,9 +623,9 @@ class Interrupted(Generator):
 
 
 def test_a_generation_stopped_for_a_question_continues_exactly_where_it_stopped(
-    env: Env, embedder: Embedder, gen_int8: OnnxQwenGenerator
+    gen_int8: OnnxQwenGenerator,
 ) -> None:
-    greedy = SummaryOptions(temperature=0.0, max_new_tokens=40)
+    greedy = SummaryOptions(temperature=0.0).sampling(40)
     messages: list[ChatMessage] = [
         {"role": "system", "content": MAP_SYSTEM},
         {"role": "user", "content": "Summarize: receipts are required for every claim."},
@@ -630,20 +634,20 @@ def test_a_generation_stopped_for_a_question_continues_exactly_where_it_stopped(
     gen_int8.stop_ids = frozenset()  # random weights: never stop early, 40 tokens each
     try:
         straight = Interrupted(gen_int8, ModelSlot(), after=10**6)
-        SummaryService(env.db, embedder, straight)._generate(
-            messages, 40, greedy, JobControl(), _Stats()
+        ResumableGenerator(straight, ModelSlot()).generate(
+            messages, greedy, JobControl(), BatchTimings()
         )
         slot = ModelSlot()
         cut = Interrupted(gen_int8, slot, after=5)
-        service = SummaryService(env.db, embedder, cut, slot=slot)
-        stats = _Stats()
-        service._generate(messages, 40, greedy, JobControl(), stats)
+        resumable = ResumableGenerator(cut, slot)
+        timings = BatchTimings()
+        resumable.generate(messages, greedy, JobControl(), timings)
     finally:
         gen_int8.stop_ids = saved
-    assert cut.question_ran.is_set() and stats.preemptions == 1
+    assert cut.question_ran.is_set() and timings.preemptions == 1
     assert len(cut.streams) == 2 and 5 <= len(cut.streams[0]) < 40
     # Greedy decoding over the KV snapshot gives the very tokens of an uninterrupted run.
     assert cut.streams[0] + cut.streams[1] == straight.streams[0]
     assert len(straight.streams[0]) == 40
     # The window's snapshot is dropped once it is done; the system prompt's stays for reuse.
-    assert [kind for kind, _ in service._kv._entries] == ["prefix"]
+    assert [kind for kind, _ in resumable.kv._entries] == ["prefix"]
