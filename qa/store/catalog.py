@@ -109,6 +109,13 @@ def get_document(session: Session, doc_id: str) -> Document:
     return doc
 
 
+def document_count(session: Session, collection_id: int, status: str) -> int:
+    """Documents of a collection in one status."""
+    q = select(func.count()).select_from(Document)
+    q = q.where(Document.collection_id == collection_id, Document.status == status)
+    return int(session.scalar(q) or 0)
+
+
 def chunk_count(session: Session, collection_id: int) -> int:
     return int(
         session.scalar(

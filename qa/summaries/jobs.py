@@ -34,7 +34,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from qa.accounts.access import AccessService
@@ -50,8 +49,10 @@ from qa.errors import (
     Unavailable,
 )
 from qa.library.ingest_queue import IngestQueue
+from qa.store import catalog
 from qa.store.db.engine import Database
-from qa.store.db.models import Collection, DocStatus, Document, Job, iso_utc, utcnow
+from qa.store.db.models import DocStatus, Job, iso_utc
+from qa.store.jobs import change_job, count_jobs, job_ids, job_state, list_jobs
 from qa.summaries.control import JobControl
 from qa.summaries.options import SummaryOptions
 from qa.summaries.service import SummaryService
@@ -161,12 +162,8 @@ class SummaryJobs:
             progress=0.0,
         )
         with self.db.session() as session:
-            active = session.scalar(
-                select(func.count())
-                .select_from(Job)
-                .where(Job.kind == KIND, Job.user_id == p.user_id, Job.status.in_(ACTIVE))
-            )
-            if (active or 0) >= self.max_active:
+            active = count_jobs(session, KIND, p.user_id, ACTIVE)
+            if active >= self.max_active:
                 raise Conflict(
                     f"you have {active} summaries queued or running; wait for one to finish"
                     " or cancel one"
@@ -195,18 +192,14 @@ class SummaryJobs:
 
     def _finish_unqueued(self, job_id: str, reason: str) -> None:
         with self.db.session() as session:
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == QUEUED)
-                .values(status=FAILED, error=reason, updated_at=utcnow())
-            )
+            change_job(session, job_id, [QUEUED], status=FAILED, error=reason)
             session.commit()
 
     def _readable_document(self, p: Principal, document_id: str) -> tuple[str, int]:
+        if len(document_id) > 64:
+            raise NotFound(f"no document {document_id[:64]!r}")
         with self.db.session() as session:
-            doc = session.get(Document, document_id) if len(document_id) <= 64 else None
-            if doc is None:
-                raise NotFound(f"no document {document_id[:64]!r}")
+            doc = catalog.get_document(session, document_id)
             name, status, coll_id = doc.original_name, doc.status, doc.collection_id
         try:
             self.access.require_read(p, coll_id)
@@ -224,20 +217,11 @@ class SummaryJobs:
                 " single documents"
             )
         with self.db.session() as session:
-            coll = session.get(Collection, collection_id)
-            if coll is None:
-                raise NotFound(f"no collection with id {collection_id}")
-            indexed = session.scalar(
-                select(func.count())
-                .select_from(Document)
-                .where(
-                    Document.collection_id == collection_id,
-                    Document.status == DocStatus.INDEXED,
-                )
-            )
-            if not indexed:
-                raise InvalidInput(f"collection {coll.name!r} has no indexed documents")
-            return coll.name
+            name = catalog.get_collection_by_id(session, collection_id).name
+            indexed = catalog.document_count(session, collection_id, DocStatus.INDEXED)
+        if not indexed:
+            raise InvalidInput(f"collection {name!r} has no indexed documents")
+        return name
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -245,12 +229,7 @@ class SummaryJobs:
         """The caller's own jobs, newest first, only those whose target they may still read."""
         readable = set(self.access.readable_collection_ids(p))
         with self.db.session() as session:
-            jobs = session.scalars(
-                select(Job)
-                .where(Job.kind == KIND, Job.user_id == p.user_id)
-                .order_by(Job.created_at.desc(), Job.id)
-                .limit(min(max(limit, 1), MAX_LIST))
-            ).all()
+            jobs = list_jobs(session, KIND, p.user_id, min(max(limit, 1), MAX_LIST))
         return [job_dict(j) for j in jobs if j.collection_id in readable]
 
     def _visible(self, p: Principal, job_id: str) -> Job:
@@ -295,18 +274,11 @@ class SummaryJobs:
         runner and the canceller gets there first wins, and neither overwrites the other.
         """
         job = self._visible(p, job_id)
-        now = utcnow()
         with self.db.session() as session:
-            session.execute(
-                update(Job)
-                .where(Job.id == job.id, Job.status == QUEUED)
-                .values(status=CANCELLED, error=f"cancelled by {p.username}", updated_at=now)
+            change_job(
+                session, job.id, [QUEUED], status=CANCELLED, error=f"cancelled by {p.username}"
             )
-            session.execute(
-                update(Job)
-                .where(Job.id == job.id, Job.status == RUNNING)
-                .values(cancel_requested=True, updated_at=now)
-            )
+            change_job(session, job.id, [RUNNING], cancel_requested=True)
             session.commit()
         if job.status in ACTIVE:
             details = {"job_id": job.id, "was": job.status}
@@ -339,11 +311,7 @@ class _DbControl(JobControl):
         self._last_progress = fraction
         try:
             with self.db.session() as session:
-                session.execute(
-                    update(Job)
-                    .where(Job.id == self.job_id, Job.status == RUNNING)
-                    .values(progress=round(min(fraction, 1.0), 4), updated_at=utcnow())
-                )
+                change_job(session, self.job_id, [RUNNING], progress=round(min(fraction, 1.0), 4))
                 session.commit()
         except SQLAlchemyError as exc:  # progress is a courtesy: never fail the job for it
             log.warning("could not record progress of summary %s: %s", self.job_id, exc)
@@ -357,9 +325,7 @@ class _DbControl(JobControl):
         self._last_poll = now
         try:
             with self.db.session() as session:
-                row = session.execute(
-                    select(Job.status, Job.cancel_requested).where(Job.id == self.job_id)
-                ).first()
+                row = job_state(session, self.job_id)
         except SQLAlchemyError as exc:
             log.warning("could not check summary %s for a cancel: %s", self.job_id, exc)
             return
@@ -381,13 +347,7 @@ class SummaryRunner:
     def pending(self) -> list[str]:
         """Jobs an earlier process accepted but did not finish, oldest first."""
         with self.db.session() as session:
-            return list(
-                session.scalars(
-                    select(Job.id)
-                    .where(Job.kind == KIND, Job.status.in_(ACTIVE))
-                    .order_by(Job.created_at)
-                ).all()
-            )
+            return job_ids(session, KIND, ACTIVE)
 
     def run(self, job_id: str, *, stop: threading.Event | None = None) -> str:
         """Run the job; returns its status afterwards (or "skipped" if not ours to run)."""
@@ -423,15 +383,11 @@ class SummaryRunner:
 
     def _claim(self, job_id: str) -> Job | None:
         with self.db.session() as session:
-            claimed = session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.kind == KIND, Job.status.in_(ACTIVE))
-                .values(status=RUNNING, progress=0.0, error=None, updated_at=utcnow())
+            claimed = change_job(
+                session, job_id, ACTIVE, kind=KIND, status=RUNNING, progress=0.0, error=None
             )
             session.commit()
-            if not getattr(claimed, "rowcount", 0):
-                return None
-            return session.get(Job, job_id)
+            return session.get(Job, job_id) if claimed else None
 
     def _finish(
         self,
@@ -441,25 +397,19 @@ class SummaryRunner:
         error: str | None = None,
         result: dict[str, Any] | None = None,
     ) -> str:
-        values: dict[str, Any] = {"status": status, "error": error, "updated_at": utcnow()}
+        values: dict[str, Any] = {"status": status, "error": error}
         if result is not None:
             # Only the runner writes the payload while a job runs: no update is lost.
             values["payload"] = {**(job.payload or {}), "result": result}
             values["progress"] = 1.0
         with self.db.session() as session:
-            session.execute(
-                update(Job).where(Job.id == job.id, Job.status == RUNNING).values(**values)
-            )
+            change_job(session, job.id, [RUNNING], **values)
             session.commit()
         return status
 
     def _requeue(self, job: Job) -> str:
         with self.db.session() as session:
-            session.execute(
-                update(Job)
-                .where(Job.id == job.id, Job.status == RUNNING)
-                .values(status=QUEUED, progress=0.0, updated_at=utcnow())
-            )
+            change_job(session, job.id, [RUNNING], status=QUEUED, progress=0.0)
             session.commit()
         return QUEUED
 

@@ -26,7 +26,8 @@ from qa.store.catalog import (
     validate_collection_name,
 )
 from qa.store.db.engine import Database
-from qa.store.db.models import Chunk, DocStatus, Document, Embedding, PageText
+from qa.store.db.models import Chunk, DocStatus, Document, Embedding, Job, PageText
+from qa.store.jobs import change_job, count_jobs, job_ids, job_state, list_jobs
 
 
 def _rows(n: int) -> list[ChunkRow]:
@@ -158,3 +159,19 @@ def test_a_documents_text_reads_back_in_reading_order(db: Database) -> None:
         assert get_collection_by_id(s, doc.collection_id).name == "handbook"
         with pytest.raises(NotFound):
             get_collection_by_id(s, 999_999)
+
+
+def test_a_job_changes_state_only_from_the_statuses_given(db: Database) -> None:
+    """Conditional updates: of a runner and a canceller, whoever comes first wins."""
+    with db.session() as s:
+        s.add_all(Job(id=i, kind="summary", status="queued", payload={}) for i in ("a", "b"))
+        s.commit()
+        assert change_job(s, "a", ["queued", "running"], kind="summary", status="running")
+        assert not change_job(s, "a", ["queued"], status="cancelled")  # already running
+        assert not change_job(s, "b", ["queued"], kind="other", status="running")
+        assert change_job(s, "a", ["running"], cancel_requested=True)
+        s.commit()
+        assert job_state(s, "a") == ("running", True) and job_state(s, "zz") is None
+        assert count_jobs(s, "summary", None, ["queued", "running"]) == 2
+        assert job_ids(s, "summary", ["queued"]) == ["b"]
+        assert len(list_jobs(s, "summary", None, 1)) == 1
