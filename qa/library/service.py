@@ -32,7 +32,7 @@ from qa.store.catalog import (
     validate_collection_name,
 )
 from qa.store.db.engine import Database
-from qa.store.db.models import Collection, DocStatus, Document, PageText, iso_utc
+from qa.store.db.models import Collection, DocStatus, Document, PageText
 
 log = logging.getLogger(__name__)
 
@@ -61,24 +61,6 @@ class Original:
     path: Path
     name: str
     detected_type: str | None
-
-
-def document_dict(doc: Document) -> dict[str, object]:
-    return {
-        "id": doc.id,
-        "collection_id": doc.collection_id,
-        "name": doc.original_name,
-        "title": doc.title,
-        "type": doc.detected_type,
-        "size_bytes": doc.size_bytes,
-        "status": doc.status,
-        "error": doc.error,
-        "pages": doc.page_count,
-        "chunks": doc.chunk_count,
-        "attempts": doc.attempts,
-        "created_at": iso_utc(doc.created_at),
-        "updated_at": iso_utc(doc.updated_at),
-    }
 
 
 class LibraryService:

@@ -27,7 +27,10 @@ from qa.limits import (
     MAX_SYSTEM_PROMPT_CHARS,
     MAX_TEMPERATURE,
 )
-from qa.store.db.models import DocStatus
+from qa.store.db.models import Chat as ChatRow
+from qa.store.db.models import ChatMessage as MessageRow
+from qa.store.db.models import DocStatus, iso_utc
+from qa.store.db.models import Document as DocumentRow
 from qa.summaries.jobs import COLLECTION, DOCUMENT, STATUSES
 from web.contracts.base import Body, Query, Shape, enum_of
 
@@ -122,6 +125,24 @@ class Document(Shape):
     attempts: int = 0
     created_at: Timestamp = None
     updated_at: Timestamp = None
+
+    @classmethod
+    def of(cls, doc: DocumentRow) -> Document:
+        return cls(
+            id=doc.id,
+            collection_id=doc.collection_id,
+            name=doc.original_name,
+            title=doc.title,
+            type=doc.detected_type,
+            size_bytes=doc.size_bytes,
+            status=doc.status,
+            error=doc.error,
+            pages=doc.page_count,
+            chunks=doc.chunk_count,
+            attempts=doc.attempts,
+            created_at=iso_utc(doc.created_at),
+            updated_at=iso_utc(doc.updated_at),
+        )
 
 
 class DocumentList(Shape):
@@ -311,6 +332,16 @@ class Chat(Shape):
     created_at: Timestamp = None
     updated_at: Timestamp = None
 
+    @classmethod
+    def of(cls, chat: ChatRow) -> Chat:
+        return cls(
+            id=chat.id,
+            title=chat.title,
+            collection_ids=list(chat.collection_ids or []),
+            created_at=iso_utc(chat.created_at),
+            updated_at=iso_utc(chat.updated_at),
+        )
+
 
 class ChatEnvelope(Shape):
     chat: Chat
@@ -326,6 +357,16 @@ class ChatMessage(Shape):
     content: str
     meta: dict[str, Any] = Field(description="sources, citations, highlights, mode, finish_reason")
     created_at: Timestamp = None
+
+    @classmethod
+    def of(cls, message: MessageRow) -> ChatMessage:
+        return cls(
+            id=message.id,
+            role=message.role,
+            content=message.content,
+            meta=message.meta or {},
+            created_at=iso_utc(message.created_at),
+        )
 
 
 class ChatWithMessages(Shape):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from flask import Response, jsonify
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -33,10 +34,15 @@ class Query(BaseModel):
 
 
 class Shape(BaseModel):
-    """A response shape. The views still build plain dicts; the OpenAPI description and
-    the contract test (which validates real responses against it) read these."""
+    """A response shape: views answer with ``shape.reply()``; the OpenAPI description and
+    the contract test (which validates real responses against it) read the same class."""
 
     model_config = ConfigDict(frozen=True)
+
+    def reply(self, status: int = 200) -> Response:
+        resp = jsonify(self.model_dump(mode="json"))
+        resp.status_code = status
+        return resp
 
 
 def one_message(message: str) -> Callable[[Any, ValidatorFunctionWrapHandler], Any]:

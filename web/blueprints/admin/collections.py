@@ -23,7 +23,7 @@ from qa.accounts.audit import (
 )
 from qa.accounts.users import Principal
 from qa.errors import InvalidInput, NotFound
-from qa.library.service import CollectionView, document_dict
+from qa.library.service import CollectionView
 from qa.store.blobstore import display_name
 from qa.store.db.models import DocStatus
 from web.auth import admin_required, current_principal
@@ -39,6 +39,7 @@ from web.blueprints.admin.forms import (
     form_text,
     ip,
 )
+from web.contracts.api import Document
 from web.errors import wants_json
 from web.extensions import services
 
@@ -172,7 +173,7 @@ def upload(cid: int) -> Response | Redirect:
 @console
 def documents_json(cid: int) -> Response:
     docs = services().library.documents(current_principal(), cid, _status_filter())
-    return jsonify([document_dict(d) for d in docs])
+    return jsonify([Document.of(d).model_dump(mode="json") for d in docs])
 
 
 def _doc_ids_of(p: Principal, cid: int, ids: list[str]) -> list[str]:

@@ -9,40 +9,24 @@ DELETE /chats/<id>         -> 204
 
 from __future__ import annotations
 
-from typing import Any
-
-from flask import Response, jsonify
+from flask import Response
 
 from qa.accounts.users import Principal
 from qa.errors import InvalidInput
-from qa.store.db.models import Chat, ChatMessage, iso_utc
 from web.auth import current_principal, login_required
 from web.blueprints.api import bp
-from web.contracts.api import ChatCreate, ChatEnvelope, ChatList, ChatWithMessages
+from web.contracts.api import (
+    Chat,
+    ChatCreate,
+    ChatEnvelope,
+    ChatList,
+    ChatMessage,
+    ChatWithMessages,
+)
 from web.contracts.operation import Reply, operation
 from web.extensions import services
 
 TAG = "chats"
-
-
-def chat_dict(chat: Chat) -> dict[str, Any]:
-    return {
-        "id": chat.id,
-        "title": chat.title,
-        "collection_ids": list(chat.collection_ids or []),
-        "created_at": iso_utc(chat.created_at),
-        "updated_at": iso_utc(chat.updated_at),
-    }
-
-
-def message_dict(message: ChatMessage) -> dict[str, Any]:
-    return {
-        "id": message.id,
-        "role": message.role,
-        "content": message.content,
-        "meta": message.meta or {},
-        "created_at": iso_utc(message.created_at),
-    }
 
 
 @bp.get("/chats")
@@ -50,7 +34,7 @@ def message_dict(message: ChatMessage) -> dict[str, Any]:
 @operation("The caller's chats, newest first", TAG, {200: ChatList})
 def list_chats() -> Response:
     p = current_principal()
-    return jsonify({"chats": [chat_dict(c) for c in services().chats.list(p.user_id)]})
+    return ChatList(chats=[Chat.of(c) for c in services().chats.list(p.user_id)]).reply()
 
 
 @bp.post("/chats")
@@ -64,11 +48,11 @@ def list_chats() -> Response:
     body=ChatCreate,
     body_required=False,
 )
-def create_chat(body: ChatCreate) -> tuple[Response, int]:
+def create_chat(body: ChatCreate) -> Response:
     p = current_principal()
     ids = _readable_ids(p, body.collection_ids)
     chat = services().chats.create(p.user_id, title=body.title, collection_ids=ids or ())
-    return jsonify({"chat": chat_dict(chat)}), 201
+    return ChatEnvelope(chat=Chat.of(chat)).reply(201)
 
 
 @bp.get("/chats/<chat_id>")
@@ -79,7 +63,9 @@ def get_chat(chat_id: str) -> Response:
     chats = services().chats
     chat = chats.get(p.user_id, chat_id)
     messages = chats.messages(p.user_id, chat_id)
-    return jsonify({"chat": chat_dict(chat), "messages": [message_dict(m) for m in messages]})
+    return ChatWithMessages(
+        chat=Chat.of(chat), messages=[ChatMessage.of(m) for m in messages]
+    ).reply()
 
 
 @bp.patch("/chats/<chat_id>")
@@ -102,7 +88,7 @@ def update_chat(chat_id: str, body: ChatCreate) -> Response:
         chat = chats.rename(p.user_id, chat_id, title)
     if ids is not None:
         chat = chats.set_collections(p.user_id, chat_id, ids)
-    return jsonify({"chat": chat_dict(chat)})
+    return ChatEnvelope(chat=Chat.of(chat)).reply()
 
 
 @bp.delete("/chats/<chat_id>")

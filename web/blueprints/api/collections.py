@@ -11,7 +11,6 @@ from flask import Response, jsonify, request, url_for
 from werkzeug.datastructures import FileStorage
 
 from qa.errors import InvalidInput
-from qa.library.service import document_dict
 from web.auth import current_principal, login_required
 from web.blueprints.api import bp
 from web.contracts.api import Collection as CollectionShape
@@ -19,6 +18,7 @@ from web.contracts.api import (
     CollectionDeleted,
     CollectionList,
     CollectionName,
+    Document,
     DocumentFilter,
     DocumentList,
     Queued,
@@ -111,7 +111,7 @@ def delete_collection(collection_id: int) -> Response:
 )
 def list_documents(collection_id: int, query: DocumentFilter) -> Response:
     docs = services().library.documents(current_principal(), collection_id, query.status)
-    return jsonify({"documents": [document_dict(d) for d in docs]})
+    return DocumentList(documents=[Document.of(d) for d in docs]).reply()
 
 
 @bp.post("/collections/<int:collection_id>/documents")

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-from flask import Response, jsonify, send_file
+from flask import Response, send_file
 
-from qa.library.service import document_dict
 from web.auth import current_principal, login_required
 from web.blueprints.api import bp
 from web.blueprints.api.documents import TAG
-from web.contracts.api import DocumentPages
+from web.contracts.api import Document, DocumentPages, Page
 from web.contracts.operation import Reply, operation
 from web.extensions import services
 
@@ -48,12 +47,9 @@ def document_pages(doc_id: str) -> Response:
     library = services().library
     doc = library.document(p, doc_id)
     pages = library.pages(p, doc_id)
-    return jsonify(
-        {
-            "document": document_dict(doc),
-            "pages": [{"number": number, "text": text} for number, text in pages],
-        }
-    )
+    return DocumentPages(
+        document=Document.of(doc), pages=[Page(number=n, text=text) for n, text in pages]
+    ).reply()
 
 
 @bp.get("/documents/<doc_id>/file")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from flask import Response, jsonify
 
-from qa.library.service import document_dict
 from web.auth import current_principal, login_required
 from web.blueprints.api import bp
 from web.contracts.api import Document, DocumentDeleted, Retried
@@ -27,7 +26,7 @@ TAG = "documents"
     errors=(404,),
 )
 def get_document(doc_id: str) -> Response:
-    return jsonify(document_dict(services().library.document(current_principal(), doc_id)))
+    return Document.of(services().library.document(current_principal(), doc_id)).reply()
 
 
 @bp.delete("/documents/<doc_id>")
