@@ -112,6 +112,30 @@ class LiveServer:
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> LiveServer:
+        log = self.log_path.open("wb")
+        try:
+            self.proc = subprocess.Popen(
+                self.command(),
+                cwd=self.cwd(),
+                env=self.environment(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: teardown kills the worker too
+            )
+        finally:
+            log.close()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def cwd(self) -> Path:
+        return self.data_dir.parent  # no stray .env from the repo
+
+    def environment(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
             {
@@ -130,7 +154,10 @@ class LiveServer:
             }
         )
         env.update(self.extra_env)
-        cmd = [
+        return env
+
+    def command(self) -> list[str]:
+        return [
             *docqa_command(),
             "--data-dir",
             str(self.data_dir),
@@ -142,25 +169,6 @@ class LiveServer:
             "--threads",
             str(self.threads),
         ]
-        log = self.log_path.open("wb")
-        try:
-            self.proc = subprocess.Popen(
-                cmd,
-                cwd=self.data_dir.parent,  # no stray .env from the repo
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # its own process group: teardown kills the worker too
-            )
-        finally:
-            log.close()
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout
