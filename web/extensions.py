@@ -15,6 +15,7 @@ from qa.accounts.audit import AuditLog
 from qa.accounts.users import AccountService
 from qa.answering.answer_service import AnswerService
 from qa.answering.assembly import build_answer_service
+from qa.answering.chat_sources import ChatReader
 from qa.answering.chats import ChatService
 from qa.answering.question_service import QuestionService
 from qa.library.ingest_queue import IngestQueue
@@ -39,6 +40,8 @@ class WebServices:
     accounts: AccountService
     access: AccessService
     chats: ChatService
+    #: chat messages as the reader may see them now (revoked sources withheld)
+    chat_reader: ChatReader
     audit: AuditLog
     config: AppConfig
     library: LibraryService
@@ -89,6 +92,7 @@ def build_web_services(
         accounts=accounts,
         access=access,
         chats=chats,
+        chat_reader=ChatReader(chats, access, db),
         audit=audit,
         config=config,
         library=library,

@@ -109,6 +109,14 @@ def get_document(session: Session, doc_id: str) -> Document:
     return doc
 
 
+def document_collections(session: Session, doc_ids: Sequence[str]) -> dict[str, int]:
+    """document id -> collection id, for those of ``doc_ids`` that still exist."""
+    if not doc_ids:
+        return {}
+    query = select(Document.id, Document.collection_id).where(Document.id.in_(set(doc_ids)))
+    return {doc_id: coll_id for doc_id, coll_id in session.execute(query)}
+
+
 def document_count(session: Session, collection_id: int, status: str) -> int:
     """Documents of a collection in one status."""
     q = select(func.count()).select_from(Document)

@@ -60,7 +60,14 @@ def test_messages_come_with_their_meta(web: WebEnv) -> None:
     sources = sse_events(resp.get_data(as_text=True))[0]["sources"]
     messages = alice.get(f"/api/v1/chats/{chat['id']}").get_json()["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant"]
-    assert set(messages[1]) == {"id", "role", "content", "meta", "created_at"}
+    assert set(messages[1]) == {
+        "id",
+        "role",
+        "content",
+        "meta",
+        "created_at",
+        "unavailable_sources",
+    }
     meta = messages[1]["meta"]
     assert {"sources", "citations", "highlights", "mode", "finish_reason"} <= set(meta)
     stored = meta["sources"][0]
@@ -211,3 +218,55 @@ def test_wrong_methods_are_405_json(web: WebEnv) -> None:
         ("put", f"/api/v1/chats/{chat['id']}"),
     ):
         assert error_of(getattr(alice, method)(url), 405) == "method_not_allowed"
+
+
+def ask_in_chat(client: Client, collection: int) -> tuple[str, list[dict[str, Any]]]:
+    chat = create(client, collection_ids=[collection])
+    body = {"question": HOTEL, "chat_id": chat["id"], "collection_ids": [collection]}
+    resp = client.post("/api/v1/ask", json=body, headers=SSE)
+    sources: list[dict[str, Any]] = sse_events(resp.get_data(as_text=True))[0]["sources"]
+    assert sources
+    return chat["id"], sources
+
+
+def stored_answer(client: Client, chat_id: str) -> dict[str, Any]:
+    answer: dict[str, Any] = client.get(f"/api/v1/chats/{chat_id}").get_json()["messages"][1]
+    return answer
+
+
+def test_a_revoked_grant_redacts_the_stored_sources(web: WebEnv) -> None:
+    alice, bob = web.client("alice"), web.client("bob")
+    handbook = web.collections["handbook"]
+    alice_chat, sources = ask_in_chat(alice, handbook)
+    bob_chat, _ = ask_in_chat(bob, handbook)
+    before = stored_answer(alice, alice_chat)
+    assert before["unavailable_sources"] == []
+    web.svc.access.revoke(handbook, user_id=web.users["alice"].user_id)
+    after = stored_answer(alice, alice_chat)
+    numbers = sorted(s["n"] for s in sources)
+    assert after["content"] == before["content"]  # the answer was shown already; it stays
+    assert after["unavailable_sources"] == numbers
+    assert after["meta"]["sources"] == [{"n": n, "available": False} for n in numbers]
+    assert all(c == {"n": c["n"], "available": False} for c in after["meta"]["citations"])
+    assert after["meta"]["highlights"] == []
+    text = str(after["meta"])
+    assert sources[0]["document_name"] not in text and sources[0]["document_id"] not in text
+    # bob still reads the handbook: his chat is unchanged
+    kept = stored_answer(bob, bob_chat)
+    assert kept["unavailable_sources"] == []
+    assert all("document_id" in s for s in kept["meta"]["sources"])
+
+
+def test_a_deleted_document_is_no_longer_available(web: WebEnv) -> None:
+    alice = web.client("alice")
+    chat_id, sources = ask_in_chat(alice, web.collections["handbook"])
+    gone = sources[0]["document_id"]
+    web.svc.library.delete_documents(web.users["admin"], [gone])
+    answer = stored_answer(alice, chat_id)
+    redacted = {s["n"] for s in sources if s["document_id"] == gone}
+    assert set(answer["unavailable_sources"]) == redacted
+    for stored in answer["meta"]["sources"]:
+        if stored["n"] in redacted:
+            assert stored == {"n": stored["n"], "available": False}
+        else:
+            assert stored["document_id"] != gone

@@ -13,6 +13,7 @@ from pydantic import ConfigDict, Field, RootModel
 
 from qa.accounts.access import PERMISSIONS
 from qa.accounts.users import ROLES, THEMES
+from qa.answering.chat_sources import ReadMessage
 from qa.answering.chats import MAX_TITLE_CHARS, MESSAGE_ROLES
 from qa.limits import (
     MAX_ANSWER_TOKENS,
@@ -355,17 +356,28 @@ class ChatMessage(Shape):
     id: int
     role: str = enum_of(MESSAGE_ROLES)
     content: str
-    meta: dict[str, Any] = Field(description="sources, citations, highlights, mode, finish_reason")
+    meta: dict[str, Any] = Field(
+        description="sources, citations, highlights, mode, finish_reason. A source or citation"
+        " whose document the caller can no longer read (grant revoked, document deleted) is"
+        ' only {"n": n, "available": false}, and its highlights are left out'
+    )
     created_at: Timestamp = None
+    unavailable_sources: list[int] = Field(
+        default_factory=list,
+        description="the [n] of sources no longer available to the caller (redacted in meta)",
+    )
 
     @classmethod
-    def of(cls, message: MessageRow) -> ChatMessage:
+    def of(cls, message: MessageRow | ReadMessage) -> ChatMessage:
         return cls(
             id=message.id,
             role=message.role,
             content=message.content,
             meta=message.meta or {},
             created_at=iso_utc(message.created_at),
+            unavailable_sources=(
+                message.unavailable_sources if isinstance(message, ReadMessage) else []
+            ),
         )
 
 

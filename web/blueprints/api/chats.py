@@ -3,6 +3,7 @@
 GET    /chats              -> {"chats": [chat]}
 POST   /chats              {title?, collection_ids?} -> 201 {"chat": chat}
 GET    /chats/<id>         -> {"chat": chat, "messages": [message with meta]}
+                              (sources the caller can no longer read are redacted)
 PATCH  /chats/<id>         {title?, collection_ids?} -> {"chat": chat}
 DELETE /chats/<id>         -> 204
 """
@@ -60,9 +61,8 @@ def create_chat(body: ChatCreate) -> Response:
 @operation("A chat with its messages", TAG, {200: ChatWithMessages}, errors=(404,))
 def get_chat(chat_id: str) -> Response:
     p = current_principal()
-    chats = services().chats
-    chat = chats.get(p.user_id, chat_id)
-    messages = chats.messages(p.user_id, chat_id)
+    chat = services().chats.get(p.user_id, chat_id)
+    messages = services().chat_reader.messages(p, chat_id)
     return ChatWithMessages(
         chat=Chat.of(chat), messages=[ChatMessage.of(m) for m in messages]
     ).reply()
