@@ -37,6 +37,13 @@ function sourceItem(source) {
   const li = el("li", "source");
   li.dataset.n = String(source.n);
   li.append(el("span", "source-n", `[${source.n}]`), " ");
+  // The server withholds a source the reader can no longer read (grant revoked, document
+  // deleted): no name, no link; citations to it carry no document_id, so they stay text.
+  if (source.available === false) {
+    li.classList.add("unavailable");
+    li.append(el("span", "source-unavailable muted", "source no longer available"));
+    return li;
+  }
   const link = el("a", "source-name", source.title || source.document_name || "document");
   link.href = viewerUrl(sourceTarget(source));
   link.target = "_blank";
