@@ -27,15 +27,6 @@ class Upload:
     created: bool
     error: str | None = None
 
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "document_id": self.document_id,
-            "status": self.status,
-            "created": self.created,
-            "error": self.error,
-        }
-
 
 class IngestQueue(abc.ABC):
     """Accepts uploads and index work; processing happens elsewhere, later."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
@@ -45,15 +45,6 @@ class CollectionView:
     chunks: int
     #: what the caller may do: "read" or "write"
     permission: str
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "documents": self.documents,
-            "chunks": self.chunks,
-            "permission": self.permission,
-        }
 
 
 @dataclass(frozen=True)
@@ -201,7 +192,7 @@ class LibraryService:
             "upload",
             actor=p,
             target=coll_name,
-            details={"files": [u.to_dict() for u in results][:200]},
+            details={"files": [asdict(u) for u in results][:200]},
             ip=ip,
         )
         return results

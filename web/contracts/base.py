@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 from flask import Response, jsonify
 from pydantic import (
@@ -38,6 +38,11 @@ class Shape(BaseModel):
     the contract test (which validates real responses against it) read the same class."""
 
     model_config = ConfigDict(frozen=True)
+
+    @classmethod
+    def of_fields(cls, obj: object) -> Self:
+        """The shape read off a service's dataclass whose fields carry the same names."""
+        return cls.model_validate(obj, from_attributes=True)
 
     def reply(self, status: int = 200) -> Response:
         resp = jsonify(self.model_dump(mode="json"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import asdict
 from typing import Any
 
 from flask import (
@@ -159,7 +160,7 @@ def upload(cid: int) -> Response | Redirect:
         for item in svc.library.upload(p, cid, storage.stream, sent, ip=ip()):
             # ``source`` tells the script which of its rows an entry belongs to (a zip's
             # members are named "<archive>/<member>").
-            uploads.append({**item.to_dict(), "source": display_name(sent)})
+            uploads.append({**asdict(item), "source": display_name(sent)})
     if wants_json():
         resp = jsonify({"uploads": uploads})
         resp.status_code = 202

@@ -7,7 +7,7 @@ change) and writes the audit log.
 
 from __future__ import annotations
 
-from flask import Response, jsonify, request, url_for
+from flask import Response, request, url_for
 from werkzeug.datastructures import FileStorage
 
 from qa.errors import InvalidInput
@@ -22,6 +22,7 @@ from web.contracts.api import (
     DocumentFilter,
     DocumentList,
     Queued,
+    Upload,
     UploadList,
 )
 from web.contracts.operation import Reply, operation
@@ -49,7 +50,7 @@ UPLOAD_FORM = {
 @operation("Collections the caller may read", TAG, {200: CollectionList})
 def list_collections() -> Response:
     views = services().library.collections(current_principal())
-    return jsonify({"collections": [v.to_dict() for v in views]})
+    return CollectionList(collections=[CollectionShape.of_fields(v) for v in views]).reply()
 
 
 @bp.post("/collections")
@@ -65,14 +66,16 @@ def create_collection(body: CollectionName) -> tuple[Response, int, dict[str, st
     svc, p = services(), current_principal()
     coll_id = svc.library.create_collection(p, body.name, ip=client_ip())
     location = url_for("api.get_collection", collection_id=coll_id)
-    return jsonify(svc.library.collection(p, coll_id).to_dict()), 201, {"Location": location}
+    created = CollectionShape.of_fields(svc.library.collection(p, coll_id))
+    return created.reply(201), 201, {"Location": location}
 
 
 @bp.get("/collections/<int:collection_id>")
 @login_required
 @operation("One collection", TAG, {200: CollectionShape}, errors=(404,))
 def get_collection(collection_id: int) -> Response:
-    return jsonify(services().library.collection(current_principal(), collection_id).to_dict())
+    view = services().library.collection(current_principal(), collection_id)
+    return CollectionShape.of_fields(view).reply()
 
 
 @bp.patch("/collections/<int:collection_id>")
@@ -87,7 +90,7 @@ def get_collection(collection_id: int) -> Response:
 def rename_collection(collection_id: int, body: CollectionName) -> Response:
     svc, p = services(), current_principal()
     svc.library.rename_collection(p, collection_id, body.name, ip=client_ip())
-    return jsonify(svc.library.collection(p, collection_id).to_dict())
+    return CollectionShape.of_fields(svc.library.collection(p, collection_id)).reply()
 
 
 @bp.delete("/collections/<int:collection_id>")
@@ -101,7 +104,7 @@ def rename_collection(collection_id: int, body: CollectionName) -> Response:
 def delete_collection(collection_id: int) -> Response:
     svc = services()
     n = svc.library.delete_collection(current_principal(), collection_id, ip=client_ip())
-    return jsonify({"deleted": True, "id": collection_id, "documents": n})
+    return CollectionDeleted(deleted=True, id=collection_id, documents=n).reply()
 
 
 @bp.get("/collections/<int:collection_id>/documents")
@@ -126,12 +129,13 @@ def list_documents(collection_id: int, query: DocumentFilter) -> Response:
 def upload_documents(collection_id: int) -> tuple[Response, int]:
     files = _uploaded_files()
     svc, p, ip = services(), current_principal(), client_ip()
-    uploads: list[dict[str, object]] = []
-    for f in files:
-        for upload in svc.library.upload(p, collection_id, f.stream, f.filename or "", ip=ip):
-            uploads.append(upload.to_dict())
+    uploads = [
+        Upload.of_fields(upload)
+        for f in files
+        for upload in svc.library.upload(p, collection_id, f.stream, f.filename or "", ip=ip)
+    ]
     # 202: the files are stored and queued; parsing and indexing happen in the background.
-    return jsonify({"uploads": uploads}), 202
+    return UploadList(uploads=uploads).reply(202), 202
 
 
 @bp.post("/collections/<int:collection_id>/reindex")
@@ -144,7 +148,7 @@ def upload_documents(collection_id: int) -> tuple[Response, int]:
 )
 def reindex_collection(collection_id: int) -> tuple[Response, int]:
     services().library.reindex(current_principal(), collection_id, ip=client_ip())
-    return jsonify({"id": collection_id, "status": "queued"}), 202
+    return Queued(id=collection_id).reply(202), 202
 
 
 def _uploaded_files() -> list[FileStorage]:

@@ -5,7 +5,7 @@ A document in a collection the caller may not read answers 404, like a missing o
 
 from __future__ import annotations
 
-from flask import Response, jsonify
+from flask import Response
 
 from web.auth import current_principal, login_required
 from web.blueprints.api import bp
@@ -34,7 +34,7 @@ def get_document(doc_id: str) -> Response:
 @operation("Delete a document (write permission)", TAG, {200: DocumentDeleted}, errors=(403, 404))
 def delete_document(doc_id: str) -> Response:
     services().library.delete_documents(current_principal(), [doc_id], ip=client_ip())
-    return jsonify({"deleted": True, "id": doc_id})
+    return DocumentDeleted(deleted=True, id=doc_id).reply()
 
 
 @bp.post("/documents/<doc_id>/retry")
@@ -48,4 +48,4 @@ def delete_document(doc_id: str) -> Response:
 def retry_document(doc_id: str) -> tuple[Response, int]:
     n = services().library.retry(current_principal(), [doc_id], ip=client_ip())
     # An indexed document has nothing to retry: queued is 0 and nothing changes.
-    return jsonify({"id": doc_id, "queued": n}), 202
+    return Retried(id=doc_id, queued=n).reply(202), 202

@@ -15,7 +15,7 @@ from flask import Response, jsonify
 from qa.answering.answer_service import AskOptions
 from web.auth import current_principal, login_required
 from web.blueprints.api import bp
-from web.contracts.api import Me, Preferences, PreferencesEnvelope
+from web.contracts.api import Collection, Me, Preferences, PreferencesEnvelope
 from web.contracts.operation import operation
 from web.extensions import services
 from web.requests import client_ip
@@ -40,7 +40,9 @@ def me() -> Response:
             "defaults": _defaults(
                 svc.config.default_system_prompt() or svc.answers.default_system_prompt
             ),
-            "collections": [c.to_dict() for c in svc.library.collections(p)],
+            "collections": [
+                Collection.of_fields(c).model_dump() for c in svc.library.collections(p)
+            ],
             "answer_mode": svc.answers.mode,
         }
     )
