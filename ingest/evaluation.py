@@ -32,7 +32,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 
 #: bump when the layout of a built eval index changes, so old caches are not reused
 _FORMAT = 1
-_COLLECTION = "eval"
+EVAL_COLLECTION = "eval"
 _MARKER = "built.json"
 _DOC_BATCH = 256
 #: passages asked of the product-config retriever: enough for 10 distinct documents when
@@ -171,7 +171,7 @@ def load_queries(beir_dir: Path, split: str) -> BeirQueries:
 
 
 @dataclass(frozen=True)
-class _Built:
+class BuiltIndex:
     folder: Path
     documents: int
     chunks: int
@@ -191,18 +191,24 @@ def _backend_name(embedder: Embedder) -> str:
     return str(getattr(embedder, "backend", type(embedder).__name__))
 
 
-def _cache_folder(beir_dir: Path, embedder: Embedder, settings: Settings) -> Path:
-    corpus = (beir_dir / "corpus.jsonl").resolve()
-    # The corpus by content, not by path and mtime: a copy of the same data set elsewhere
-    # (every CI clone gets one) reuses the index built from it.
+def file_digest(path: Path) -> str:
+    """The sha256 of a file's content: a copy of the same data set elsewhere (every CI
+    clone gets one) reuses the index built from it."""
     content = hashlib.sha256()
-    with corpus.open("rb") as f:
+    with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             content.update(block)
+    return content.hexdigest()
+
+
+def eval_folder(settings: Settings, name: str, digest: str, embedder: Embedder) -> Path:
+    """Where the eval index of a data set (by name and content digest) lives:
+    ``<data_dir>/eval/<name>-<key>``, the key covering the content, the model, the backend
+    and the chunking."""
     key = json.dumps(
         [
             _FORMAT,
-            content.hexdigest(),
+            digest,
             embedder.model_id,
             embedder.dim,
             _backend_name(embedder),
@@ -211,9 +217,14 @@ def _cache_folder(beir_dir: Path, embedder: Embedder, settings: Settings) -> Pat
             settings.index_kind,
         ]
     )
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", beir_dir.resolve().name) or "beir"
-    return settings.data_dir / "eval" / f"{name}-{digest}"
+    hashed = hashlib.sha256(key.encode()).hexdigest()[:16]
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "data"
+    return settings.data_dir / "eval" / f"{name}-{hashed}"
+
+
+def _cache_folder(beir_dir: Path, embedder: Embedder, settings: Settings) -> Path:
+    digest = file_digest((beir_dir / "corpus.jsonl").resolve())
+    return eval_folder(settings, beir_dir.resolve().name or "beir", digest, embedder)
 
 
 def _build_index(
@@ -221,12 +232,31 @@ def _build_index(
     embedder: Embedder,
     settings: Settings,
     progress: ProgressFn | None,
-) -> _Built:
+) -> BuiltIndex:
     target = _cache_folder(beir_dir, embedder, settings)
+    return build_eval_index(
+        target, lambda: iter_corpus(beir_dir), embedder, settings, progress, source=beir_dir
+    )
+
+
+def build_eval_index(
+    target: Path,
+    docs: Callable[[], Iterable[BeirDoc]],
+    embedder: Embedder,
+    settings: Settings,
+    progress: ProgressFn | None,
+    *,
+    source: Path,
+) -> BuiltIndex:
+    """Build the one-collection eval DB and index of ``docs`` in ``target``, or reuse it.
+
+    ``docs`` is called twice (to count, then to write). The collection is named
+    ``EVAL_COLLECTION``; each document's ``original_name`` is its ``BeirDoc.id``.
+    """
     marker = target / _MARKER
     if marker.is_file():
         meta = json.loads(marker.read_text(encoding="utf-8"))
-        return _Built(target, meta["documents"], meta["chunks"], meta["seconds"], True)
+        return BuiltIndex(target, meta["documents"], meta["chunks"], meta["seconds"], True)
 
     started = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -236,9 +266,9 @@ def _build_index(
     try:
         db = Database(f"sqlite:///{(staging / 'eval.db').resolve()}")
         try:
-            documents, chunks = _write_corpus(beir_dir, db, embedder, settings, progress)
+            documents, chunks = _write_corpus(docs, db, embedder, settings, progress)
             with db.session() as session:
-                coll_id = ensure_collection(session, _COLLECTION).id
+                coll_id = ensure_collection(session, EVAL_COLLECTION).id
             if progress:
                 progress("publishing index", 0, 1)
             publish_collection(
@@ -256,7 +286,7 @@ def _build_index(
             "documents": documents,
             "chunks": chunks,
             "seconds": round(seconds, 1),
-            "dataset": str(beir_dir.resolve()),
+            "dataset": str(source.resolve()),
             "model_id": embedder.model_id,
             "backend": _backend_name(embedder),
         }
@@ -268,19 +298,19 @@ def _build_index(
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return _Built(target, documents, chunks, seconds, False)
+    return BuiltIndex(target, documents, chunks, seconds, False)
 
 
 def _write_corpus(
-    beir_dir: Path,
+    docs: Callable[[], Iterable[BeirDoc]],
     db: Database,
     embedder: Embedder,
     settings: Settings,
     progress: ProgressFn | None,
 ) -> tuple[int, int]:
-    total = sum(1 for _ in iter_corpus(beir_dir))
+    total = sum(1 for _ in docs())
     with db.session() as session:
-        coll_id = ensure_collection(session, _COLLECTION).id
+        coll_id = ensure_collection(session, EVAL_COLLECTION).id
         session.commit()
     documents = chunks = 0
     batch: list[tuple[BeirDoc, str, list[ChunkRow]]] = []
@@ -315,7 +345,7 @@ def _write_corpus(
         if progress:
             progress("embedding corpus", documents, total)
 
-    for doc in iter_corpus(beir_dir):
+    for doc in docs():
         # The title leads the text, as a heading would in a real document.
         text = f"{doc.title}\n\n{doc.text}".strip() if doc.title else doc.text.strip()
         if not text:
@@ -367,7 +397,7 @@ def evaluate_retrieval(
     db = Database(built.db_url)
     try:
         with db.session() as session:
-            coll_id = get_collection(session, _COLLECTION).id
+            coll_id = get_collection(session, EVAL_COLLECTION).id
         reader = IndexReader(IndexStore(built.index_dir))
         product = Retriever(db, reader, embedder)
         deep = Retriever(db, reader, embedder, k_dense=pool, k_lexical=pool)
@@ -429,11 +459,16 @@ def _score_mode(
 
 
 __all__ = [
+    "EVAL_COLLECTION",
     "BeirDoc",
     "BeirQueries",
+    "BuiltIndex",
     "EvalReport",
     "ModeScores",
+    "build_eval_index",
+    "eval_folder",
     "evaluate_retrieval",
+    "file_digest",
     "iter_corpus",
     "load_queries",
 ]

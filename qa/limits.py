@@ -33,3 +33,7 @@ MAX_JOBS_LISTED = 200
 MAX_CHAT_MESSAGES = 500
 #: characters in an OpenAI-style model name ("docqa/<collection name>")
 MAX_MODEL_NAME_CHARS = 300
+#: questions one evaluation run (``docqa eval answers --limit``) may ask of each set
+MAX_EVAL_QUESTIONS = 100_000
+#: bytes of one evaluation file read whole (SQuAD 2.0's training set is 40 MiB)
+MAX_EVAL_FILE_BYTES = 256 * 2**20
