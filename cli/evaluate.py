@@ -11,6 +11,7 @@ table, or ``--json`` for machines). Progress goes to stderr.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -46,6 +47,12 @@ from qa.settings import Settings
     help="auto: the model when one is built, like docqa ask.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+@click.option(
+    "--details",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write every question's result (outcome, match, answer) to this JSON-lines file.",
+)
 @click.pass_obj
 def eval_answers_command(
     settings: Settings,
@@ -54,6 +61,7 @@ def eval_answers_command(
     limit: int | None,
     mode: str,
     as_json: bool,
+    details: Path | None,
 ) -> None:
     """Answer recall, citation precision, declines and latency on SQUAD_JSON (SQuAD v1.1
     or v2.0 format; one document per article), asked through the answer service."""
@@ -72,6 +80,10 @@ def eval_answers_command(
             mode=mode,  # type: ignore[arg-type]  # click.Choice(MODES)
             progress=on_progress,
         )
+    if details is not None:
+        with details.open("w", encoding="utf-8") as fh:
+            for asked in report.results:
+                fh.write(json.dumps(asdict(asked), ensure_ascii=False) + "\n")
     if as_json:
         click.echo(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
     else:

@@ -183,8 +183,12 @@ def test_cli_prints_json_and_a_table(tmp_path: Path) -> None:
     squad = write_squad(tmp_path / "tiny.json", version="1.1")
     off = REPO / "samples" / "eval" / "off_topic.en.jsonl"
     run = docqa(tmp_path / "var", "eval", "answers", str(squad), "--off-topic", str(off),
-                "--limit", "2", "--mode", "extractive", "--json")  # fmt: skip
+                "--limit", "2", "--mode", "extractive", "--json",
+                "--details", str(tmp_path / "details.jsonl"))  # fmt: skip
     assert run.returncode == 0, run.stderr
+    rows = [json.loads(line) for line in (tmp_path / "details.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in rows] == ["answerable", "answerable", "off_topic", "off_topic"]
+    assert rows[0]["hit"] is True and "forty minutes" in rows[0]["answer"]
     figures = json.loads(run.stdout)
     assert figures["answerable"] == 2 and figures["answer_recall"] == 1.0
     assert figures["citation_precision"] == 1.0
