@@ -31,7 +31,7 @@ from qa.errors import GenerationError, InvalidInput, ModelNotBuilt
 from qa.llm.detok import IncrementalDetokenizer
 from qa.llm.kv_cache import KVBuffers, KVSessionCache
 from qa.llm.manifest import MODEL_FILE, ModelManifest
-from qa.llm.sampling import Sampler, SamplingParams
+from qa.llm.sampling import Sampler, SamplingDefaults, SamplingParams
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -77,6 +77,9 @@ class Generator(abc.ABC):
 
     #: longest prompt + answer the backend accepts, in tokens
     context_length: int
+    #: what a request samples with for each setting it leaves out (None): the model
+    #: folder's generation_config.json
+    sampling_defaults: SamplingDefaults = SamplingDefaults()
 
     @abc.abstractmethod
     def encode(self, prompt: Prompt) -> list[int]:
@@ -91,15 +94,18 @@ class Generator(abc.ABC):
         prompt: Prompt,
         *,
         max_new_tokens: int = 512,
-        temperature: float = 0.7,
-        top_p: float = 0.8,
-        top_k: int = 20,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
         seed: int | None = None,
         cancel: threading.Event | None = None,
         session_cache: KVSessionCache | None = None,
         chat_id: str | None = None,
     ) -> Iterator[TokenEvent]:
-        """Yield text pieces as they are generated; the last event is always the final one."""
+        """Yield text pieces as they are generated; the last event is always the final one.
+
+        ``temperature``, ``top_p``, ``top_k`` left at None come from ``sampling_defaults``.
+        """
 
     def generate(self, prompt: Prompt, **kwargs: Any) -> tuple[str, TokenEvent]:
         """The whole answer and the final event (convenience for batch jobs and tests)."""
@@ -135,6 +141,7 @@ class OnnxQwenGenerator(Generator):
         spec = self.manifest.spec
         self.spec = spec
         self.context_length = self.manifest.context_length
+        self.sampling_defaults = SamplingDefaults.from_model_dir(self.model_dir)
         self.prefill_chunk = max(1, prefill_chunk)
         self.model_key = f"{self.manifest.source_fingerprint}:{self.manifest.precision}"
         opts = ort.SessionOptions()
@@ -234,15 +241,15 @@ class OnnxQwenGenerator(Generator):
         prompt: Prompt,
         *,
         max_new_tokens: int = 512,
-        temperature: float = 0.7,
-        top_p: float = 0.8,
-        top_k: int = 20,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
         seed: int | None = None,
         cancel: threading.Event | None = None,
         session_cache: KVSessionCache | None = None,
         chat_id: str | None = None,
     ) -> Iterator[TokenEvent]:
-        params = SamplingParams(max_new_tokens, temperature, top_p, top_k, seed)
+        params = self.sampling_defaults.params(max_new_tokens, temperature, top_p, top_k, seed)
         sampler = Sampler(params, self.vocab_limit)  # validates before any work
         ids = self.encode(prompt)
         if not ids:

@@ -72,7 +72,7 @@ from qa.errors import (
 from qa.llm.generate import ChatMessage, GenerationStats, Generator, Prompt, TokenEvent
 from qa.llm.kv_cache import KVSessionCache
 from qa.llm.manifest import FORMAT_VERSION, MANIFEST
-from qa.llm.sampling import SamplingParams
+from qa.llm.sampling import SamplingDefaults
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +195,7 @@ class RemoteGenerator(Generator):
 
         self.model_dir = Path(model_dir)
         self.context_length, self.vocab_size, self.model_key = read_model_info(self.model_dir)
+        self.sampling_defaults = SamplingDefaults.from_model_dir(self.model_dir)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
         except (OSError, ValueError) as exc:
@@ -231,16 +232,19 @@ class RemoteGenerator(Generator):
         prompt: Prompt,
         *,
         max_new_tokens: int = 512,
-        temperature: float = 0.7,
-        top_p: float = 0.8,
-        top_k: int = 20,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
         seed: int | None = None,
         cancel: threading.Event | None = None,
         session_cache: KVSessionCache | None = None,
         chat_id: str | None = None,
     ) -> Iterator[TokenEvent]:
         # Input errors raise here, before anything is sent (as the local generator does).
-        SamplingParams(max_new_tokens, temperature, top_p, top_k, seed).validate()
+        # Settings left out take the folder's generation_config.json values here: the worker
+        # runs the same build (model_key), so it would choose the same.
+        params = self.sampling_defaults.params(max_new_tokens, temperature, top_p, top_k, seed)
+        params.validate()
         n = len(self.encode(prompt))
         if n == 0:
             raise InvalidInput("empty prompt")
@@ -251,9 +255,9 @@ class RemoteGenerator(Generator):
         payload: dict[str, Any] = {
             "prompt": _jsonable(prompt),
             "max_new_tokens": max_new_tokens,
-            "temperature": temperature,
-            "top_p": top_p,
-            "top_k": top_k,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "top_k": params.top_k,
             "seed": seed,
             "chat_id": chat_id,
             "model": self.model_key,

@@ -1,13 +1,22 @@
-"""Next-token choice from one row of logits: greedy, or temperature / top-k / top-p sampling."""
+"""Next-token choice from one row of logits: greedy, or temperature / top-k / top-p sampling.
+
+The defaults are the model folder's own: ``generation_config.json`` (temperature 0.7, top_p
+0.8, top_k 20 for Qwen3-4B-Instruct-2507) travels into the built folder, and a request
+that leaves a setting out (``None``) gets the folder's value, never a constant of ours.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from qa.errors import InvalidInput
+from qa.errors import ConfigError, InvalidInput
+
+GENERATION_CONFIG = "generation_config.json"
 
 
 @dataclass(frozen=True)
@@ -56,3 +65,58 @@ class Sampler:
             keep = int(np.searchsorted(np.cumsum(probs), p.top_p)) + 1
             order, probs = order[:keep], probs[:keep] / probs[:keep].sum()
         return int(order[self.rng.choice(order.size, p=probs)])
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """What a request that sets nothing samples with: the model folder's choice.
+
+    Without a ``generation_config.json``, Qwen3-Instruct's published recommendation. A file
+    that leaves a field out means transformers' default for it (what ``generate`` would
+    use); ``do_sample: false`` means greedy.
+    """
+
+    temperature: float = 0.7
+    top_p: float = 0.8
+    top_k: int = 20
+
+    @classmethod
+    def from_model_dir(cls, model_dir: Path) -> SamplingDefaults:
+        path = Path(model_dir) / GENERATION_CONFIG
+        if not path.is_file():
+            return cls()
+        try:
+            cfg = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ConfigError(f"{path}: unreadable generation config ({exc})") from exc
+        if not isinstance(cfg, dict):
+            raise ConfigError(f"{path}: generation config is not a JSON object")
+        try:
+            defaults = cls(
+                temperature=0.0
+                if cfg.get("do_sample") is False
+                else float(cfg.get("temperature", 1.0)),
+                top_p=float(cfg.get("top_p", 1.0)),
+                top_k=int(cfg.get("top_k", 50)),
+            )
+            SamplingParams(1, defaults.temperature, defaults.top_p, defaults.top_k).validate()
+        except (TypeError, ValueError, InvalidInput) as exc:
+            raise ConfigError(f"{path}: unusable sampling settings ({exc})") from exc
+        return defaults
+
+    def params(
+        self,
+        max_new_tokens: int,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        seed: int | None = None,
+    ) -> SamplingParams:
+        """The request's settings, each one it left out (``None``) from these defaults."""
+        return SamplingParams(
+            max_new_tokens,
+            self.temperature if temperature is None else temperature,
+            self.top_p if top_p is None else top_p,
+            self.top_k if top_k is None else top_k,
+            seed,
+        )

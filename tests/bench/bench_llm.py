@@ -2,9 +2,11 @@
 
     python -m tests.bench.bench_llm [--layers 2 4] [--decode-tokens 16] [--skip-torch]
 
-Random-weight models with the REAL Qwen3-4B shape (hidden 2560, 32/8 heads, head_dim 128,
-intermediate 9728, vocab 151,936) but only a few layers are written to safetensors layer by
-layer (one bf16 shard per layer: the generator never holds more than one layer), built with
+Random-weight models with the REAL Qwen3-4B folder (../shared/models/qwen3-4b-instruct-2507:
+its config, tokenizer, chat template and generation config; hidden 2560, 32/8 heads,
+head_dim 128, intermediate 9728, vocab 151,936) but only a few layers are written to
+safetensors layer by layer (one bf16 shard per layer: the generator never holds more than
+one layer), built with
 ``qa.llm.build`` (both INT8 kernels), then measured:
 
 * wall-clock speed with 2 threads, the layer counts interleaved in one process, best of
@@ -36,25 +38,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-QWEN3_4B: dict[str, Any] = {
-    "architectures": ["Qwen3ForCausalLM"],
-    "model_type": "qwen3",
-    "hidden_size": 2560,
-    "intermediate_size": 9728,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 8,
-    "head_dim": 128,
-    "vocab_size": 151936,
-    "max_position_embeddings": 32768,
-    "rope_theta": 5000000.0,
-    "rms_norm_eps": 1e-6,
-    "tie_word_embeddings": True,
-    "hidden_act": "silu",
-    "attention_bias": False,
-    "torch_dtype": "bfloat16",
-    "bos_token_id": 0,
-    "eos_token_id": 2,
-}
 TARGET_LAYERS = 36
 THREADS = 2
 REPEATS = 3
@@ -73,13 +56,13 @@ def make_model(out: Path, layers: int) -> dict[str, Any]:
     import torch
     from safetensors.torch import save_file
 
-    from tests.qa.llm.tiny_qwen import train_tokenizer
+    from tests.qa.llm.tiny_qwen import copy_real_files, real_config
 
-    out.mkdir(parents=True, exist_ok=True)
-    train_tokenizer(out)
-    cfg = {**QWEN3_4B, "num_hidden_layers": layers}
+    # the real folder's tokenizer, template and generation config, unchanged
+    copy_real_files(out)
+    # the real config.json (262,144 positions; the build serves DEFAULT_CONTEXT of them)
+    cfg = {**real_config(), "num_hidden_layers": layers, "max_window_layers": layers}
     (out / "config.json").write_text(json.dumps(cfg, indent=2))
-    (out / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, 0]}))
     gen = torch.Generator().manual_seed(0)
     h, inter, d = cfg["hidden_size"], cfg["intermediate_size"], cfg["head_dim"]
     q, kv = cfg["num_attention_heads"] * d, cfg["num_key_value_heads"] * d

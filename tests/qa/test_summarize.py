@@ -128,8 +128,9 @@ def test_document_summary_cites_the_pages_of_its_windows(
     result = service.summarize_document(env.doc("travel-and-expenses.pdf"), control=Progress())
     assert result["model"] == "generative" and result["kind"] == "document"
     windows = [set(w["pages"]) for w in result["windows"]]
-    # The 9-page PDF does not fit the tiny model's 512-token context: many windows, in order.
-    assert len(windows) > 3
+    # The 9-page PDF (about 1,000 of Qwen's tokens) does not fit the tiny model's 512-token
+    # context: several windows, in order.
+    assert len(windows) > 1
     assert set().union(*windows) == set(range(1, 10))
     assert [min(w) for w in windows] == sorted(min(w) for w in windows)
     statements = result["statements"]
@@ -140,7 +141,8 @@ def test_document_summary_cites_the_pages_of_its_windows(
         assert s["document_name"].endswith("travel-and-expenses.pdf")
     assert result["timings"]["generations"] >= len(windows)
     assert re.search(r"\(pp?\. \d", result["markdown"])
-    assert seen == sorted(seen) and seen[-1] == 1.0 and len(set(seen)) > 3
+    # progress after every window, then done
+    assert seen == sorted(seen) and seen[-1] == 1.0 and len(set(seen)) >= len(windows) + 1
 
 
 class Scripted(Generator):
@@ -532,7 +534,8 @@ def test_a_question_waiting_behind_a_summary_goes_before_its_next_window(
     assert any(e["type"] == "queued" for e in events), "the question waited for the window"
     # The summary's window that was running, then the question, then the summary again.
     assert recording.log[:3] == ["summary", "question", "summary"], recording.log[:5]
-    assert recording.log.count("summary") > 3
+    # ... and on to the rest: the preempted window resumed, then at least one more
+    assert recording.log.count("summary") >= 3
     # It did not even finish that window first: it stopped at a token and went on later
     # from its KV snapshot, and the summary is whole all the same.
     (result,) = results

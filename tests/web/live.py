@@ -267,7 +267,10 @@ def _readable_token_ids(hf_dir: Path) -> tuple[list[int], int]:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(hf_dir, local_files_only=True)
-    keep = [i for i in range(len(tok)) if _READABLE.fullmatch(tok.decode([i]))]
+    # Byte-level BPE spells a space "Ġ" and ASCII letters, "." and "," as themselves, so the
+    # token strings answer the pattern without decoding 151,669 tokens one by one (5 s).
+    pieces = tok.convert_ids_to_tokens(list(range(len(tok))))
+    keep = [i for i, piece in enumerate(pieces) if _READABLE.fullmatch(piece.replace("Ġ", " "))]
     return keep, len(tok)
 
 

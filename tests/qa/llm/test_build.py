@@ -14,6 +14,7 @@ from qa.llm.build import build_model
 from qa.llm.generate import OnnxQwenGenerator
 from qa.llm.manifest import ModelManifest
 from qa.llm.quant import quantize_rows
+from tests.qa.llm.tiny_qwen import REAL_FILES, REAL_QWEN3
 
 
 def copy_hf(src: Path, dst: Path) -> Path:
@@ -22,16 +23,11 @@ def copy_hf(src: Path, dst: Path) -> Path:
 
 
 def test_built_folder_has_model_tokenizer_and_manifest(built_int8: Path, tiny_hf: Path) -> None:
-    for name in (
-        "model.onnx",
-        "model.onnx.data",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "generation_config.json",
-        "chat_template.jinja",
-        "docqa_model.json",
-    ):
+    for name in ("model.onnx", "model.onnx.data", "docqa_model.json"):
         assert (built_int8 / name).is_file(), name
+    # the real folder's tokenizer, template and generation config travel unchanged
+    for name in REAL_FILES:
+        assert (built_int8 / name).read_bytes() == (REAL_QWEN3 / name).read_bytes(), name
     m = ModelManifest.read(built_int8)
     cfg = json.loads((tiny_hf / "config.json").read_text())
     assert m.spec.head_dim == 32 != cfg["hidden_size"] // cfg["num_attention_heads"]
@@ -39,7 +35,7 @@ def test_built_folder_has_model_tokenizer_and_manifest(built_int8: Path, tiny_hf
     assert m.spec.vocab_size == cfg["vocab_size"] and m.precision == "int8"
     assert m.block_size == 32 and m.accuracy_level == 4
     assert m.context_length == cfg["max_position_embeddings"]
-    assert set(m.eos_token_ids) == {0, 2}
+    assert m.eos_token_ids == [151645, 151643]  # config's, then generation_config's
     assert len(m.source_fingerprint) == 16
     # the graph protobuf holds no weights; they are in the external data file
     assert (built_int8 / "model.onnx").stat().st_size < 100_000
