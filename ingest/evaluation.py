@@ -42,6 +42,7 @@ from qa.errors import InvalidInput
 from qa.retrieval.embedder import Embedder, get_embedder
 from qa.retrieval.index_store import IndexReader, IndexStore
 from qa.retrieval.ir_metrics import mrr_at_k, ndcg_at_k, percentile, recall_at_k, unique_in_order
+from qa.retrieval.lexical import ANALYZER_VERSION
 from qa.retrieval.publish import publish_collection
 from qa.retrieval.retriever import MODES, Mode, Retriever
 from qa.settings import Settings
@@ -208,6 +209,7 @@ def eval_folder(settings: Settings, name: str, digest: str, embedder: Embedder) 
     key = json.dumps(
         [
             _FORMAT,
+            ANALYZER_VERSION,  # the BM25 terms are built into the cached DB and index
             digest,
             embedder.model_id,
             embedder.dim,

@@ -29,7 +29,7 @@ from ingest.sandbox import ParseLimits, SandboxedParser
 from qa.errors import DocqaError, InvalidInput, ParseError
 from qa.retrieval.embedder import Embedder
 from qa.retrieval.index_store import IndexStore
-from qa.retrieval.lexical import analyze
+from qa.retrieval.lexical import bm25_terms
 from qa.retrieval.publish import Published, publish_collection
 from qa.settings import Settings
 from qa.store.blobstore import BlobStore, display_name
@@ -76,7 +76,7 @@ class Processed:
 
 
 def chunk_rows(pages: Sequence[Page], embedder: Embedder, settings: Settings) -> list[ChunkRow]:
-    """Chunk pages in the embedder's tokens and analyze each chunk's lexical terms."""
+    """Chunk pages in the embedder's tokens and derive each chunk's BM25 terms."""
     # A model with a short max_seq_length caps the chunk size; the overlap shrinks with it.
     max_tokens = min(settings.chunk_tokens, embedder.max_tokens)
     drafts = chunk_document(
@@ -95,7 +95,7 @@ def chunk_rows(pages: Sequence[Page], embedder: Embedder, settings: Settings) ->
             char_end=d.char_end,
             heading_path=d.heading_path,
             token_count=d.token_count,
-            terms=" ".join(analyze(d.text)),
+            terms=" ".join(bm25_terms(d.text)),
         )
         for d in drafts
     ]

@@ -48,7 +48,7 @@ from qa.retrieval.embedder import Embedder
 from qa.retrieval.fusion import DEFAULT_RRF_K, drop_near_duplicates, reciprocal_rank_fusion
 from qa.retrieval.index_store import IndexReader, PublishedIndex
 from qa.retrieval.language import embedding_languages, question_language
-from qa.retrieval.lexical import analyze
+from qa.retrieval.lexical import bm25_terms
 from qa.retrieval.reranker import Reranker
 from qa.store.db.engine import Database
 from qa.store.db.models import Chunk, Collection, Document
@@ -209,7 +209,7 @@ class Retriever:
 
         t = time.perf_counter()
         query_vec = self.embedder.embed_query(query) if use_dense and indexes else None
-        terms = analyze(query) if mode != "dense" else []
+        terms = bm25_terms(query) if mode != "dense" else []
         embed_ms = _ms(t)
 
         t = time.perf_counter()
