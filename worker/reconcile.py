@@ -11,7 +11,8 @@ DB still says what is unfinished, so a periodic reconciler redoes it:
   cannot still be running anywhere: its worker died. Enqueue it again; ``process`` itself
   quarantines a file that has killed its worker ``max_processing_attempts`` times.
 * a collection with nothing pending whose published index does not hold the DB's chunk
-  count lost its publish: publish it.
+  count lost its publish: publish it. So is one whose index an older lexical analyzer
+  built (``ANALYZER_VERSION``, after an upgrade): the publish re-derives its terms.
 * a summary job ``queued`` that long while the summarize queue is empty, or ``running``
   with no progress for longer than its hard time limit (plus grace), lost its message or
   its worker: send it again. ``SummaryRunner.run`` restarts a job left running and skips a
@@ -33,7 +34,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
 
-from qa.retrieval.index_store import MANIFEST_FILE, IndexStore
+from qa.retrieval.index_store import MANIFEST_FILE, IndexStore, manifest_analyzer
+from qa.retrieval.lexical import ANALYZER_VERSION
 from qa.settings import Settings
 from qa.store.db.engine import Database
 from qa.store.db.models import Chunk, Collection, DocStatus, Document, Job, utcnow
@@ -58,6 +60,8 @@ class Published:
     version: str
     count: int
     created_at: datetime
+    #: the lexical analyzer version that made its BM25 terms
+    analyzer: int = ANALYZER_VERSION
 
 
 @dataclass
@@ -167,7 +171,10 @@ def published(store: IndexStore, collection_key: str) -> Published | None:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
         return Published(
-            version, int(manifest["count"]), datetime.fromisoformat(manifest["created_at"])
+            version,
+            int(manifest["count"]),
+            datetime.fromisoformat(manifest["created_at"]),
+            manifest_analyzer(manifest),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None  # garbage-collected meanwhile, or unreadable: treat as not published
@@ -205,7 +212,7 @@ def publish_due(
             select(func.count()).select_from(Chunk).where(Chunk.collection_id == collection_id)
         )
     current = published(store, key)
-    if current is None:
+    if current is None or current.analyzer != ANALYZER_VERSION:
         return True
     if current.count == chunks and latest is not None and current.created_at > _aware(latest):
         return False  # nothing changed since that version was written
@@ -240,7 +247,9 @@ def stale_collections(db: Database, store: IndexStore) -> list[int]:
             continue
         current = published(store, key)
         # Never published counts as 0 chunks: an empty collection needs no index.
-        if chunks.get(cid, 0) != (current.count if current is not None else 0):
+        if chunks.get(cid, 0) != (current.count if current is not None else 0) or (
+            current is not None and current.analyzer != ANALYZER_VERSION
+        ):
             stale.append(cid)
     return stale
 

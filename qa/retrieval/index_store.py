@@ -43,6 +43,7 @@ import numpy.typing as npt
 
 from qa.errors import IndexUnavailable, InvalidInput, StorageError
 from qa.retrieval.bm25 import BM25Index
+from qa.retrieval.lexical import ANALYZER_VERSION
 from qa.store.fsutil import fsync_path, sha256_file
 
 IndexKind = Literal["flat", "hnsw"]
@@ -168,6 +169,11 @@ class PublishedIndex:
     def dim(self) -> int:
         return int(self.manifest["dim"])
 
+    @property
+    def analyzer(self) -> int:
+        """The ``ANALYZER_VERSION`` of the terms in the BM25 part (1: before it was recorded)."""
+        return manifest_analyzer(self.manifest)
+
     def search_dense(self, query_vec: npt.ArrayLike, k: int) -> list[tuple[int, float]]:
         """Top ``k`` chunk ids by inner product with ``query_vec`` (shape (dim,) or (1, dim))."""
         q = np.asarray(query_vec, dtype=np.float32).reshape(1, -1)
@@ -228,8 +234,12 @@ class IndexStore:
         *,
         model_id: str,
         kind: IndexKind = "flat",
+        analyzer: int = ANALYZER_VERSION,
     ) -> str:
-        """Write a new version of the collection's indexes and make it current; returns it."""
+        """Write a new version of the collection's indexes and make it current; returns it.
+
+        ``analyzer`` is recorded in the manifest: the ``ANALYZER_VERSION`` that made
+        ``term_lists``."""
         _check_key(collection_key)
         _validate(ids, vectors, term_lists, kind)
         try:
@@ -243,7 +253,9 @@ class IndexStore:
                 version = self._next_version(versions, current)
                 tmp = versions / f"{TMP_PREFIX}{version}"
                 tmp.mkdir()
-                self._write_version(tmp, version, ids, vectors, term_lists, model_id, kind)
+                self._write_version(
+                    tmp, version, ids, vectors, term_lists, model_id, kind, analyzer
+                )
                 os.rename(tmp, versions / version)
                 fsync_path(versions)
                 _swap_current(cdir, version)
@@ -263,6 +275,7 @@ class IndexStore:
         term_lists: Sequence[Sequence[str]],
         model_id: str,
         kind: str,
+        analyzer: int,
     ) -> None:
         dense = _build_dense(ids, vectors, kind)
         faiss.write_index(dense, str(tmp / DENSE_FILE))
@@ -278,6 +291,7 @@ class IndexStore:
             "dim": int(vectors.shape[1]),
             "model_id": model_id,
             "kind": kind,
+            "analyzer": analyzer,
             "bm25": lexical.stats,
             "files": {
                 p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in written
@@ -325,6 +339,19 @@ class IndexStore:
 
     def current_version(self, collection_key: str) -> str | None:
         return _read_current(self.collection_dir(collection_key))
+
+    def current_manifest(self, collection_key: str) -> dict[str, Any] | None:
+        """The manifest of the current version; None when nothing readable is published."""
+        cdir = self.collection_dir(collection_key)
+        try:
+            version = _read_current(cdir)
+            if version is None:
+                return None
+            with open(cdir / "versions" / version / MANIFEST_FILE, encoding="utf-8") as fh:
+                manifest = json.load(fh)
+        except (OSError, ValueError, IndexUnavailable):
+            return None  # garbage-collected meanwhile, or unreadable
+        return manifest if isinstance(manifest, dict) else None
 
     def drop(self, collection_key: str) -> None:
         """Remove every index of the collection. Readers see ``IndexUnavailable`` next."""
@@ -403,6 +430,13 @@ class IndexReader:
             self._cache.pop(collection_key, None)
 
 
+def manifest_analyzer(manifest: dict[str, Any]) -> int:
+    """The analyzer version a manifest records; versions written before it was recorded
+    are 1 (jieba on the text as written)."""
+    value = manifest.get("analyzer", 1)
+    return value if isinstance(value, int) else 1
+
+
 def _load(key: str, vdir: Path, version: str) -> PublishedIndex:
     """Load and cross-check one version. Missing files raise FileNotFoundError."""
     with open(vdir / MANIFEST_FILE, encoding="utf-8") as fh:
@@ -437,4 +471,5 @@ __all__ = [
     "IndexReader",
     "IndexStore",
     "PublishedIndex",
+    "manifest_analyzer",
 ]

@@ -1,11 +1,23 @@
-"""Publishing a collection's FAISS + BM25 indexes from the metadata DB (the one writer)."""
+"""Publishing a collection's FAISS + BM25 indexes from the metadata DB (the one writer).
+
+BM25 is built from the lexical terms stored with each chunk at ingest. When the
+collection's current index records another ``ANALYZER_VERSION`` than this code's (an
+upgrade changed the analysis, e.g. Traditional -> Simplified normalisation), the stored
+terms are stale: they are re-derived from the stored chunk text first (analysis only, no
+re-embedding; about 300k Chinese characters a second) and the index records the new
+version. Questions are analyzed by the running code, so until that publish a collection's
+old index matches them worse (a Traditional question no longer meets the old index's
+unconverted Traditional terms); the reconciler republishes such collections, and
+``docqa reindex`` does it at once.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qa.retrieval.index_store import IndexStore
-from qa.store.catalog import index_material
+from qa.retrieval.index_store import IndexStore, manifest_analyzer
+from qa.retrieval.lexical import ANALYZER_VERSION, bm25_terms
+from qa.store.catalog import chunk_texts, index_material, set_chunk_terms
 from qa.store.db.engine import Database
 from qa.store.db.models import Collection
 
@@ -15,6 +27,29 @@ class Published:
     collection: str
     version: str
     count: int
+    #: chunks whose stored terms were re-derived (an older analyzer made them)
+    reanalyzed: int = 0
+
+
+def terms_outdated(store: IndexStore, collection_key: str) -> bool:
+    """Whether the collection's current index was built from an older analyzer's terms.
+
+    A collection never published is taken as current: its chunks were analyzed at ingest
+    by this code.
+    """
+    manifest = store.current_manifest(collection_key)
+    return manifest is not None and manifest_analyzer(manifest) != ANALYZER_VERSION
+
+
+def reanalyze_chunks(db: Database, collection_id: int) -> int:
+    """Re-derive every chunk's stored terms from its text; returns how many chunks."""
+    done = 0
+    with db.session() as session:
+        for batch in chunk_texts(session, collection_id):
+            set_chunk_terms(session, {cid: " ".join(bm25_terms(text)) for cid, text in batch})
+            done += len(batch)
+        session.commit()
+    return done
 
 
 def publish_collection(
@@ -33,8 +68,10 @@ def publish_collection(
             from qa.errors import NotFound
 
             raise NotFound(f"no collection with id {collection_id}")
-        material = index_material(session, collection_id, dim, model_id)
         name, key = coll.name, coll.index_key
+    reanalyzed = reanalyze_chunks(db, collection_id) if terms_outdated(store, key) else 0
+    with db.session() as session:
+        material = index_material(session, collection_id, dim, model_id)
     version = store.publish(
         key,
         material.ids,
@@ -42,5 +79,6 @@ def publish_collection(
         material.term_lists,
         model_id=model_id,
         kind=kind,  # type: ignore[arg-type]
+        analyzer=ANALYZER_VERSION,
     )
-    return Published(name, version, len(material.ids))
+    return Published(name, version, len(material.ids), reanalyzed)

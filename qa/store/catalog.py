@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -226,6 +226,27 @@ def index_material(session: Session, collection_id: int, dim: int, model_id: str
     for i, r in enumerate(rows):
         vectors[i] = np.frombuffer(r[2], dtype="<f4")
     return IndexMaterial(ids, vectors, [r[1].split() for r in rows], model_id)
+
+
+def chunk_texts(
+    session: Session, collection_id: int, *, batch: int = 1000
+) -> Iterator[list[tuple[int, str]]]:
+    """``(chunk id, text)`` of every chunk of the collection, ``batch`` at a time."""
+    ids = session.scalars(
+        select(Chunk.id).where(Chunk.collection_id == collection_id).order_by(Chunk.id)
+    ).all()
+    for at in range(0, len(ids), batch):
+        part = ids[at : at + batch]
+        rows = session.execute(
+            select(Chunk.id, Chunk.text).where(Chunk.id.in_(part)).order_by(Chunk.id)
+        ).all()
+        yield [(int(i), str(t)) for i, t in rows]
+
+
+def set_chunk_terms(session: Session, terms: Mapping[int, str]) -> None:
+    """Replace the stored lexical terms of the given chunks (``{chunk id: terms}``)."""
+    if terms:
+        session.execute(update(Chunk), [{"id": i, "terms": t} for i, t in terms.items()])
 
 
 def page_lengths(session: Session, document_ids: Sequence[str]) -> dict[str, dict[int, int]]:

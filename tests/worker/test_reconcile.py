@@ -6,6 +6,7 @@ Real DB (SQLite and PostgreSQL), real sandbox and embedder; the "broker" is a li
 from __future__ import annotations
 
 import io
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, timedelta
@@ -16,11 +17,12 @@ from sqlalchemy import update
 
 from ingest.pipeline import IngestService, Outcome
 from qa.retrieval.embedder import Embedder
-from qa.retrieval.index_store import IndexStore
+from qa.retrieval.index_store import MANIFEST_FILE, IndexReader, IndexStore
+from qa.retrieval.lexical import ANALYZER_VERSION, bm25_terms
 from qa.settings import Settings
 from qa.store.blobstore import BlobStore
 from qa.store.db.engine import Database
-from qa.store.db.models import DocStatus, Document, Job, utcnow
+from qa.store.db.models import Chunk, DocStatus, Document, Job, utcnow
 from worker.reconcile import (
     mark_queued,
     processing_deadline_s,
@@ -166,6 +168,47 @@ def test_a_lost_publish_is_redone_and_an_up_to_date_index_is_left_alone(
 
     service.publish(coll)
     assert stale_collections(service.db, service.indexes) == []
+
+
+def test_an_index_built_by_an_older_analyzer_is_republished_with_terms_derived_again(
+    service: IngestService,
+) -> None:
+    text = "# 差旅\n\n倫敦的酒店每晚上限為二百二十歐元。員工每年享有十五天帶薪年假。\n"
+    doc = _submit(service, "policy.md", text)
+    assert service.process(doc).outcome == Outcome.INDEXED
+    coll = _doc(service.db, doc).collection_id
+    service.publish(coll)
+    key = f"c{coll}"
+    # What a version before ANALYZER_VERSION 2 left: Traditional terms as written, and a
+    # manifest without an analyzer field.
+    with service.db.session() as s:
+        s.execute(update(Chunk).where(Chunk.collection_id == coll).values(terms="倫敦 酒店"))
+        s.commit()
+    current = published(service.indexes, key)
+    assert current is not None and current.analyzer == ANALYZER_VERSION
+    manifest_path = (
+        service.indexes.collection_dir(key) / "versions" / current.version / MANIFEST_FILE
+    )
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    del manifest["analyzer"]
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+
+    old = published(service.indexes, key)
+    assert old is not None and old.analyzer == 1
+    assert stale_collections(service.db, service.indexes) == [coll]
+    assert publish_due(service.db, service.indexes, coll)
+    republished = service.publish(coll)
+    assert republished.reanalyzed == republished.count > 0
+    assert stale_collections(service.db, service.indexes) == []
+    with service.db.session() as s:
+        chunks = s.query(Chunk).filter(Chunk.collection_id == coll).all()
+        assert all(c.terms == " ".join(bm25_terms(c.text)) for c in chunks)
+        assert any("倫敦" in c.text for c in chunks)  # the text keeps its script
+    index = IndexReader(service.indexes).get(key)
+    assert index.analyzer == ANALYZER_VERSION
+    assert index.search_lexical(bm25_terms("伦敦酒店的上限"), 1)
+    # an up-to-date index is not analyzed again
+    assert service.publish(coll).reanalyzed == 0
 
 
 def test_publish_requests_are_coalesced_during_a_batch(service: IngestService) -> None:
