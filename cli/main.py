@@ -247,7 +247,12 @@ def eval_retrieval(
 @click.option("--extractive", is_flag=True, help="Do not use the model even if one is built.")
 @click.option("-k", "k", type=click.IntRange(1, MAX_SOURCES), default=None, help="Passages to use.")
 @click.option("--max-tokens", type=click.IntRange(1, MAX_ANSWER_TOKENS), default=512)
-@click.option("--temperature", type=click.FloatRange(0, 2), default=0.7)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(0, 2),
+    default=None,
+    help="Sampling temperature, 0 = greedy (default: the model's generation_config.json).",
+)
 @click.pass_obj
 def ask(
     settings: Settings,
@@ -257,7 +262,7 @@ def ask(
     extractive: bool,
     k: int | None,
     max_tokens: int,
-    temperature: float,
+    temperature: float | None,
 ) -> None:
     """Answer QUESTION from the documents, streaming, with cited sources."""
     import json

@@ -58,9 +58,10 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class AskOptions:
     k: int = 6
-    temperature: float = 0.7
-    top_p: float = 0.8
-    top_k: int = 20
+    #: None: the model folder's generation_config.json decides (Generator.sampling_defaults)
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
     max_tokens: int = 512
     system_prompt: str | None = None
     seed: int | None = None
@@ -69,11 +70,11 @@ class AskOptions:
         require(
             (1 <= self.k <= MAX_SOURCES, f"k must be between 1 and {MAX_SOURCES}"),
             (
-                0.0 <= self.temperature <= MAX_TEMPERATURE,
+                self.temperature is None or 0.0 <= self.temperature <= MAX_TEMPERATURE,
                 f"temperature must be between 0 and {MAX_TEMPERATURE:g}",
             ),
-            (0.0 < self.top_p <= 1.0, "top_p must be in (0, 1]"),
-            (0 <= self.top_k <= 1000, "top_k must be between 0 and 1000"),
+            (self.top_p is None or 0.0 < self.top_p <= 1.0, "top_p must be in (0, 1]"),
+            (self.top_k is None or 0 <= self.top_k <= 1000, "top_k must be between 0 and 1000"),
             (
                 1 <= self.max_tokens <= MAX_ANSWER_TOKENS,
                 f"max_tokens must be between 1 and {MAX_ANSWER_TOKENS}",

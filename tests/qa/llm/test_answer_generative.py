@@ -221,3 +221,22 @@ def test_cli_ask_with_the_built_model(setup: Setup) -> None:
 
 def test_generator_is_the_production_class(setup: Setup) -> None:
     assert isinstance(setup.service.generator, OnnxQwenGenerator)
+
+
+def test_unset_sampling_options_are_the_model_folders(setup: Setup) -> None:
+    """AskOptions that set no temperature / top_p / top_k sample as the built folder's
+    generation_config.json says (the real folder's 0.7 / 0.8 / 20), not as constants."""
+    service = setup.service
+    assert service.generator is not None
+    folder = service.generator.sampling_defaults
+    assert (folder.temperature, folder.top_p, folder.top_k) == (0.7, 0.8, 20)
+    assert (AskOptions().temperature, AskOptions().top_p, AskOptions().top_k) == (None,) * 3
+
+    def answer(options: AskOptions) -> str:
+        events = [e.to_json() for e in service.ask(QUESTION, [setup.collection_id], options)]
+        return "".join(e["text"] for e in events if e["type"] == "token")
+
+    same = {"temperature": 0.7, "top_p": 0.8, "top_k": 20}
+    for seed in range(3):
+        unset = answer(AskOptions(max_tokens=12, seed=seed))
+        assert unset == answer(AskOptions(max_tokens=12, seed=seed, **same))  # type: ignore[arg-type]

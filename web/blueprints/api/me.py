@@ -13,6 +13,8 @@ from typing import Any
 from flask import Response, jsonify
 
 from qa.answering.answer_service import AskOptions
+from qa.llm.generate import Generator
+from qa.llm.sampling import SamplingDefaults
 from web.auth import current_principal, login_required
 from web.blueprints.api import bp
 from web.contracts.api import Collection, Me, Preferences, PreferencesEnvelope
@@ -38,7 +40,8 @@ def me() -> Response:
             "role": p.role,
             "preferences": svc.accounts.preferences(p.user_id),
             "defaults": _defaults(
-                svc.config.default_system_prompt() or svc.answers.default_system_prompt
+                svc.config.default_system_prompt() or svc.answers.default_system_prompt,
+                svc.answers.generator,
             ),
             "collections": [
                 Collection.of_fields(c).model_dump() for c in svc.library.collections(p)
@@ -73,13 +76,15 @@ def set_preferences(body: Preferences) -> Response:
     return jsonify({"preferences": merged})
 
 
-def _defaults(system_prompt: str) -> dict[str, Any]:
-    """What an unset preference means, so the settings panel can show it."""
+def _defaults(system_prompt: str, generator: Generator | None) -> dict[str, Any]:
+    """What an unset preference means, so the settings panel can show it: sampling as the
+    model folder's generation_config.json says (extractive mode samples nothing)."""
     options = AskOptions()
+    sampling = generator.sampling_defaults if generator is not None else SamplingDefaults()
     return {
         "system_prompt": system_prompt,
-        "temperature": options.temperature,
-        "top_p": options.top_p,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
         "max_tokens": options.max_tokens,
         "theme": "dark",
     }
