@@ -362,12 +362,25 @@ def model() -> None:
     help="INT8 matmul kernel: dynamic (per-channel weights, DynamicQuantizeMatMul) or "
     "blockwise (MatMulNBits, block 32).",
 )
+@click.option(
+    "--context",
+    type=click.IntRange(min=256),
+    default=None,
+    help="Context window to serve, in tokens (default 32768, capped at the model's"
+    " max_position_embeddings): rotary tables and KV limits are sized for it, not for the"
+    " model's maximum.",
+)
 @click.pass_obj
 def model_build(
-    settings: Settings, source: Path, out_dir: Path | None, precision: str, kernel: str
+    settings: Settings,
+    source: Path,
+    out_dir: Path | None,
+    precision: str,
+    kernel: str,
+    context: int | None,
 ) -> None:
     """Export and quantize a Qwen3 checkpoint once, offline, streaming its weights."""
-    from qa.llm.build import build_model
+    from qa.llm.build import DEFAULT_CONTEXT, build_model
 
     target = out_dir or settings.llm_dir
     with progress_bar("building") as on_progress:
@@ -376,11 +389,13 @@ def model_build(
             target,
             precision=precision,  # type: ignore[arg-type]
             int8_kernel=kernel,  # type: ignore[arg-type]
+            context_length=context or DEFAULT_CONTEXT,
             progress=on_progress,
         )
     out.print(
         f"built {report.manifest.architecture} ({report.manifest.spec.num_layers} layers,"
-        f" {report.manifest.precision}) into {report.out_dir}:"
+        f" {report.manifest.precision}, context {report.manifest.context_length}) into"
+        f" {report.out_dir}:"
         f" {report.model_bytes / 1e9:.2f} GB in {report.seconds:.0f} s"
     )
 

@@ -307,7 +307,16 @@ def test_real_max_positions_build_tables_for_the_served_window_only(tmp_path: Pa
     assert gen.context_length == 32_768
     _, last = gen.generate(CHAT, max_new_tokens=4, temperature=0)
     assert last.stats is not None and last.stats.prompt_tokens > 10
-    # a smaller window is a build setting
-    small = build_model(hf, tmp_path / "small", precision="int8", context_length=4096)
-    assert small.manifest.context_length == 4096
-    assert small.model_bytes < report.model_bytes
+    # the served window is a setting of `docqa model build`
+    from click.testing import CliRunner
+
+    from cli.main import main as docqa
+
+    small = tmp_path / "small"
+    args = ["--data-dir", str(tmp_path / "var"), "model", "build", "--from", str(hf)]
+    run = CliRunner().invoke(docqa, [*args, "--out", str(small), "--context", "4096"])
+    assert run.exit_code == 0, run.output
+    assert "context 4096" in run.output
+    assert ModelManifest.read(small).context_length == 4096
+    cos = onnx.load(str(small / MODEL_FILE), load_external_data=False).graph.initializer
+    assert {tuple(i.dims) for i in cos if i.name.startswith("rotary.")} == {(4096, half)}
