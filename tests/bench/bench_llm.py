@@ -1,6 +1,12 @@
 """LLM speed and memory: our ONNX INT8 backend vs PyTorch bf16, same models, same run.
 
     python -m tests.bench.bench_llm [--layers 2 4] [--decode-tokens 16] [--skip-torch]
+    python -m tests.bench.bench_llm --full [--work DIR] [--kernel dynamic|blockwise]
+
+``--full``: the whole Qwen3-4B-Instruct-2507 from ../shared/models (config, tokenizer, chat
+template, generation config) with random bf16 weights under the real tensor names, streamed
+to disk (8 GB), built by ``docqa model build`` (peak RSS reported), then ``docqa ask`` end to
+end in English and Chinese: time to first token, decode tok/s, total.
 
 Random-weight models with the REAL Qwen3-4B folder (../shared/models/qwen3-4b-instruct-2507:
 its config, tokenizer, chat template and generation config; hidden 2560, 32/8 heads,
@@ -34,11 +40,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 TARGET_LAYERS = 36
+ROWS_PER_BLOCK = 4096  # fp32 scratch of a block: at most 4096 x 9728 x 4 = 160 MB
 THREADS = 2
 REPEATS = 3
 KERNELS = ("blockwise", "dynamic")
@@ -51,13 +60,43 @@ def peak_rss_gb() -> float:
 # ---- children ------------------------------------------------------------------------------
 
 
+def _write_shard(path: Path, shapes: dict[str, tuple[int, ...]], fill: Any) -> None:
+    """One bf16 safetensors file written tensor by tensor, rows in blocks.
+
+    ``safetensors.save_file`` wants every tensor in memory at once (the 778 MB embedding
+    and then its serialized copy); this writes the header from the shapes alone, then each
+    tensor's rows as ``fill(name, start, rows)`` produces them, so the scratch stays at
+    one block whatever the model size.
+    """
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, shape in shapes.items():
+        size = 2 * int(np.prod(shape))
+        header[name] = {
+            "dtype": "BF16",
+            "shape": list(shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned
+    with path.open("wb") as f:
+        f.write(len(raw).to_bytes(8, "little"))
+        f.write(raw)
+        for name, shape in shapes.items():
+            for start in range(0, shape[0], ROWS_PER_BLOCK):
+                rows = min(ROWS_PER_BLOCK, shape[0] - start)
+                f.write(fill(name, start, rows).tobytes())
+
+
 def make_model(out: Path, layers: int) -> dict[str, Any]:
-    """Config + tokenizer + one bf16 safetensors shard per layer (and one for the rest)."""
+    """The real folder's files + random bf16 weights with the real tensor names and shapes,
+    one safetensors shard per layer (and one for the rest), streamed to disk."""
     import torch
-    from safetensors.torch import save_file
 
     from tests.qa.llm.tiny_qwen import copy_real_files, real_config
 
+    out.mkdir(parents=True, exist_ok=True)
     # the real folder's tokenizer, template and generation config, unchanged
     copy_real_files(out)
     # the real config.json (262,144 positions; the build serves DEFAULT_CONTEXT of them)
@@ -66,42 +105,43 @@ def make_model(out: Path, layers: int) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(0)
     h, inter, d = cfg["hidden_size"], cfg["intermediate_size"], cfg["head_dim"]
     q, kv = cfg["num_attention_heads"] * d, cfg["num_key_value_heads"] * d
+    shapes: dict[str, tuple[int, ...]] = {}
 
-    def rand(*shape: int) -> torch.Tensor:
-        t = torch.empty(shape, dtype=torch.bfloat16)
-        for start in range(0, shape[0], 8192):  # fp32 scratch stays ~80 MB
-            rows = t[start : start + 8192]
-            rows.copy_(torch.randn(rows.shape, generator=gen) * 0.02)
-        return t
+    def fill(name: str, start: int, rows: int) -> np.ndarray:  # type: ignore[type-arg]
+        shape = (rows, *shapes[name][1:])
+        if name.endswith("norm.weight"):
+            block = torch.ones(shape, dtype=torch.bfloat16)
+        else:
+            block = (torch.randn(shape, generator=gen) * 0.02).to(torch.bfloat16)
+        return block.view(torch.int16).numpy()
 
     weight_map: dict[str, str] = {}
     shards = layers + 1
 
-    def write(index: int, tensors: dict[str, torch.Tensor]) -> None:
+    def write(index: int, tensors: dict[str, tuple[int, ...]]) -> None:
         name = f"model-{index + 1:05d}-of-{shards:05d}.safetensors"
-        save_file(tensors, str(out / name), metadata={"format": "pt"})
+        shapes.clear()
+        shapes.update(tensors)
+        _write_shard(out / name, tensors, fill)
         weight_map.update(dict.fromkeys(tensors, name))
 
-    ones = lambda n: torch.ones(n, dtype=torch.bfloat16)  # noqa: E731
-    write(
-        0, {"model.embed_tokens.weight": rand(cfg["vocab_size"], h), "model.norm.weight": ones(h)}
-    )
+    write(0, {"model.embed_tokens.weight": (cfg["vocab_size"], h), "model.norm.weight": (h,)})
     for i in range(layers):
         p = f"model.layers.{i}"
         write(
             i + 1,
             {
-                f"{p}.input_layernorm.weight": ones(h),
-                f"{p}.post_attention_layernorm.weight": ones(h),
-                f"{p}.self_attn.q_proj.weight": rand(q, h),
-                f"{p}.self_attn.k_proj.weight": rand(kv, h),
-                f"{p}.self_attn.v_proj.weight": rand(kv, h),
-                f"{p}.self_attn.o_proj.weight": rand(h, q),
-                f"{p}.self_attn.q_norm.weight": ones(d),
-                f"{p}.self_attn.k_norm.weight": ones(d),
-                f"{p}.mlp.gate_proj.weight": rand(inter, h),
-                f"{p}.mlp.up_proj.weight": rand(inter, h),
-                f"{p}.mlp.down_proj.weight": rand(h, inter),
+                f"{p}.input_layernorm.weight": (h,),
+                f"{p}.post_attention_layernorm.weight": (h,),
+                f"{p}.self_attn.q_proj.weight": (q, h),
+                f"{p}.self_attn.k_proj.weight": (kv, h),
+                f"{p}.self_attn.v_proj.weight": (kv, h),
+                f"{p}.self_attn.o_proj.weight": (h, q),
+                f"{p}.self_attn.q_norm.weight": (d,),
+                f"{p}.self_attn.k_norm.weight": (d,),
+                f"{p}.mlp.gate_proj.weight": (inter, h),
+                f"{p}.mlp.up_proj.weight": (inter, h),
+                f"{p}.mlp.down_proj.weight": (h, inter),
             },
         )
     index = {"metadata": {}, "weight_map": weight_map}
@@ -122,8 +162,6 @@ def build(hf: Path, out: Path, kernel: str) -> dict[str, Any]:
 
 
 def _prompt(n: int, seed: int) -> list[int]:
-    import numpy as np
-
     return [int(x) for x in np.random.default_rng(seed).integers(3, 500, n)]
 
 
@@ -311,12 +349,126 @@ def per_token_extrapolation(rates: dict[int, float]) -> float:
     return 1.0 / seconds if seconds > 0 else float("nan")  # noise made the slope negative
 
 
+# ---- the full model, end to end through `docqa ask` ---------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+FULL_QUESTIONS = ("What is the hotel limit in London?", "员工每年有多少天带薪年假？")
+
+
+def _docqa(data: Path, *args: str, env: dict[str, str] | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "cli.main", "--data-dir", str(data), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, check=False)
+    if proc.returncode:
+        raise RuntimeError(f"docqa {args[0]} failed:\n{proc.stderr[-4000:]}")
+    return proc.stdout.splitlines()
+
+
+def ask_end_to_end(data: Path, model: Path, question: str, max_tokens: int) -> dict[str, Any]:
+    """``docqa ask --json`` as a user runs it: a new process that loads the embedder and the
+    model, retrieves, prefills, streams. Wall times are from the process start; the done
+    event carries the service's own time to first token and decode speed."""
+    env = {**os.environ, "DOCQA_MODEL_DIR": str(model)}
+    cmd = [sys.executable, "-m", "cli.main", "--data-dir", str(data), "ask", question, "--json"]
+    cmd += ["--max-tokens", str(max_tokens)]
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO, env=env)
+    assert proc.stdout is not None
+    events: list[dict[str, Any]] = []
+    first_token_s = None
+    for line in proc.stdout:
+        events.append(json.loads(line))
+        if events[-1]["type"] == "token" and first_token_s is None:
+            first_token_s = time.perf_counter() - started
+    # wait4: this process's own peak RSS (it includes the memory-mapped model file's pages)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status):
+        raise RuntimeError(f"docqa ask failed with {os.waitstatus_to_exitcode(status)}")
+    done = events[-1]
+    if done["type"] != "done":
+        raise RuntimeError(f"docqa ask ended with {done}")
+    return {
+        "question": question,
+        "process_first_token_s": first_token_s,
+        "process_total_s": time.perf_counter() - started,
+        "peak_rss_gb": usage.ru_maxrss / 1024**2,
+        **{k: done.get(k) for k in ("mode", "finish_reason", "retrieval_ms")},
+        **{k: done.get(k) for k in ("time_to_first_token_ms", "tokens_per_s", "prompt_tokens")},
+        "completion_tokens": done.get("completion_tokens"),
+    }
+
+
+def cli_build(hf: Path, out: Path, kernel: str) -> dict[str, Any]:
+    """`docqa model build --from hf --out out [--kernel k]`, in this (fresh) process."""
+    from cli.main import main as docqa
+
+    started = time.perf_counter()
+    args = ["model", "build", "--from", str(hf), "--out", str(out)]
+    docqa([*args, *(["--kernel", kernel] if kernel != "default" else [])], standalone_mode=False)
+    return {
+        "seconds": time.perf_counter() - started,
+        "peak_rss_gb": peak_rss_gb(),
+        "model_gb": sum(f.stat().st_size for f in out.iterdir()) / 1e9,
+    }
+
+
+def main_full(work: Path, max_tokens: int, kernel: str) -> None:
+    """The whole 36-layer Qwen3-4B-Instruct-2507 from the real folder plus random weights
+    (8 GB of bf16 safetensors, about 4.5 GB built): make, `docqa model build`,
+    `docqa model info`, then `docqa ask` end to end in English and Chinese."""
+    hf, built, data = work / "hf-full", work / f"onnx-full-{kernel}", work / "data"
+    layers = int(real_config_layers())
+    if not (hf / "model.safetensors.index.json").is_file():
+        made = child("make", str(hf), str(layers))
+        print(f"  random weights written, peak RSS {made['peak_rss_gb']:.2f} GB", flush=True)
+    if not (built / "docqa_model.json").is_file():
+        b = child("cli-build", str(hf), str(built), kernel)
+        print(
+            f"  docqa model build (kernel {kernel}, {layers} layers): {b['seconds']:.0f} s, "
+            f"peak RSS {b['peak_rss_gb']:.2f} GB, model {b['model_gb']:.2f} GB",
+            flush=True,
+        )
+    env = {**os.environ, "DOCQA_MODEL_DIR": str(built)}
+    for line in _docqa(data, "model", "info", env=env):
+        print(f"  {line}")
+    if not (data / "docqa.db").exists():
+        _docqa(data, "ingest", str(REPO / "samples" / "docs"), "-c", "handbook")
+    print(f"\n== docqa ask end to end ({max_tokens} tokens at most; random weights)")
+    for question in FULL_QUESTIONS:
+        for run in ("cold", "warm"):  # warm: the model file is in the page cache
+            r = ask_end_to_end(data, built, question, max_tokens)
+            print(
+                f"  {run:<4} {question[:36]:<36} first token {r['process_first_token_s']:.1f} s "
+                f"after start (service TTFT {r['time_to_first_token_ms'] / 1000:.2f} s for "
+                f"{r['prompt_tokens']} prompt tokens), decode {r['tokens_per_s']:.2f} tok/s, "
+                f"{r['completion_tokens']} tokens, total {r['process_total_s']:.1f} s, "
+                f"peak RSS {r['peak_rss_gb']:.2f} GB",
+                flush=True,
+            )
+
+
+def real_config_layers() -> int:
+    from tests.qa.llm.tiny_qwen import real_config
+
+    return int(real_config()["num_hidden_layers"])
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--layers", type=int, nargs=2, default=[2, 4])
     ap.add_argument("--decode-tokens", type=int, default=16)
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--work", type=Path, default=None, help="keep models here")
+    ap.add_argument(
+        "--full",
+        action="store_true",
+        help="build the whole real-shape model (8 GB + 4.5 GB of disk) and time `docqa ask`",
+    )
+    ap.add_argument("--ask-tokens", type=int, default=64, help="answer length with --full")
+    ap.add_argument(
+        "--kernel",
+        default="default",
+        help="with --full: docqa model build --kernel (default: its own)",
+    )
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -326,6 +478,7 @@ def main(argv: list[str] | None = None) -> None:
         fn = {
             "make": lambda: make_model(paths[0], int(args.paths[1])),
             "build": lambda: build(paths[0], paths[1], args.paths[2]),
+            "cli-build": lambda: cli_build(paths[0], paths[1], args.paths[2]),
             "ort-speed": lambda: run_speed("ort", paths, args.decode_tokens),
             "torch-speed": lambda: run_speed("torch", paths, args.decode_tokens),
             "ort-rss": lambda: run_rss("ort", paths[0]),
@@ -341,6 +494,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"machine: {machine()}, {THREADS} threads")
     work_ctx = tempfile.TemporaryDirectory(prefix="bench_llm_") if args.work is None else None
     work = Path(work_ctx.name) if work_ctx else args.work
+    if args.full:
+        try:
+            main_full(work, args.ask_tokens, args.kernel)
+        finally:
+            if work_ctx:
+                work_ctx.cleanup()
+        return
     results: dict[str, dict[int, dict[str, Any]]] = {"torch": {}}
     dt = ["--decode-tokens", str(args.decode_tokens)]
     try:
