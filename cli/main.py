@@ -15,6 +15,7 @@ import click
 from rich.table import Table
 
 from cli.console import DocqaGroup, err, load_settings, out, progress_bar
+from qa.answering.decline import NOT_FOUND
 from qa.answering.events import AnswerEvent, Citations, Done, ErrorEvent, Queued, Sources, Token
 from qa.limits import MAX_ANSWER_TOKENS, MAX_SOURCES
 from qa.settings import Settings
@@ -310,6 +311,8 @@ def _print_event(event: AnswerEvent) -> None:
     elif isinstance(event, Citations):
         _print_citations(event)
     elif isinstance(event, Done):
+        if event.outcome == NOT_FOUND:
+            out.print("[dim]The sources above are only the closest passages found.[/dim]")
         ttft, tps = event.time_to_first_token_ms, event.tokens_per_s
         out.print(
             f"[dim]{event.mode}: retrieval {event.retrieval_ms} ms"

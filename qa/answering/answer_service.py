@@ -4,13 +4,20 @@
     queued*  -> position in the model queue, while waiting (generative mode only)
     token*   -> answer text as it is generated
     citations-> each [n] checked against the sources; valid ones mapped to page + char span
-    done     -> mode, timings (retrieval ms, time to first token, tokens/s), token counts
+    done     -> mode, outcome, timings (retrieval ms, time to first token, tokens/s), counts
     error    -> instead of the rest, when something fails after the stream started
 
 The events are the typed classes of ``qa.answering.events``.
 
 Retrieval takes milliseconds and the first token can take seconds on a CPU, so sources go
 out first. With no model built the same stream carries an extractive answer.
+
+Declining: when the retrieved passages do not support the question
+(``qa.answering.evidence.judge``), both modes answer with the decline sentence in the
+question's language, no quote and no citation, the passages still listed (as the closest
+ones), and ``done.outcome`` is ``not_found``. In generative mode that gate runs before the
+model queue, so an unsupported question costs no prefill; a supported one may still be
+declined by the model, whose reply ``is_decline`` recognises.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from qa.answering.citations import CitationReport, validate_citations
+from qa.answering.decline import ANSWERED, NOT_FOUND, decline_sentence, is_decline
 from qa.answering.events import (
     JSON,
     AnswerEvent,
@@ -33,6 +41,7 @@ from qa.answering.events import (
     Sources,
     Token,
 )
+from qa.answering.evidence import judge
 from qa.answering.extractive import extractive_answer
 from qa.answering.prompt import DEFAULT_SYSTEM_PROMPT, Message, PromptPlan, build_prompt
 from qa.answering.spans import chunk_span_to_pages
@@ -162,6 +171,15 @@ class AnswerService:
         question = checked_question(question)
         result = self.retriever.retrieve(question, collection_ids, k=options.k)
         retrieval_ms = result.timings.total_ms
+        verdict = judge(question, result)
+        log.debug("evidence for the question: %s", verdict)
+        # A follow-up ("and in Paris?") leans on earlier turns the gate cannot read: with a
+        # history, the model (told how to decline) judges it. Extractive answers read no
+        # history, so they are always gated.
+        gated = self.generator is None or not history
+        if gated and not verdict.supported:
+            # Before the model queue: nothing to generate from, so no prefill and no wait.
+            return self._declined(question, result.passages, retrieval_ms, self.mode)
         if self.generator is None:
             return self._extractive(question, result.passages, retrieval_ms)
         plan, max_new = self.plan_prompt(question, result.passages, options, history)
@@ -169,7 +187,32 @@ class AnswerService:
         # web layer answers 503 + Retry-After) rather than inside a started stream.
         turn = self.slot.join(priority, cancel)
         return _TurnStream(
-            self._generative(plan, max_new, retrieval_ms, options, chat_id, cancel, turn), turn
+            self._generative(question, plan, max_new, retrieval_ms, options, chat_id, cancel, turn),
+            turn,
+        )
+
+    # -- declined ---------------------------------------------------------------------------
+
+    def _declined(
+        self, question: str, passages: Sequence[Passage], retrieval_ms: float, mode: str
+    ) -> Iterator[AnswerEvent]:
+        """The decline sentence, no citation; the passages are listed as the closest ones."""
+        started = time.perf_counter()
+        yield Sources([source_dict(n, p) for n, p in enumerate(passages, 1)])
+        yield from self._decline_events(question, retrieval_ms, mode, started)
+
+    def _decline_events(
+        self, question: str, retrieval_ms: float, mode: str, started: float
+    ) -> Iterator[AnswerEvent]:
+        sentence = decline_sentence(question)
+        yield Token(sentence)
+        yield Citations(citations=[], invalid=0, text=sentence, highlights=[])
+        yield Done(
+            mode=mode,
+            finish_reason="stop",
+            retrieval_ms=round(retrieval_ms, 1),
+            outcome=NOT_FOUND,
+            time_to_first_token_ms=round(retrieval_ms + (time.perf_counter() - started) * 1000, 1),
         )
 
     # -- extractive -----------------------------------------------------------------------
@@ -180,6 +223,9 @@ class AnswerService:
         started = time.perf_counter()
         yield Sources([source_dict(n, p) for n, p in enumerate(passages, 1)])
         answer = extractive_answer(question, passages, self.embedder)
+        if not answer.sentences:  # no sentence shares a content term with the question
+            yield from self._decline_events(question, retrieval_ms, "extractive", started)
+            return
         ttft_ms = retrieval_ms + (time.perf_counter() - started) * 1000
         for piece in answer.text.split("\n\n"):
             yield Token(piece + "\n\n")
@@ -219,6 +265,7 @@ class AnswerService:
 
     def _generative(
         self,
+        question: str,
         plan: PromptPlan,
         max_new: int,
         retrieval_ms: float,
@@ -273,12 +320,18 @@ class AnswerService:
             return
         finally:
             turn.release()
-        report = validate_citations("".join(parts), plan.sources)
-        yield self._citations_event(report, [])
+        reply = "".join(parts)
+        declined = is_decline(reply)
+        if declined:
+            # The model found nothing: no source is presented as its answer.
+            yield Citations(citations=[], invalid=0, text=decline_sentence(question), highlights=[])
+        else:
+            yield self._citations_event(validate_citations(reply, plan.sources), [])
         done = Done(
             mode="generative",
             finish_reason=finish,
             retrieval_ms=round(retrieval_ms, 1),
+            outcome=NOT_FOUND if declined else ANSWERED,
             queue_wait_ms=round(queue_wait_ms, 1),
         )
         if stats is not None:

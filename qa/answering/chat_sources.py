@@ -43,6 +43,8 @@ class ReadMessage:
     created_at: datetime | None
     #: the [n] of sources whose document the reader can no longer read
     unavailable_sources: list[int]
+    #: an answer's outcome (answered / not_found); None for questions and older answers
+    outcome: str | None = None
 
 
 class ChatReader:
@@ -85,6 +87,7 @@ def redact(row: ChatMessage, readable: set[str]) -> ReadMessage:
         meta=meta,
         created_at=row.created_at,
         unavailable_sources=sorted(gone),
+        outcome=row.outcome,
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
+from qa.answering.decline import OUTCOMES
 from qa.answering.prompt import Message
 from qa.errors import InvalidInput, NotFound
 from qa.store.db.engine import Database
@@ -139,20 +140,32 @@ class ChatService:
         role: str,
         content: str,
         meta: Mapping[str, Any] | None = None,
+        *,
+        outcome: str | None = None,
     ) -> ChatMessage:
         """Append a message and move the chat to the top of the list.
 
         The first question of a chat still called DEFAULT_TITLE becomes its title.
+        ``outcome`` is an answer's (``answered`` / ``not_found``); questions have none.
         """
         content = _check_content(role, content)
         stored_meta = _check_meta(meta)
+        if outcome is not None and (role != ASSISTANT or outcome not in OUTCOMES):
+            raise InvalidInput(
+                f"an outcome is one of {', '.join(OUTCOMES)}, and only answers have one"
+            )
         with self.db.session() as session:
             chat = _own_chat(session, user_id, chat_id)
             if role == USER and chat.title == DEFAULT_TITLE and not _has_question(session, chat):
                 chat.title = auto_title(content) or DEFAULT_TITLE
             now = utcnow()
             message = ChatMessage(
-                chat_id=chat.id, role=role, content=content, meta=stored_meta, created_at=now
+                chat_id=chat.id,
+                role=role,
+                content=content,
+                meta=stored_meta,
+                created_at=now,
+                outcome=outcome,
             )
             chat.updated_at = now
             session.add(message)

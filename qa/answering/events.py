@@ -6,7 +6,7 @@
     Queued*        the position in the model queue while waiting (generative mode only)
     Token*         answer text as it is generated
     Citations      each [n] checked against the sources, mapped to page and char span
-    Done           mode, timings, token counts
+    Done           mode, outcome (answered / not_found), timings, token counts
     ErrorEvent     instead of the rest, when something fails after the stream started
 
 ``to_json()`` is the wire form every client sees (SSE ``data``, ``docqa ask --json``), the
@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from qa.answering.decline import ANSWERED, Outcome
 from qa.errors import DocqaError, from_wire
 
 JSON = dict[str, Any]
@@ -102,6 +103,9 @@ class Done:
     mode: str
     finish_reason: str
     retrieval_ms: float
+    #: "answered", or "not_found" when the documents did not support an answer and the
+    #: answer is the decline sentence (qa.answering.decline)
+    outcome: Outcome = ANSWERED
     time_to_first_token_ms: float | None = None
     queue_wait_ms: float | None = None
     tokens_per_s: float | None = None
@@ -114,6 +118,7 @@ class Done:
         """The figures that were measured (a field a mode does not measure is left out)."""
         names = (
             "mode",
+            "outcome",
             "finish_reason",
             "retrieval_ms",
             "queue_wait_ms",
@@ -190,6 +195,11 @@ class AnswerCollector:
     @property
     def complete(self) -> bool:
         return self.done is not None and self.citations is not None and self.error is None
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """``answered`` / ``not_found`` once the answer is done, else None (cut off)."""
+        return self.done.outcome if self.done is not None else None
 
     @property
     def finish_reason(self) -> str:

@@ -11,14 +11,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from qa.answering.decline import DECLINE_SENTENCES
 from qa.errors import InvalidInput
 from qa.retrieval.retriever import Passage
 
+# The decline sentences are spelled out so the reply can be recognised
+# (qa.answering.decline.is_decline) and the answer's outcome is "not_found".
 DEFAULT_SYSTEM_PROMPT = (
     "You are docqa, an assistant that answers questions using only the numbered sources "
     "given with each question. Cite the sources you use with their numbers in square "
     "brackets, like [1] or [2][3], right after the statement they support. If the sources "
-    "do not contain the answer, say plainly that the documents do not say, and do not guess. "
+    "do not contain the answer, do not guess and do not cite: reply with exactly this "
+    f'sentence and nothing else: "{DECLINE_SENTENCES["en"]}" (to a question in Chinese: '
+    f'"{DECLINE_SENTENCES["zh"]}"). '
     "Answer in the same language as the question. Be concise."
 )
 

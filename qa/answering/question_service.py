@@ -163,7 +163,9 @@ class QuestionService:
                 }
                 if said.error is not None:
                     meta["error"] = {"code": said.error.code, "message": said.error.message}
-                self.chats.add_message(p.user_id, chat_id, "assistant", said.text, meta)
+                self.chats.add_message(
+                    p.user_id, chat_id, "assistant", said.text, meta, outcome=said.outcome
+                )
             self.audit.record(
                 "question",
                 actor=p,
@@ -174,6 +176,7 @@ class QuestionService:
                     "chat_id": chat_id,
                     "channel": channel,
                     "finish_reason": said.finish_reason,
+                    "outcome": said.outcome,
                 },
                 ip=ip,
             )

@@ -115,6 +115,11 @@ class BM25Index:
             "b": self.b,
         }
 
+    def document_frequency(self, term: str) -> int:
+        """How many documents (chunks) contain ``term``."""
+        i = self.term_index.get(term)
+        return 0 if i is None else int(self.weights.indptr[i + 1] - self.weights.indptr[i])
+
     def search(self, query_terms: Iterable[str], k: int) -> list[tuple[int, float]]:
         """Top ``k`` ``(id, score)`` by descending score, ties by ascending id.
 

@@ -35,6 +35,7 @@ can ask the one index writer to republish.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Collection as AbstractSet
 from collections.abc import Mapping, Sequence
@@ -48,7 +49,7 @@ from qa.retrieval.embedder import Embedder
 from qa.retrieval.fusion import DEFAULT_RRF_K, drop_near_duplicates, reciprocal_rank_fusion
 from qa.retrieval.index_store import IndexReader, PublishedIndex
 from qa.retrieval.language import embedding_languages, question_language
-from qa.retrieval.lexical import bm25_terms
+from qa.retrieval.lexical import analyze, bm25_terms
 from qa.retrieval.reranker import Reranker
 from qa.store.db.engine import Database
 from qa.store.db.models import Chunk, Collection, Document
@@ -83,6 +84,9 @@ class Passage:
     #: 1-based rank in the merged dense / lexical list; None when that list missed it
     dense_rank: int | None
     lexical_rank: int | None
+    #: cosine similarity of the chunk to the question; None when the dense list missed it
+    #: (or dense ranking sat out): unlike the fused score it is on one scale across questions
+    dense_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,10 @@ class RetrievalResult:
     #: the question's language ("en"/"zh") and whether the dense ranking took part
     language: str = "en"
     dense_used: bool = True
+    #: idf of each distinct question term over the searched collections (chunks as
+    #: documents); a term no chunk contains gets the idf of a term seen once. What the
+    #: answer side weighs the question's terms with when it judges support.
+    term_idf: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -209,6 +217,7 @@ class Retriever:
 
         t = time.perf_counter()
         query_vec = self.embedder.embed_query(query) if use_dense and indexes else None
+        question_terms = analyze(query)
         terms = bm25_terms(query) if mode != "dense" else []
         embed_ms = _ms(t)
 
@@ -242,8 +251,15 @@ class Retriever:
 
         dense_rank = {chunk: r for r, chunk in enumerate(dense, start=1)}
         lexical_rank = {chunk: r for r, chunk in enumerate(lexical, start=1)}
+        cosine = {chunk: score for _, chunk, score in dense_hits}
         passages = [
-            _passage(rows[chunk], score, dense_rank.get(chunk), lexical_rank.get(chunk))
+            _passage(
+                rows[chunk],
+                score,
+                dense_rank.get(chunk),
+                lexical_rank.get(chunk),
+                cosine.get(chunk) if chunk in dense_rank else None,
+            )
             for chunk, score in ranked
         ]
         timings = RetrievalTimings(embed_ms, search_ms, hydrate_ms, rerank_ms, _ms(started))
@@ -272,6 +288,7 @@ class Retriever:
             duplicates_dropped=dropped,
             language=language,
             dense_used=use_dense,
+            term_idf=_term_idf(question_terms, [index for _, index in indexes]),
         )
 
     # -- steps -----------------------------------------------------------------------------
@@ -413,7 +430,25 @@ def _row(r: Any) -> _Row:
     )
 
 
-def _passage(row: _Row, score: float, dense_rank: int | None, lexical_rank: int | None) -> Passage:
+def _term_idf(terms: Sequence[str], indexes: Sequence[PublishedIndex]) -> dict[str, float]:
+    """BM25's idf of each distinct term, with the searched collections pooled."""
+    n = sum(len(index.lexical) for index in indexes)
+    out: dict[str, float] = {}
+    for term in dict.fromkeys(terms):
+        df = sum(index.lexical.document_frequency(term) for index in indexes)
+        # Never seen: counted as seen once, so the weight stays finite and comparable.
+        df = max(df, 1)
+        out[term] = math.log1p(max(n - df + 0.5, 0.5) / (df + 0.5))
+    return out
+
+
+def _passage(
+    row: _Row,
+    score: float,
+    dense_rank: int | None,
+    lexical_rank: int | None,
+    dense_score: float | None = None,
+) -> Passage:
     return Passage(
         chunk_id=row.chunk_id,
         document_id=row.document_id,
@@ -430,6 +465,7 @@ def _passage(row: _Row, score: float, dense_rank: int | None, lexical_rank: int 
         score=score,
         dense_rank=dense_rank,
         lexical_rank=lexical_rank,
+        dense_score=dense_score,
     )
 
 

@@ -45,6 +45,7 @@ def test_wire_forms_are_plain_json_with_their_type() -> None:
     assert wires[5] == {
         "type": "done",
         "mode": "extractive",
+        "outcome": "answered",
         "finish_reason": "stop",
         "retrieval_ms": 3.5,
     }

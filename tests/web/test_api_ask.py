@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from qa.answering.decline import DECLINE_SENTENCES
 from qa.limits import MAX_QUESTION_CHARS
 from qa.retrieval.embedder import Embedder
 from tests.web.conftest import SECRET_PHRASE, Client, WebEnv, build_env
@@ -107,9 +108,11 @@ def test_json_answer_collects_the_stream(web: WebEnv) -> None:
         "invalid",
         "highlights",
         "mode",
+        "outcome",
         "chat_id",
         "done",
     }
+    assert data["outcome"] == "answered"
     assert "EUR 220" in data["answer"]
     assert data["mode"] == "extractive"
     assert data["chat_id"] is None
@@ -321,3 +324,33 @@ def test_question_rate_limit_is_429_with_retry_after(
         assert bob.post("/api/v1/ask", json={"question": HOTEL}).status_code == 200
     finally:
         env.svc.close()
+
+
+# -- declining ----------------------------------------------------------------------------
+
+
+@pytest.mark.both_databases
+def test_unsupported_questions_are_declined_and_stored_as_not_found(web: WebEnv) -> None:
+    """Stream, JSON answer and the stored chat all carry the outcome (issue 11)."""
+    alice = web.client("alice")
+    chat_id = alice.post("/api/v1/chats", json={}).get_json()["chat"]["id"]
+    events = ask_stream(alice, "What is the capital of France?", chat_id=chat_id)
+    assert events[-1]["type"] == "done" and events[-1]["outcome"] == "not_found"
+    assert events[-2]["text"] == DECLINE_SENTENCES["en"] and events[-2]["citations"] == []
+    assert events[0]["sources"]  # listed as the closest passages
+    data = ask_json(alice, "勾股定理的内容是什么？", chat_id=chat_id)
+    assert data["outcome"] == "not_found" and data["done"]["outcome"] == "not_found"
+    assert data["answer"] == DECLINE_SENTENCES["zh"] and data["citations"] == []
+    answered = ask_json(alice, HOTEL, chat_id=chat_id)
+    assert answered["outcome"] == "answered" and "EUR 220" in answered["answer"]
+    messages = alice.get(f"/api/v1/chats/{chat_id}").get_json()["messages"]
+    assert [(m["role"], m["outcome"]) for m in messages] == [
+        ("user", None),
+        ("assistant", "not_found"),
+        ("user", None),
+        ("assistant", "not_found"),
+        ("user", None),
+        ("assistant", "answered"),
+    ]
+    assert messages[1]["content"] == DECLINE_SENTENCES["en"]
+    assert messages[1]["meta"]["sources"] and messages[1]["meta"]["citations"] == []

@@ -67,7 +67,9 @@ def test_messages_come_with_their_meta(web: WebEnv) -> None:
         "meta",
         "created_at",
         "unavailable_sources",
+        "outcome",
     }
+    assert messages[0]["outcome"] is None and messages[1]["outcome"] == "answered"
     meta = messages[1]["meta"]
     assert {"sources", "citations", "highlights", "mode", "finish_reason"} <= set(meta)
     stored = meta["sources"][0]

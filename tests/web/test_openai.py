@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from qa.answering.decline import DECLINE_SENTENCES
 from tests.web.conftest import SECRET_PHRASE, WebEnv
 
 MODELS = "/v1/models"
@@ -118,6 +119,23 @@ def test_completion_object(web: WebEnv) -> None:
         "char_end",
     }
     assert source["collection"] == "finance" and source["page_start"] == 1
+    assert body["outcome"] == "answered"
+
+
+def test_unsupported_question_is_declined_in_the_content(web: WebEnv) -> None:
+    resp = ask(web, "alice", "docqa/handbook", question="Who won the 2018 FIFA World Cup?")
+    body = resp.get_json()
+    assert body["choices"][0]["message"]["content"] == DECLINE_SENTENCES["en"]
+    assert body["outcome"] == "not_found" and body["citations"] == []
+    assert body["sources"]  # the closest passages, as docqa's extension
+    streamed = ask(
+        web, "alice", "docqa/handbook", question="Who won the 2018 FIFA World Cup?", stream=True
+    )
+    chunks = [c for c in parse_sse(streamed.get_data(as_text=True)) if isinstance(c, dict)]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == DECLINE_SENTENCES["en"]
+    final = next(c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"])
+    assert final["outcome"] == "not_found"
 
 
 def test_handbook_model_searches_only_the_handbook(web: WebEnv) -> None:

@@ -9,7 +9,8 @@
 Authentication is the same as the REST API: ``Authorization: Bearer dq_...`` (what the
 OpenAI SDKs send as the API key) or a signed-in session. Answers go through
 ``QuestionService.ask`` like every other channel, so access control, audit and rate limits
-are identical. Replies carry two extra top-level fields, ``citations`` and ``sources``.
+are identical. Replies carry three extra top-level fields, ``citations``, ``sources`` and
+``outcome`` (``answered``, or ``not_found`` with the decline sentence as the content).
 Errors keep docqa's ``{"error": {"code", "message"}}`` and add OpenAI's ``type``.
 """
 
@@ -237,9 +238,12 @@ class Answer(AnswerCollector):
         }
 
     def extras(self) -> dict[str, Any]:
+        """docqa's own fields; ``outcome`` says whether the documents supported an answer
+        (``not_found``: the content is the decline sentence, the sources the closest)."""
         return {
             "citations": self.citations.citations if self.citations is not None else [],
             "sources": [slim_source(s) for s in self.sources],
+            "outcome": self.outcome,
         }
 
 

@@ -15,6 +15,7 @@ from qa.accounts.access import PERMISSIONS
 from qa.accounts.users import ROLES, THEMES
 from qa.answering.chat_sources import ReadMessage
 from qa.answering.chats import MAX_TITLE_CHARS, MESSAGE_ROLES
+from qa.answering.decline import Outcome
 from qa.limits import (
     MAX_ANSWER_TOKENS,
     MAX_COLLECTION_IDS,
@@ -260,6 +261,10 @@ class AskResponse(Shape):
     invalid: int = Field(0, description="citation markers that named no source")
     highlights: list[Highlight] = Field(default_factory=list)
     mode: str = enum_of(ANSWER_MODES)
+    outcome: Outcome = Field(
+        description="not_found: the documents did not support an answer; the answer is the"
+        " decline sentence in the question's language and the sources are the closest passages"
+    )
     chat_id: str | None = None
     done: dict[str, Any] = Field(
         {}, description="finish_reason and timings (retrieval_ms, tokens_per_s, ...)"
@@ -292,6 +297,7 @@ class CitationsEvent(Shape):
 class DoneEvent(Shape):
     type: Literal["done"]
     mode: str
+    outcome: Outcome
     finish_reason: str | None = None
     retrieval_ms: float | None = None
     time_to_first_token_ms: float | None = None
@@ -366,6 +372,12 @@ class ChatMessage(Shape):
         default_factory=list,
         description="the [n] of sources no longer available to the caller (redacted in meta)",
     )
+    outcome: Outcome | None = Field(
+        None,
+        description="an answer's outcome: not_found when the documents did not support an"
+        " answer (the content is then the decline sentence and the sources are the closest"
+        " passages); null for questions, answers cut off, and answers stored before outcomes",
+    )
 
     @classmethod
     def of(cls, message: MessageRow | ReadMessage) -> ChatMessage:
@@ -378,7 +390,13 @@ class ChatMessage(Shape):
             unavailable_sources=(
                 message.unavailable_sources if isinstance(message, ReadMessage) else []
             ),
+            outcome=_outcome(message.outcome),
         )
+
+
+def _outcome(stored: str | None) -> Outcome | None:
+    """A stored outcome as the contract's type (the column holds only these values)."""
+    return "not_found" if stored == "not_found" else "answered" if stored == "answered" else None
 
 
 class ChatWithMessages(Shape):

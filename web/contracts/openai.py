@@ -1,5 +1,5 @@
 """The shapes of the OpenAI-compatible ``/v1``: what OpenAI's clients send and read, plus
-docqa's ``citations`` and ``sources``."""
+docqa's ``citations``, ``sources`` and ``outcome``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, WrapValidator
 
+from qa.answering.decline import Outcome
 from qa.limits import MAX_CHAT_MESSAGES, MAX_MODEL_NAME_CHARS
 from web.contracts.api import Citation, MaxTokens, SourceRef, Temperature, TopP
 from web.contracts.base import Body, Shape, one_message
@@ -107,6 +108,10 @@ class ChatCompletion(Shape):
     usage: Usage | None = Field(None, description="absent for extractive answers")
     citations: list[Citation]
     sources: list[SourceRef]
+    outcome: Outcome = Field(
+        description="docqa's: not_found when the documents did not support an answer (the"
+        " content is then the decline sentence and the sources are the closest passages)"
+    )
 
 
 class Delta(Shape):
@@ -136,3 +141,4 @@ class ChatCompletionChunk(Shape):
     )
     citations: list[Citation] = Field([], description="final chunk only")
     sources: list[SourceRef] = Field([], description="final chunk only")
+    outcome: Outcome | None = Field(None, description="final chunk only: answered / not_found")

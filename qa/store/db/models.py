@@ -303,6 +303,9 @@ class ChatMessage(Base):
     #: sources, citations, mode, timings: whatever the answer page needs to redraw it
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: an answer's outcome, "answered" or "not_found" (qa.answering.decline); None for
+    #: questions, answers cut off before their end, and answers stored before it existed
+    outcome: Mapped[str | None] = mapped_column(String(16), default=None)
 
 
 class AuditEvent(Base):

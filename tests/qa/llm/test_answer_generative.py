@@ -22,6 +22,7 @@ from ingest.factory import build_ingest_service
 from ingest.runner import run_ingest
 from qa.answering.answer_service import AnswerService, AskOptions
 from qa.answering.assembly import build_answer_service
+from qa.answering.decline import DECLINE_SENTENCES
 from qa.answering.prompt import Message
 from qa.errors import Busy
 from qa.llm.build import build_model
@@ -120,6 +121,7 @@ def test_stream_order_and_a_model_written_citation_lands_on_the_right_page(setup
     assert first["chunk_id"] == events[0]["sources"][0]["chunk_id"]
     done = events[-1]
     assert done["mode"] == "generative" and done["finish_reason"] == "stop"
+    assert done["outcome"] == "answered"
     assert done["prompt_tokens"] > 0 and done["completion_tokens"] > 5
     assert done["time_to_first_token_ms"] > 0
 
@@ -240,3 +242,31 @@ def test_unset_sampling_options_are_the_model_folders(setup: Setup) -> None:
     for seed in range(3):
         unset = answer(AskOptions(max_tokens=12, seed=seed))
         assert unset == answer(AskOptions(max_tokens=12, seed=seed, **same))  # type: ignore[arg-type]
+
+
+def test_unsupported_question_is_declined_without_the_model(setup: Setup) -> None:
+    """The retrieval gate answers before the model queue: with the model held by someone
+    else and no queue place free, an off-topic question is still declined at once (a
+    question that reached the model would raise Busy), and nothing was prefilled."""
+    service = setup.service
+    held = AnswerService(
+        service.db,
+        service.retriever,
+        service.embedder,
+        service.generator,
+        slot=ModelSlot(max_waiting=0, retry_after_s=3),
+    )
+    assert list(held.slot.wait_turn()) == []  # someone else holds the model
+    for question, sentence in (
+        ("What is the capital of France?", DECLINE_SENTENCES["en"]),
+        ("勾股定理的内容是什么？", DECLINE_SENTENCES["zh"]),
+    ):
+        events = [e.to_json() for e in held.ask(question, [setup.collection_id], GREEDY)]
+        assert [e["type"] for e in events] == ["sources", "token", "citations", "done"]
+        assert events[0]["sources"]  # still listed, as the closest passages
+        assert events[1]["text"] == sentence and events[2]["citations"] == []
+        done = events[-1]
+        assert done["mode"] == "generative" and done["outcome"] == "not_found"
+        assert "prompt_tokens" not in done and "queue_wait_ms" not in done
+    with pytest.raises(Busy):  # the supported question does need the model
+        held.ask(QUESTION, [setup.collection_id], GREEDY)

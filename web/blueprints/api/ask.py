@@ -103,6 +103,7 @@ def _collect(
         "invalid": said.citations.invalid,
         "highlights": said.citations.highlights,
         "mode": said.done.mode,
+        "outcome": said.done.outcome,
         "chat_id": chat_id,
         "done": said.done.fields(),
     }

@@ -1,0 +1,178 @@
+"""Declining when the documents do not say (issue 11, part 1), extractive mode end to end.
+
+Real ingest of the bundled samples, the packaged embedder: off-topic questions in English
+and Chinese get the decline sentence, no quote and no citation, the passages still listed;
+on-topic questions worded unlike the documents are still answered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ingest.factory import build_ingest_service
+from ingest.runner import run_ingest
+from qa.answering.answer_service import AnswerService
+from qa.answering.assembly import build_answer_service
+from qa.answering.decline import DECLINE_SENTENCES, decline_sentence, is_decline
+from qa.answering.evidence import judge
+from qa.retrieval.embedder import Embedder
+from qa.settings import Settings
+from qa.store.catalog import get_collection
+from tests.conftest import REPO, SAMPLES
+
+EN, ZH = DECLINE_SENTENCES["en"], DECLINE_SENTENCES["zh"]
+
+
+@pytest.fixture(scope="module")
+def service(
+    tmp_path_factory: pytest.TempPathFactory, embedder: Embedder
+) -> Iterator[tuple[AnswerService, dict[str, int]]]:
+    settings = Settings(data_dir=tmp_path_factory.mktemp("decline"))
+    ingest = build_ingest_service(settings, embedder)
+    run_ingest(ingest, [SAMPLES], "handbook")
+    run_ingest(ingest, [REPO / "samples" / "source" / "it-security-guidelines.md"], "it")
+    run_ingest(ingest, [SAMPLES / "员工福利指南.md"], "shenzhen")
+    ingest.close()
+    answers = build_answer_service(settings, embedder=embedder)
+    with answers.db.session() as s:
+        ids = {n: get_collection(s, n).id for n in ("handbook", "it", "shenzhen")}
+    yield answers, ids
+    answers.db.dispose()
+
+
+def ask(service: AnswerService, question: str, collection: int) -> list[dict[str, Any]]:
+    return [e.to_json() for e in service.ask(question, [collection])]
+
+
+@pytest.mark.parametrize(
+    ("collection", "question", "sentence"),
+    [
+        ("handbook", "What is the capital of France?", EN),
+        ("handbook", "Who won the 2018 FIFA World Cup?", EN),
+        ("handbook", "How do I make sourdough bread?", EN),
+        # only an unrelated collection selected: the travel question has nothing to stand on
+        ("it", "What is the hotel limit in London?", EN),
+        ("shenzhen", "勾股定理的内容是什么？", ZH),
+        ("shenzhen", "唐朝是哪一年建立的？", ZH),
+        ("handbook", "法国的首都是哪里？", ZH),
+    ],
+)
+def test_off_topic_questions_are_declined(
+    service: tuple[AnswerService, dict[str, int]], collection: str, question: str, sentence: str
+) -> None:
+    answers, ids = service
+    events = ask(answers, question, ids[collection])
+    assert [e["type"] for e in events] == ["sources", "token", "citations", "done"]
+    if sentence == EN:  # the dense ranking always finds the closest passages
+        assert events[0]["sources"], "the closest passages are still listed"
+    answer = "".join(e["text"] for e in events if e["type"] == "token")
+    assert answer == sentence
+    cites = events[-2]
+    assert cites["text"] == sentence and cites["citations"] == [] and cites["highlights"] == []
+    assert "[" not in answer and ">" not in answer  # no quote, no citation marker
+    done = events[-1]
+    assert done["outcome"] == "not_found" and done["mode"] == "extractive"
+
+
+@pytest.mark.parametrize(
+    ("collection", "question", "expected"),
+    [
+        ("handbook", "What is the hotel limit in London?", "EUR 220"),
+        # worded unlike the documents ("annual leave", "nightly hotel limit")
+        ("handbook", "How many vacation days do I get each year?", "27 days"),
+        ("handbook", "How much can I spend on a hotel night in London?", "220"),
+        ("handbook", "When do I need a note from a doctor?", "doctor"),
+        ("shenzhen", "带薪年假有几天？", "十五天"),
+        ("handbook", "一年有多少天带薪假期？", "天"),
+    ],
+)
+def test_on_topic_questions_are_answered(
+    service: tuple[AnswerService, dict[str, int]], collection: str, question: str, expected: str
+) -> None:
+    answers, ids = service
+    events = ask(answers, question, ids[collection])
+    assert events[-1]["outcome"] == "answered"
+    assert events[-2]["citations"] and expected in events[-2]["text"]
+
+
+def test_no_readable_collection_is_a_decline(
+    service: tuple[AnswerService, dict[str, int]],
+) -> None:
+    answers, _ = service
+    events = ask(answers, "What is the hotel limit?", 10**6)  # no such collection
+    assert events[0]["sources"] == [] and events[-1]["outcome"] == "not_found"
+    assert events[-2]["text"] == EN
+
+
+def test_evidence_weighs_the_rare_terms(service: tuple[AnswerService, dict[str, int]]) -> None:
+    """'France' is in no chunk: its weight leaves 'capital' covering little of the question."""
+    answers, ids = service
+    on = answers.retriever.retrieve("What is the hotel limit in London?", [ids["handbook"]])
+    off = answers.retriever.retrieve("What is the capital of France?", [ids["handbook"]])
+    yes = judge("What is the hotel limit in London?", on)
+    no = judge("What is the capital of France?", off)
+    assert yes.supported and not no.supported
+    assert yes.evidence.coverage == 1.0 and no.evidence.coverage < 0.3
+    assert yes.evidence.similarity is not None and no.evidence.similarity is not None
+    assert yes.evidence.similarity > no.evidence.similarity + 0.3
+
+
+def test_the_cli_prints_the_decline(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    data = tmp_path / "var"
+    base = [sys.executable, "-m", "cli.main", "--data-dir", str(data)]
+    subprocess.run([*base, "ingest", str(SAMPLES), "-c", "h"], check=True, capture_output=True)
+    run = subprocess.run(
+        [*base, "ask", "What is the capital of France?"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert EN in run.stdout
+    assert "only the closest passages" in run.stdout
+    assert "Extractive answer" not in run.stdout
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        EN,
+        "I could not find this in the documents you can read",
+        "Sorry, I could not find this in the documents you can read.",
+        "I COULD NOT FIND THIS IN THE DOCUMENTS YOU CAN READ. [1]",
+        "“I could not find this in the documents you can read.”",
+        ZH,
+        "抱歉，在您可以访问的文档中没有找到相关内容",
+        "在您可以访问的文档中没有找到相关内容。\n",
+    ],
+)
+def test_decline_replies_are_recognised(reply: str) -> None:
+    assert is_decline(reply)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "The hotel limit in London is EUR 220 [1].",
+        "I could not find this",
+        "",
+        # an answer that mentions the sentence among much else is an answer
+        "The nightly hotel limit is EUR 220 in London and EUR 160 elsewhere [1]. Taxis are "
+        "refunded up to EUR 60. I could not find this in the documents you can read.",
+        "伦敦的酒店住宿标准是每晚 220 欧元。",
+    ],
+)
+def test_answers_are_not_taken_for_declines(reply: str) -> None:
+    assert not is_decline(reply)
+
+
+def test_the_decline_speaks_the_question_s_language() -> None:
+    assert decline_sentence("What is the capital of France?") == EN
+    assert decline_sentence("法国的首都是哪里？") == ZH
+    assert decline_sentence("VPN 怎么设置？") == ZH
