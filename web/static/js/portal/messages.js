@@ -1,12 +1,16 @@
 // The conversation's DOM: user messages and assistant messages.
 //
-// An assistant message is an <article class="message assistant" data-state=...> holding
-//   .sources         numbered list, li.source[data-n]: document name, page, snippet
+// An assistant message is an <article class="message assistant" data-state=...> holding,
+// answer first (it used to sit below six long source cards and needed scrolling):
 //   .queue-position  "Waiting for the model: position N" while queued
 //   .answer          the rendered markdown, with a.citation[data-n] links
 //   .error           the message when the answer failed
 //   .answer-meta     mode and timings
+//   details.sources-box  summary "Sources (N)", then .sources: numbered list,
+//                    li.source[data-n]: document name, page, snippet
 // data-state: waiting -> streaming -> done | stopped | error.
+// data-outcome (once done): answered | not_found. A declined answer (the documents do not
+// say) shows the decline sentence, and its sources collapse under "Closest passages".
 // Everything that comes from documents (names, snippets) is set with textContent.
 
 import { citationTargets, linkCitations, sourceTarget, viewerUrl } from "./citations.js";
@@ -67,17 +71,18 @@ export function userMessage(text) {
 export class AssistantMessage {
   constructor() {
     this.element = el("article", "message assistant");
-    this.sourcesHeading = el("h3", "sources-heading", "Sources");
-    this.sourcesHeading.hidden = true;
+    this.sourcesBox = el("details", "sources-box");
+    this.sourcesBox.open = true;
+    this.sourcesBox.hidden = true;
+    this.sourcesHeading = el("summary", "sources-heading", "Sources");
     this.sourcesList = el("ol", "sources");
+    this.sourcesBox.append(this.sourcesHeading, this.sourcesList);
     this.queue = el("div", "queue-position muted");
     this.answer = el("div", "answer");
     this.errorBox = el("div", "error");
     this.errorBox.hidden = true;
     this.meta = el("div", "answer-meta muted");
-    this.element.append(
-      this.sourcesHeading, this.sourcesList, this.queue, this.answer, this.errorBox, this.meta,
-    );
+    this.element.append(this.queue, this.answer, this.errorBox, this.meta, this.sourcesBox);
     this.sources = [];
     this.text = "";
     this.pending = 0;
@@ -92,7 +97,9 @@ export class AssistantMessage {
   showSources(sources, dropped = 0) {
     this.sources = sources || [];
     this.sourcesList.replaceChildren(...this.sources.map(sourceItem));
-    this.sourcesHeading.hidden = this.sources.length === 0;
+    this.sourcesBox.hidden = false;
+    this.sourcesHeading.textContent = this.sources.length
+      ? `Sources (${this.sources.length})` : "Sources";
     if (this.sources.length === 0) {
       // "dropped": passages were found but none fitted into the model's context window.
       const text = dropped ? "The passages found did not fit into the model's context."
@@ -132,10 +139,24 @@ export class AssistantMessage {
     }
   }
 
+  /** not_found: the answer is the decline sentence; the sources are only the closest
+   * passages, collapsed so nothing reads as an answer. */
+  showOutcome(outcome) {
+    if (!outcome) return;
+    this.element.dataset.outcome = outcome;
+    if (outcome !== "not_found") return;
+    this.element.classList.add("declined");
+    this.sourcesHeading.textContent = this.sources.length
+      ? `Closest passages (${this.sources.length})` : "Closest passages";
+    this.sourcesBox.open = false;
+  }
+
   finish(done) {
     this.queue.textContent = "";
     this.setState("done");
+    this.showOutcome(done.outcome);
     const parts = [done.mode === "extractive" ? "extractive answer" : "generated answer"];
+    if (done.outcome === "not_found") parts[0] = "not found in your documents";
     if (done.time_to_first_token_ms !== undefined) {
       parts.push(`first token ${(done.time_to_first_token_ms / 1000).toFixed(1)} s`);
     }
@@ -192,7 +213,10 @@ export class AssistantMessage {
       view.meta.append(el("span", "stopped-note", "Stopped."));
     } else {
       view.setState("done");
-      if (meta.mode) view.meta.append(el("span", "mode", `${meta.mode} answer`));
+      view.showOutcome(message.outcome);
+      const label = message.outcome === "not_found" ? "not found in your documents"
+        : meta.mode ? `${meta.mode} answer` : "";
+      if (label) view.meta.append(el("span", "mode", label));
     }
     return view;
   }
