@@ -10,7 +10,7 @@ Every question then goes through the answer service exactly as ``docqa ask`` and
 portal build it (``build_answer_service``: same retriever settings, reranker, extractive
 answer or model), with ``retrieval_k`` passages, greedy decoding when a model answers. For
 each question it records the answer text, the ``outcome`` of the ``done`` event
-("answered" or "not_found"; an older stream without one counts as "answered"), the
+("answered" or "not_found", ``qa.answering.decline``), the
 citations and the wall time of the whole stream. The figures:
 
 * answer recall: answerable questions whose answer was given ("answered") and contains a
@@ -219,8 +219,9 @@ def _ask(
         return Asked(
             kind, set_name, question, "error", said.text, latency, error=said.error.message
         )
-    # Until the decline (issue 11, part 1) is in the stream every answer counts as given.
-    outcome = str(getattr(said.done, "outcome", None) or "answered")
+    outcome = said.outcome
+    if outcome is None:  # no error and no done: a stream that broke off
+        return Asked(kind, set_name, question, "error", said.text, latency, error="cut off")
     answer = _answer_text(said.text)
     if gold is None or gold.impossible:
         return Asked(kind, set_name, question, outcome, answer, latency)

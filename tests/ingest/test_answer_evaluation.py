@@ -127,12 +127,12 @@ def test_figures_on_a_small_squad_file(report: AnswerEvalReport) -> None:
     assert "badge" in missing.answer  # it was answered, with the bicycle sentence
     assert report.answer_recall == pytest.approx(2 / 3)
     assert report.cited == 3 and report.citation_precision == pytest.approx(2 / 3)
-    # Declines are read from the done event's outcome; whatever they are, they add up.
-    assert report.false_declines == sum(
-        r.outcome == "not_found" for r in report.results if r.kind == "answerable"
-    )
+    # Declines are the done event's outcome: none of the answerable questions, both
+    # planted off-topic ones (the documents are about ferries, a lighthouse and bicycles).
+    assert report.false_declines == 0
     [off] = report.off_topic
-    assert (off.name, off.questions) == ("off.jsonl", 2)
+    assert (off.name, off.questions, off.declined) == ("off.jsonl", 2, 2)
+    assert report.off_topic_decline_rate == 1.0
     assert {r.question for r in report.results if r.kind == "off_topic"} == set(OFF_TOPIC)
     assert 0 < report.latency_p50_ms <= report.latency_p95_ms
     assert report.index_dir.is_relative_to(report.index_dir.parents[1] / "eval")
