@@ -26,6 +26,7 @@ one boundary with ``raise ... from``, so callers only ever catch ``DocqaError`` 
     ├── IndexUnavailable       no published index, or one that fails its consistency check
     ├── EmbeddingError         the embedding model failed to load or run
     ├── ModelBuildError        a model folder that cannot be turned into an ONNX model
+    │   └── ModelAccuracyError the built INT8 model fails the check against float32
     ├── GenerationError        onnxruntime failed while running the model
     ├── Busy                   the model queue is full (web: 503 + Retry-After)
     ├── Cancelled              the client went away while waiting
@@ -202,6 +203,12 @@ class ModelNotBuilt(ConfigError):
 
 class ModelBuildError(DocqaError):
     code = "model_build"
+
+
+class ModelAccuracyError(ModelBuildError):
+    """The INT8 graph strays too far from the float32 reference (``qa/llm/accuracy.py``)."""
+
+    code = "model_accuracy"
 
 
 class GenerationError(DocqaError):

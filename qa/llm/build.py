@@ -25,6 +25,7 @@ from typing import Any, Literal
 import onnx
 
 from qa.errors import ConfigError, InvalidInput
+from qa.llm.accuracy import AccuracyCheck, build_checked
 from qa.llm.external_data import ExternalDataWriter
 from qa.llm.graph import Int8Kernel, Qwen3GraphBuilder
 from qa.llm.manifest import MANIFEST, MODEL_FILE, ModelManifest
@@ -53,6 +54,7 @@ class BuildReport:
     manifest: ModelManifest
     seconds: float
     model_bytes: int
+    rejected: tuple[str, ...] = ()  # builds the accuracy check turned down, and why
 
 
 def _fingerprint(hf_dir: Path, ckpt: SafetensorsCheckpoint) -> str:
@@ -93,6 +95,7 @@ def build_model(
     accuracy_level: int = 4,
     context_length: int = DEFAULT_CONTEXT,
     int8_kernel: Int8Kernel = "blockwise",
+    check_accuracy: bool = True,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> BuildReport:
     """Build the ONNX model for ``hf_dir`` into ``out_dir`` (replaced atomically if present).
@@ -103,6 +106,11 @@ def build_model(
     prefill but activations quantized per tensor (check answer quality on the real weights
     before choosing it). The tied embedding / lm_head is block-wise either way.
     ``"fp32"``: float32 weights, for parity tests against PyTorch.
+
+    ``check_accuracy`` (INT8 only; see ``accuracy.py``): before it replaces anything, the
+    built graph is compared with a float32 reference on fixed calibration text. A failing
+    dynamic-kernel build gets its offending layers rebuilt blockwise (a mixed build,
+    ``manifest.blockwise_layers``); one that still fails raises ``ModelAccuracyError``.
     """
     started = time.monotonic()
     if precision not in ("int8", "fp32"):
@@ -123,24 +131,39 @@ def build_model(
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the model from the service user
     try:
-        writer = ExternalDataWriter(tmp / f"{MODEL_FILE}.data")
-        try:
-            model = Qwen3GraphBuilder(
-                spec,
-                ckpt,
-                writer,
-                precision=precision,
-                block_size=block_size,
-                accuracy_level=accuracy_level,
-                context_length=context,
-                int8_kernel=int8_kernel,
-                progress=progress,
-            ).build()
-        finally:
-            writer.close()
-        onnx.save_model(model, str(tmp / MODEL_FILE))
-        data_bytes = writer.bytes_written
-        del model
+
+        def write(blockwise_layers: frozenset[int]) -> int:
+            writer = ExternalDataWriter(tmp / f"{MODEL_FILE}.data")
+            try:
+                model = Qwen3GraphBuilder(
+                    spec,
+                    ckpt,
+                    writer,
+                    precision=precision,
+                    block_size=block_size,
+                    accuracy_level=accuracy_level,
+                    context_length=context,
+                    int8_kernel=int8_kernel,
+                    blockwise_layers=blockwise_layers,
+                    progress=progress,
+                ).build()
+            finally:
+                writer.close()
+            onnx.save_model(model, str(tmp / MODEL_FILE))
+            return writer.bytes_written
+
+        def make_check() -> AccuracyCheck:
+            if progress is not None:
+                progress(spec.num_layers + 2, spec.num_layers + 2, "checking accuracy")
+            return AccuracyCheck(hf_dir, spec, context)
+
+        checked = build_checked(
+            write,
+            tmp,
+            make_check if check_accuracy and precision == "int8" else None,
+            int8_kernel,
+        )
+        data_bytes = checked.data_bytes
         for name in TOKENIZER_FILES:
             if (hf_dir / name).is_file():
                 shutil.copy2(hf_dir / name, tmp / name)
@@ -157,6 +180,8 @@ def build_model(
             built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             source=str(hf_dir.resolve()),
             source_fingerprint=_fingerprint(hf_dir, ckpt),
+            blockwise_layers=checked.blockwise_layers,
+            accuracy=checked.manifest_accuracy(),
         )
         manifest.write(tmp / MANIFEST)
         _fsync_dir_files(tmp)
@@ -169,6 +194,7 @@ def build_model(
         manifest=manifest,
         seconds=time.monotonic() - started,
         model_bytes=data_bytes + (out_dir / MODEL_FILE).stat().st_size,
+        rejected=checked.rejected,
     )
 
 

@@ -62,6 +62,7 @@ class Qwen3GraphBuilder:
         accuracy_level: int,
         context_length: int,
         int8_kernel: Int8Kernel = "blockwise",
+        blockwise_layers: frozenset[int] = frozenset(),
         progress: Callable[[int, int, str], None] | None = None,
     ) -> None:
         self.spec = spec
@@ -72,6 +73,10 @@ class Qwen3GraphBuilder:
         self.accuracy_level = accuracy_level
         self.context_length = context_length
         self.int8_kernel = int8_kernel
+        # A mixed build: these layers use "blockwise" whatever ``int8_kernel`` says (the
+        # accuracy check's fallback for layers whose activations defeat "dynamic").
+        self.blockwise_layers = blockwise_layers
+        self._kernel: Int8Kernel = int8_kernel  # the kernel of the layer being emitted
         self.progress = progress
         self.nodes: list[NodeProto] = []
         self.inits: list[TensorProto] = []
@@ -118,7 +123,7 @@ class Qwen3GraphBuilder:
             self.inits.append(self.w.proto(wname, TensorProto.FLOAT, (n, k), offset, n * k * 4))
             self._node("FusedMatMul", [x, wname], [out], domain=MS, transB=1)
             return
-        if self.int8_kernel == "dynamic":
+        if self._kernel == "dynamic":
             self._dynamic_linear(x, wname, tensors, k, out)
             return
         bq, scales = self._write_quantized(wname, tensors, k)
@@ -222,6 +227,7 @@ class Qwen3GraphBuilder:
         residual = ""
         for i in range(s.num_layers):
             self._report(i + 1, steps, f"layer {i + 1}/{s.num_layers}")
+            self._kernel = "blockwise" if i in self.blockwise_layers else self.int8_kernel
             p = f"model.layers.{i}"
             ln1 = self._norm_weight(f"{p}.input_layernorm.weight", s.hidden_size)
             h = f"l{i}.h_attn"
@@ -321,6 +327,7 @@ class Qwen3GraphBuilder:
             prev_out = f"l{i}.down"
 
         self._report(steps - 1, steps, "lm_head")
+        self._kernel = self.int8_kernel
         # Only the last position needs logits: slice BEFORE the norm and lm_head.
         last = self._const("last.starts", np.array([-1], np.int64))
         end = self._const("last.ends", np.array([np.iinfo(np.int64).max], np.int64))

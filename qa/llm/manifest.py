@@ -29,6 +29,12 @@ class ModelManifest:
     built_at: str
     source: str
     source_fingerprint: str
+    # Layers built with the blockwise kernel although ``int8_kernel`` says otherwise (the
+    # accuracy check's fallback), and the check's figures (``accuracy.AccuracyReport``
+    # as JSON; None when the check was skipped). Manifests written before both existed
+    # read as [] and None.
+    blockwise_layers: tuple[int, ...] = ()
+    accuracy: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -45,6 +51,8 @@ class ModelManifest:
             "built_at": self.built_at,
             "source": self.source,
             "source_fingerprint": self.source_fingerprint,
+            "blockwise_layers": list(self.blockwise_layers),
+            "accuracy": self.accuracy,
         }
 
     def write(self, path: Path) -> None:
@@ -76,6 +84,16 @@ class ModelManifest:
                 built_at=data["built_at"],
                 source=data["source"],
                 source_fingerprint=data["source_fingerprint"],
+                blockwise_layers=tuple(int(i) for i in data.get("blockwise_layers") or ()),
+                accuracy=_accuracy(data.get("accuracy")),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise ModelNotBuilt(f"{path}: unreadable manifest ({exc}); rebuild the model") from exc
+
+
+def _accuracy(value: object) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError(f"accuracy must be an object, got {type(value).__name__}")
+    return value
