@@ -373,6 +373,13 @@ def model() -> None:
     " max_position_embeddings): rotary tables and KV limits are sized for it, not for the"
     " model's maximum.",
 )
+@click.option(
+    "--check/--no-check",
+    default=True,
+    show_default=True,
+    help="Compare the INT8 model with a float32 reference on fixed sample text before "
+    "installing it; layers that fail are rebuilt blockwise, else the build fails.",
+)
 @click.pass_obj
 def model_build(
     settings: Settings,
@@ -381,8 +388,10 @@ def model_build(
     precision: str,
     kernel: str,
     context: int | None,
+    check: bool,
 ) -> None:
     """Export and quantize a Qwen3 checkpoint once, offline, streaming its weights."""
+    from qa.llm.accuracy import AccuracyReport
     from qa.llm.build import DEFAULT_CONTEXT, build_model
 
     target = out_dir or settings.llm_dir
@@ -393,8 +402,17 @@ def model_build(
             precision=precision,  # type: ignore[arg-type]
             int8_kernel=kernel,  # type: ignore[arg-type]
             context_length=context or DEFAULT_CONTEXT,
+            check_accuracy=check,
             progress=on_progress,
         )
+    m = report.manifest
+    for rejected in report.rejected:
+        out.print(f"[yellow]accuracy check failed: {rejected}[/yellow]")
+    if m.blockwise_layers:
+        layers = ", ".join(map(str, m.blockwise_layers))
+        out.print(f"[yellow]mixed build: layers {layers} use the blockwise kernel[/yellow]")
+    if m.accuracy is not None:
+        out.print(f"accuracy check passed: {AccuracyReport.from_json(m.accuracy).summary()}")
     out.print(
         f"built {report.manifest.architecture} ({report.manifest.spec.num_layers} layers,"
         f" {report.manifest.precision}, context {report.manifest.context_length}) into"
@@ -419,7 +437,18 @@ def model_info(settings: Settings) -> None:
     table.add_column("field")
     table.add_column("value")
     for key, value in manifest.to_json().items():
-        table.add_row(key, str(value))
+        if key != "accuracy":
+            table.add_row(key, str(value))
+    acc = manifest.accuracy
+    if acc is None:
+        table.add_row("accuracy", "not checked (built with --no-check, or before the check)")
+    else:
+        from qa.llm.accuracy import AccuracyReport
+
+        report = AccuracyReport.from_json(acc)
+        table.add_row("accuracy", ("passed: " if report.passed else "FAILED: ") + report.summary())
+        for rejected in acc.get("rejected") or []:
+            table.add_row("accuracy (rejected build)", str(rejected))
     out.print(table)
 
 
