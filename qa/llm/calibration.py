@@ -12,6 +12,7 @@ every build of the same model is checked on exactly the same tokens.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from qa.errors import ConfigError
@@ -129,6 +130,29 @@ CHINESE = (
 
 def calibration_ids(hf_dir: Path, tokens: int = CALIBRATION_TOKENS) -> list[int]:
     """``tokens`` ids: the first half from the English sample, the rest from the Chinese."""
+    key = (_tokenizer_key(hf_dir), tokens)
+    if key not in _CACHE:
+        _CACHE[key] = _ids(hf_dir, tokens)
+    return list(_CACHE[key])
+
+
+#: files that decide tokenization (Qwen's folder has no tokenizer.json: building the fast
+#: tokenizer from vocab.json + merges.txt takes ~9 s, so equal files are tokenized once)
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json")
+
+
+def _tokenizer_key(hf_dir: Path) -> str:
+    h = hashlib.sha256()
+    for name in _TOKENIZER_FILES:
+        path = hf_dir / name
+        h.update(name.encode() + (path.read_bytes() if path.is_file() else b"-"))
+    return h.hexdigest()
+
+
+_CACHE: dict[tuple[str, int], tuple[int, ...]] = {}
+
+
+def _ids(hf_dir: Path, tokens: int) -> tuple[int, ...]:
     from transformers import AutoTokenizer
 
     try:
@@ -138,4 +162,4 @@ def calibration_ids(hf_dir: Path, tokens: int = CALIBRATION_TOKENS) -> list[int]
     half = tokens // 2
     en = tok(ENGLISH, add_special_tokens=False)["input_ids"][:half]
     zh = tok(CHINESE, add_special_tokens=False)["input_ids"][: tokens - len(en)]
-    return [int(t) for t in en + zh]
+    return tuple(int(t) for t in en + zh)

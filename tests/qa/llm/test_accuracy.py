@@ -1,0 +1,168 @@
+"""The build's accuracy check: the numpy reference is Qwen3, healthy builds pass untouched,
+planted activation outliers are caught and fixed by a mixed build, or the build fails."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from qa.errors import ModelAccuracyError
+from qa.llm.accuracy import THRESHOLDS, AccuracyCheck, AccuracyReport, probe_positions
+from qa.llm.build import build_model
+from qa.llm.calibration import CHINESE, ENGLISH, calibration_ids
+from qa.llm.manifest import ModelManifest
+from qa.llm.reference import ReferenceQwen3
+from qa.llm.safetensors_io import SafetensorsCheckpoint
+from qa.llm.spec import read_qwen3_config
+from tests.conftest import SAMPLES
+from tests.qa.llm.planted_qwen import make_wide_qwen3, plant_outliers
+from tests.qa.llm.test_parity import _has_vnni
+
+OUTLIER_LAYER = 1
+
+
+def test_calibration_text_is_the_bundled_samples(tiny_hf: Path) -> None:
+    assert (SAMPLES / "employee-handbook.md").read_text(encoding="utf-8") == ENGLISH
+    assert (SAMPLES / "员工福利指南.md").read_text(encoding="utf-8") == CHINESE
+    ids = calibration_ids(tiny_hf)
+    assert len(ids) == 512 and calibration_ids(tiny_hf) == ids  # fixed, deterministic
+    assert calibration_ids(tiny_hf, 64)[:32] == ids[:32]  # English first, then Chinese
+    assert probe_positions(512) == list(range(15, 512, 16))
+    assert probe_positions(40) == [15, 31, 39]
+
+
+def test_reference_forward_equals_transformers(tiny_hf: Path, torch_model: Any) -> None:
+    spec, _ = read_qwen3_config(tiny_hf)
+    ids = calibration_ids(tiny_hf, 96)
+    probes = [0, 17, 63, 95]
+    ref = ReferenceQwen3(spec, SafetensorsCheckpoint(tiny_hf)).forward(ids, probes)
+    with torch.no_grad():
+        out = torch_model(torch.tensor([ids]), output_hidden_states=True)  # type: ignore[operator]
+    want = out.logits[0].numpy()[probes]
+    scale = float(np.abs(want).max())
+    np.testing.assert_allclose(ref.logits, want, atol=1e-4 * max(scale, 1.0), rtol=0)
+    # hidden_states[i + 1] is layer i's output (the last one is after the final norm)
+    for i in range(spec.num_layers - 1):
+        got = ref.layer_states[i]
+        np.testing.assert_allclose(got, out.hidden_states[i + 1][0].numpy()[probes], atol=1e-4)
+
+
+def test_healthy_builds_pass_without_fallback(built_int8: Path, tiny_hf: Path) -> None:
+    m = ModelManifest.read(built_int8)  # the shared fixture: blockwise, checked
+    assert m.blockwise_layers == () and m.accuracy is not None
+    report = AccuracyReport.from_json(m.accuracy)
+    assert report.passed and report.tokens == 512 and report.probes == 32
+    assert report.min_cosine >= 0.995 and report.top1_near_agreement >= 0.9
+    assert m.accuracy["rejected"] == []
+
+
+def test_healthy_dynamic_build_passes_and_the_figures_are_recorded(
+    tiny_hf: Path, tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    report = build_model(tiny_hf, tmp_path / "m", int8_kernel="dynamic")
+    if not _has_vnni() and report.manifest.blockwise_layers:
+        # The known AVX2-only defect of the dynamic kernel (see test_parity): the check is
+        # meant to catch it, and it did.
+        pytest.xfail(f"dynamic INT8 without VNNI: fell back on {report.manifest.blockwise_layers}")
+    m = ModelManifest.read(tmp_path / "m")
+    assert m.blockwise_layers == () and report.rejected == ()
+    assert m.accuracy is not None and m.accuracy["passed"] is True
+    for key in ("min_cosine", "mean_cosine", "top1_agreement", "kl_mean", "kl_max"):
+        assert isinstance(m.accuracy[key], float)
+    assert m.accuracy["min_cosine"] >= THRESHOLDS.min_cosine
+    assert time.monotonic() - started < 60
+
+
+def test_no_check_and_fp32_record_no_accuracy(tiny_hf: Path, tmp_path: Path) -> None:
+    build_model(tiny_hf, tmp_path / "a", check_accuracy=False)
+    assert ModelManifest.read(tmp_path / "a").accuracy is None
+
+
+def test_old_manifests_still_read(built_int8: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(built_int8, old)
+    data = json.loads((old / "docqa_model.json").read_text())
+    del data["accuracy"], data["blockwise_layers"]
+    (old / "docqa_model.json").write_text(json.dumps(data))
+    m = ModelManifest.read(old)
+    assert m.accuracy is None and m.blockwise_layers == ()
+
+
+# -- planted activation outliers: a 256-wide, 3-layer model (8 blocks of 32 channels) ------
+
+
+@pytest.fixture(scope="module")
+def wide_hf(tiny_hf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_wide_qwen3(tiny_hf, tmp_path_factory.mktemp("wide") / "hf")
+
+
+def planted(wide_hf: Path, scale: float) -> Path:
+    out = wide_hf.parent / f"planted-{scale:g}"
+    if not out.exists():
+        plant_outliers(wide_hf, out, layer=OUTLIER_LAYER, channels=[3, 17, 29], scale=scale)
+    return out
+
+
+def kernels_by_layer(model_dir: Path) -> dict[int, set[str]]:
+    model = onnx.load(str(model_dir / "model.onnx"), load_external_data=False)
+    found: dict[int, set[str]] = {}
+    for node in model.graph.node:
+        layer = re.match(r"l(\d+)\.", node.output[0])
+        if node.op_type in ("MatMulNBits", "DynamicQuantizeMatMul") and layer:
+            found.setdefault(int(layer.group(1)), set()).add(node.op_type)
+    return found
+
+
+def test_planted_outliers_are_caught_and_blamed_on_their_layer(
+    wide_hf: Path, tmp_path: Path
+) -> None:
+    hf = planted(wide_hf, 100)
+    spec, _ = read_qwen3_config(hf)
+    build_model(hf, tmp_path / "raw", int8_kernel="dynamic", check_accuracy=False)
+    result = AccuracyCheck(hf, spec, spec.max_positions).run(tmp_path / "raw")
+    assert not result.report.passed
+    assert result.report.min_cosine < THRESHOLDS.min_cosine
+    assert result.offenders == [OUTLIER_LAYER]
+    assert result.layer_errors is not None
+    assert result.layer_errors[OUTLIER_LAYER] > 2 * result.layer_errors[OUTLIER_LAYER - 1]
+    assert not (tmp_path / "raw" / ".accuracy-probe.onnx").exists()
+
+
+def test_planted_outliers_get_a_mixed_build_that_passes(wide_hf: Path, tmp_path: Path) -> None:
+    hf = planted(wide_hf, 100)
+    report = build_model(hf, tmp_path / "m", int8_kernel="dynamic")
+    if not _has_vnni() and report.manifest.blockwise_layers != (OUTLIER_LAYER,):
+        pytest.xfail("dynamic INT8 without VNNI damages every layer (see test_parity)")
+    m = ModelManifest.read(tmp_path / "m")
+    assert m.blockwise_layers == (OUTLIER_LAYER,) and m.int8_kernel == "dynamic"
+    assert m.accuracy is not None and m.accuracy["passed"] is True
+    assert len(report.rejected) == 1 and report.rejected[0].startswith("--kernel dynamic:")
+    assert m.accuracy["rejected"] == list(report.rejected)
+    kernels = kernels_by_layer(tmp_path / "m")
+    assert kernels[OUTLIER_LAYER] == {"MatMulNBits"}
+    assert all(kernels[i] == {"DynamicQuantizeMatMul"} for i in kernels if i != OUTLIER_LAYER)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_hopeless_build_fails_naming_blockwise_and_keeps_the_previous_model(
+    wide_hf: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "m"
+    build_model(wide_hf, out, check_accuracy=False)
+    before = (out / "docqa_model.json").read_bytes()
+    with pytest.raises(ModelAccuracyError) as err:
+        build_model(planted(wide_hf, 1000), out, int8_kernel="dynamic")
+    assert "--kernel blockwise" in str(err.value) and "--kernel dynamic:" in str(err.value)
+    assert (out / "docqa_model.json").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
