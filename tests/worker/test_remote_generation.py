@@ -198,14 +198,30 @@ def gen(models: tuple[Path, Path], worker: Worker) -> RemoteGenerator:
     return remote(models[1])
 
 
+#: asked of the handbook: its vacation passage passes the answer service's evidence gate, so
+#: the model runs (a question nothing supports is declined before the model starts)
+HANDBOOK_QUESTION = "How many days of paid annual leave does a full-time employee get?"
+
+
 def answer_service(
     tmp_path: Path, embedder: Embedder, generator: RemoteGenerator, capacity: int = 1
-) -> AnswerService:
+) -> tuple[AnswerService, list[int]]:
+    """An answer service over the ingested handbook, and the handbook's collection id."""
+    from ingest.factory import build_ingest_service
+    from ingest.runner import run_ingest
+    from qa.store.catalog import get_collection
+
     settings = Settings(data_dir=tmp_path / "var", model_dir=tmp_path / "no-model")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ingest = build_ingest_service(settings, embedder=embedder)
+    try:
+        run_ingest(ingest, [SAMPLES / "employee-handbook.md"], "handbook")
+    finally:
+        ingest.close()
     service = build_answer_service(settings, embedder=embedder, generator=generator)
     service.slot = ModelSlot(capacity=capacity, heartbeat_s=0.2)
-    return service
+    with service.db.session() as session:
+        return service, [get_collection(session, "handbook").id]
 
 
 def stream_keys(client: redis.Redis, kind: str) -> set[str]:
@@ -375,11 +391,12 @@ def test_closing_the_stream_stops_the_worker_within_a_token(
 def test_two_questions_with_one_worker_are_served_in_order(
     tmp_path: Path, gen: RemoteGenerator, embedder: Embedder
 ) -> None:
-    service = answer_service(tmp_path, embedder, gen, capacity=1)
+    service, handbook = answer_service(tmp_path, embedder, gen, capacity=1)
     log: dict[str, list[tuple[float, dict[str, Any]]]] = {"a": [], "b": []}
 
     def ask(name: str) -> None:
-        for event in service.ask("Which hotel?", [], AskOptions(temperature=0.0, max_tokens=800)):
+        options = AskOptions(temperature=0.0, max_tokens=800)
+        for event in service.ask(HANDBOOK_QUESTION, handbook, options):
             log[name].append((time.perf_counter(), event.to_json()))
 
     a = threading.Thread(target=ask, args=("a",))
@@ -527,12 +544,17 @@ class Asked:
 
 
 def ask_and_kill(
-    service: AnswerService, redis_client: redis.Redis, kill: Any, tokens_before_kill: int = 20
+    service: AnswerService,
+    collections: list[int],
+    redis_client: redis.Redis,
+    kill: Any,
+    tokens_before_kill: int = 20,
 ) -> Asked:
     before = stream_keys(redis_client, "claim")
     events: list[dict[str, Any]] = []
     killed_at: float | None = None
-    for event in service.ask("Which hotel?", [], AskOptions(temperature=0.0, max_tokens=3500)):
+    options = AskOptions(temperature=0.0, max_tokens=3500)
+    for event in service.ask(HANDBOOK_QUESTION, collections, options):
         events.append(event.to_json())
         if killed_at is None and sum(e["type"] == "token" for e in events) == tokens_before_kill:
             (claim,) = stream_keys(redis_client, "claim") - before
@@ -553,12 +575,14 @@ def test_kill_9_of_the_generation_worker_mid_answer_ends_in_an_error_event(
     worker.stop()  # the shared worker would take the requests otherwise
     own = Worker(models[0], tmp_path / "killed", "killed")
     try:
-        service = answer_service(tmp_path, embedder, remote(models[1]))
+        service, handbook = answer_service(tmp_path, embedder, remote(models[1]))
         warm_up(models[1], own)
 
         # 1. The pool process running the answer dies: Celery requeues the request, the
         # second attempt finds the request claimed and reports the failure at once.
-        child = ask_and_kill(service, redis_client, lambda pid: os.kill(pid, signal.SIGKILL))
+        child = ask_and_kill(
+            service, handbook, redis_client, lambda pid: os.kill(pid, signal.SIGKILL)
+        )
         assert child.events[-1]["type"] == "error", child.events[-3:]
         assert child.events[-1]["code"] == "generation"
         assert "stopped" in child.events[-1]["message"]
@@ -566,7 +590,7 @@ def test_kill_9_of_the_generation_worker_mid_answer_ends_in_an_error_event(
 
         # 2. The whole worker dies (main process too): nothing is left to say so; the web
         # notices the silence after the stall timeout.
-        whole = ask_and_kill(service, redis_client, lambda pid: own.kill())
+        whole = ask_and_kill(service, handbook, redis_client, lambda pid: own.kill())
         assert whole.events[-1]["type"] == "error", whole.events[-3:]
         assert "stopped" in whole.events[-1]["message"]
         assert whole.error_after_s is not None
