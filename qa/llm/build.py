@@ -12,7 +12,6 @@ at the end, so a crash never leaves a half-built model where the service looks f
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -24,13 +23,13 @@ from typing import Any, Literal
 
 import onnx
 
-from qa.errors import ConfigError, InvalidInput
+from qa.errors import InvalidInput
 from qa.llm.accuracy import AccuracyCheck, build_checked
 from qa.llm.external_data import ExternalDataWriter
 from qa.llm.graph import Int8Kernel, Qwen3GraphBuilder
 from qa.llm.manifest import MANIFEST, MODEL_FILE, ModelManifest
 from qa.llm.safetensors_io import SafetensorsCheckpoint
-from qa.llm.spec import read_qwen3_config
+from qa.llm.spec import read_json_object, read_qwen3_config
 from qa.store.fsutil import fsync_path
 
 DEFAULT_CONTEXT = 32768  # what docqa serves; rotary caches are sized for it
@@ -75,10 +74,7 @@ def _eos_ids(hf_dir: Path, cfg: dict[str, Any]) -> list[int]:
     sources: list[object] = [cfg.get("eos_token_id")]
     gen = hf_dir / "generation_config.json"
     if gen.is_file():
-        try:
-            sources.append(json.loads(gen.read_text(encoding="utf-8")).get("eos_token_id"))
-        except ValueError as exc:
-            raise ConfigError(f"{gen}: not valid JSON ({exc})") from exc
+        sources.append(read_json_object(gen, "generation config").get("eos_token_id"))
     for src in sources:
         for value in src if isinstance(src, list) else [src]:
             if isinstance(value, int) and value not in ids:

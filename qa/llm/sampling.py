@@ -7,7 +7,6 @@ that leaves a setting out (``None``) gets the folder's value, never a constant o
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from qa.errors import ConfigError, InvalidInput
+from qa.llm.spec import read_json_object
 
 GENERATION_CONFIG = "generation_config.json"
 
@@ -85,12 +85,7 @@ class SamplingDefaults:
         path = Path(model_dir) / GENERATION_CONFIG
         if not path.is_file():
             return cls()
-        try:
-            cfg = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise ConfigError(f"{path}: unreadable generation config ({exc})") from exc
-        if not isinstance(cfg, dict):
-            raise ConfigError(f"{path}: generation config is not a JSON object")
+        cfg = read_json_object(path, "generation config")
         try:
             defaults = cls(
                 temperature=0.0

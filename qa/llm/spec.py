@@ -49,6 +49,18 @@ def _int(cfg: dict[str, Any], key: str, path: Path) -> int:
     return value
 
 
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """A model folder's JSON file (config, generation config) as a dict, or a ConfigError
+    that names the file: a broken folder is the user's to fix, not a traceback."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable {what} ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: {what} is not a JSON object")
+    return data
+
+
 def read_qwen3_config(hf_dir: Path) -> tuple[Qwen3Spec, dict[str, Any]]:
     """Validate ``hf_dir/config.json`` as a Qwen3 causal LM; returns the spec and raw dict."""
     path = hf_dir / "config.json"
@@ -56,12 +68,7 @@ def read_qwen3_config(hf_dir: Path) -> tuple[Qwen3Spec, dict[str, Any]]:
         raise ConfigError(f"model folder {hf_dir} does not exist")
     if not path.is_file():
         raise ConfigError(f"{hf_dir}: no config.json (is this a Hugging Face model folder?)")
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ConfigError(f"{path}: unreadable config ({exc})") from exc
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"{path}: config is not a JSON object")
+    cfg = read_json_object(path, "config")
     archs = cfg.get("architectures") or []
     if cfg.get("model_type") != "qwen3" or not any(a in SUPPORTED_ARCHITECTURES for a in archs):
         raise ConfigError(

@@ -82,6 +82,18 @@ def test_corrupted_config(tiny_hf: Path, tmp_path: Path) -> None:
         build_model(hf, tmp_path / "out")
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("[151645]", "generation config is not a JSON object"), ("{", "unreadable generation")],
+)
+def test_broken_generation_config(tiny_hf: Path, tmp_path: Path, text: str, message: str) -> None:
+    hf = copy_hf(tiny_hf, tmp_path / "hf")
+    (hf / "generation_config.json").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        build_model(hf, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_not_a_qwen3_config(tiny_hf: Path, tmp_path: Path) -> None:
     hf = copy_hf(tiny_hf, tmp_path / "hf")
     cfg = json.loads((hf / "config.json").read_text())
