@@ -9,7 +9,6 @@ the best passage and sentence cover:
   weighted by their idf over the searched collections, found in the best passage. A
   question's rare terms (a name, a place, a topic) carry it; a term no chunk contains at
   all weighs most, since the documents do not mention it.
-* ``sentence_coverage``: the same for the best single sentence of those passages.
 * ``similarity``: the best cosine between the question and a retrieved chunk, when the
   dense ranking took part (not for Chinese with the English MiniLM, see
   ``qa.retrieval.language``); paraphrases that share few words still score here.
@@ -20,18 +19,16 @@ the best passage and sentence cover:
 ``judge`` combines them into one ``support`` score and compares it with a threshold
 calibrated on the developer sets (see the constants and docs/architecture.md,
 "Declining"): with a similarity, half coverage and half similarity; without one, coverage
-and bigram coverage. The sentence coverage is reported (logs, calibration) but did not
-separate the sets better than the passage coverage, so it does not vote.
+and bigram coverage. (The best single sentence's coverage was tried too: it did not
+separate the sets better than the passage's, so it is not computed.)
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from qa.answering.extractive import sentence_units
-from qa.retrieval.lexical import analyze
+from qa.retrieval.lexical import analyze, han_bigrams
 from qa.retrieval.retriever import Passage, RetrievalResult
 
 # Calibrated on the developer sets (tests/qa/decline_calibration.py, `make eval`; see
@@ -55,8 +52,6 @@ PARAPHRASE_SIMILARITY = 0.5
 LEXICAL_THRESHOLD = 0.29
 _BIGRAM_WEIGHT = 0.3
 
-_HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
-
 
 def support_score(evidence: Evidence) -> tuple[float, float]:
     """``(support, threshold)``: one number from the evidence and the bar it must reach."""
@@ -69,19 +64,9 @@ def support_score(evidence: Evidence) -> tuple[float, float]:
     )
 
 
-def _han_bigrams(text: str) -> set[str]:
-    """Character bigrams of the Chinese runs of ``text`` (a one-character run as itself):
-    they match where jieba segments a question and a document differently."""
-    out: set[str] = set()
-    for run in _HAN_RUN.findall(text):
-        out |= {run[i : i + 2] for i in range(len(run) - 1)} if len(run) > 1 else {run}
-    return out
-
-
 @dataclass(frozen=True)
 class Evidence:
     coverage: float
-    sentence_coverage: float
     #: best cosine of a retrieved chunk; None when the dense ranking sat out
     similarity: float | None
     #: how many distinct content terms the question has (0: none to cover)
@@ -97,8 +82,8 @@ def gather(question: str, passages: Sequence[Passage], term_idf: Mapping[str, fl
     cosines = [p.dense_score for p in passages if p.dense_score is not None]
     similarity = max(cosines) if cosines else None
     if not q_terms or not passages:
-        return Evidence(0.0, 0.0, similarity, len(q_terms))
-    q_bigrams = _han_bigrams(question)
+        return Evidence(0.0, similarity, len(q_terms))
+    q_bigrams = han_bigrams(question)
     top_idf = max(term_idf.values(), default=1.0)
     weights = {t: term_idf.get(t, top_idf) for t in q_terms}
     total = sum(weights.values()) or 1.0
@@ -106,17 +91,13 @@ def gather(question: str, passages: Sequence[Passage], term_idf: Mapping[str, fl
     def covered(terms: set[str]) -> float:
         return sum(w for t, w in weights.items() if t in terms) / total
 
-    coverage = sentence_coverage = bigrams = 0.0
+    coverage = bigrams = 0.0
     for p in passages:
         coverage = max(coverage, covered(set(analyze(p.text))))
         if q_bigrams:
-            bigrams = max(bigrams, len(q_bigrams & _han_bigrams(p.text)) / len(q_bigrams))
-        for s, e, heading in sentence_units(p.text):
-            if not heading:
-                sentence_coverage = max(sentence_coverage, covered(set(analyze(p.text[s:e]))))
+            bigrams = max(bigrams, len(q_bigrams & han_bigrams(p.text)) / len(q_bigrams))
     return Evidence(
         coverage,
-        sentence_coverage,
         similarity,
         len(q_terms),
         bigrams if q_bigrams else coverage,

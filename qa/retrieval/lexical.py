@@ -234,6 +234,17 @@ def bm25_terms(text: str) -> list[str]:
     return _terms(text, grams=True)
 
 
+def han_bigrams(text: str) -> set[str]:
+    """Character bigrams of the Chinese runs of ``text``, made Simplified like every term
+    (a one-character run as itself): they match where jieba segments two texts apart."""
+    out: set[str] = set()
+    for m in _TOKEN_RE.finditer(unicodedata.normalize("NFKC", text)):
+        if m.lastgroup == "han":
+            run = to_simplified(m.group())
+            out |= {run[i : i + 2] for i in range(len(run) - 1)} if len(run) > 1 else {run}
+    return out
+
+
 def warm_up() -> None:
     """Load jieba's dictionary and OpenCC's tables now (about a second) instead of on the
     first Chinese text."""

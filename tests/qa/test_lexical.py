@@ -166,3 +166,12 @@ def test_thread_safe() -> None:
         with ThreadPoolExecutor(max_workers=8) as pool:
             for _ in range(5):
                 assert list(pool.map(fn, texts)) == expected
+
+
+def test_han_bigrams_are_made_simplified_so_both_scripts_meet() -> None:
+    from qa.retrieval.lexical import han_bigrams
+
+    assert han_bigrams("員工的帶薪假期") == han_bigrams("员工的带薪假期")
+    assert {"带薪", "薪假"} <= han_bigrams("每年帶薪假期 27 天")
+    assert han_bigrams("假 hotel 期") == {"假", "期"}  # a one-character run is itself
+    assert han_bigrams("no Chinese here") == set()
