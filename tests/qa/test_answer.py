@@ -8,16 +8,13 @@ from typing import Any
 
 import pytest
 
-from ingest.factory import build_ingest_service
-from ingest.runner import run_ingest
 from qa.answering.answer_service import AnswerService, AskOptions
-from qa.answering.assembly import build_answer_service
 from qa.answering.events import AnswerEvent
 from qa.errors import InvalidInput
 from qa.retrieval.embedder import Embedder
 from qa.settings import Settings
-from qa.store.catalog import get_collection
 from tests.conftest import SAMPLES
+from tests.qa.answer_corpus import answer_service_over
 
 
 def wire(events: Iterable[AnswerEvent]) -> list[dict[str, Any]]:
@@ -30,13 +27,8 @@ def answered(
     tmp_path_factory: pytest.TempPathFactory, embedder: Embedder
 ) -> Iterator[tuple[AnswerService, dict[str, int]]]:
     settings = Settings(data_dir=tmp_path_factory.mktemp("answer"))
-    ingest = build_ingest_service(settings, embedder)
-    run_ingest(ingest, [SAMPLES], "handbook")
-    run_ingest(ingest, [SAMPLES / "员工福利指南.md"], "shenzhen")
-    ingest.close()
-    service = build_answer_service(settings, embedder=embedder)
-    with service.db.session() as s:
-        ids = {name: get_collection(s, name).id for name in ("handbook", "shenzhen")}
+    corpus = {"handbook": [SAMPLES], "shenzhen": [SAMPLES / "员工福利指南.md"]}
+    service, ids = answer_service_over(settings, embedder, corpus)
     yield service, ids
     service.db.dispose()
 

@@ -13,16 +13,13 @@ from typing import Any
 
 import pytest
 
-from ingest.factory import build_ingest_service
-from ingest.runner import run_ingest
 from qa.answering.answer_service import AnswerService
-from qa.answering.assembly import build_answer_service
 from qa.answering.decline import DECLINE_SENTENCES, decline_sentence, is_decline
 from qa.answering.evidence import judge
 from qa.retrieval.embedder import Embedder
 from qa.settings import Settings
-from qa.store.catalog import get_collection
 from tests.conftest import REPO, SAMPLES
+from tests.qa.answer_corpus import answer_service_over
 
 EN, ZH = DECLINE_SENTENCES["en"], DECLINE_SENTENCES["zh"]
 
@@ -32,14 +29,12 @@ def service(
     tmp_path_factory: pytest.TempPathFactory, embedder: Embedder
 ) -> Iterator[tuple[AnswerService, dict[str, int]]]:
     settings = Settings(data_dir=tmp_path_factory.mktemp("decline"))
-    ingest = build_ingest_service(settings, embedder)
-    run_ingest(ingest, [SAMPLES], "handbook")
-    run_ingest(ingest, [REPO / "samples" / "source" / "it-security-guidelines.md"], "it")
-    run_ingest(ingest, [SAMPLES / "员工福利指南.md"], "shenzhen")
-    ingest.close()
-    answers = build_answer_service(settings, embedder=embedder)
-    with answers.db.session() as s:
-        ids = {n: get_collection(s, n).id for n in ("handbook", "it", "shenzhen")}
+    corpus = {
+        "handbook": [SAMPLES],
+        "it": [REPO / "samples" / "source" / "it-security-guidelines.md"],
+        "shenzhen": [SAMPLES / "员工福利指南.md"],
+    }
+    answers, ids = answer_service_over(settings, embedder, corpus)
     yield answers, ids
     answers.db.dispose()
 

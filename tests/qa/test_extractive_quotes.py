@@ -14,17 +14,14 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from ingest.factory import build_ingest_service
-from ingest.runner import run_ingest
 from qa.answering.answer_service import AnswerService
-from qa.answering.assembly import build_answer_service
 from qa.answering.extractive import extractive_answer, sentence_units, split_sentences
 from qa.retrieval.embedder import Embedder
 from qa.retrieval.lexical import analyze
 from qa.settings import Settings
-from qa.store.catalog import get_collection
 from qa.store.db.models import PageText
 from tests.conftest import REPO, SAMPLES
+from tests.qa.answer_corpus import answer_service_over
 from tests.qa.test_answer_parts import SOURCES
 
 HOTEL = "What is the hotel limit in London?"
@@ -36,14 +33,12 @@ def answered(
     tmp_path_factory: pytest.TempPathFactory, embedder: Embedder
 ) -> Iterator[tuple[AnswerService, dict[str, int]]]:
     settings = Settings(data_dir=tmp_path_factory.mktemp("quotes"))
-    ingest = build_ingest_service(settings, embedder)
-    run_ingest(ingest, [SAMPLES / "travel-and-expenses.pdf"], "pdf")
-    run_ingest(ingest, [REPO / "samples" / "source" / "travel-and-expenses.md"], "markdown")
-    run_ingest(ingest, [SAMPLES / "employee-handbook.md"], "handbook")
-    ingest.close()
-    service = build_answer_service(settings, embedder=embedder)
-    with service.db.session() as s:
-        ids = {name: get_collection(s, name).id for name in ("pdf", "markdown", "handbook")}
+    corpus = {
+        "pdf": [SAMPLES / "travel-and-expenses.pdf"],
+        "markdown": [REPO / "samples" / "source" / "travel-and-expenses.md"],
+        "handbook": [SAMPLES / "employee-handbook.md"],
+    }
+    service, ids = answer_service_over(settings, embedder, corpus)
     yield service, ids
     service.db.dispose()
 

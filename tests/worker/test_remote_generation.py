@@ -28,7 +28,6 @@ import pytest
 import redis
 
 from qa.answering.answer_service import AnswerService, AskOptions
-from qa.answering.assembly import build_answer_service
 from qa.errors import GenerationError, Unavailable
 from qa.llm.generate import OnnxQwenGenerator
 from qa.llm.remote import KEY_PREFIX, WAITING_KEY, RemoteGenerator
@@ -36,6 +35,7 @@ from qa.llm.slot import ModelSlot
 from qa.retrieval.embedder import Embedder
 from qa.settings import Settings
 from tests.conftest import REPO, SAMPLES
+from tests.qa.answer_corpus import answer_service_over
 from tests.web.live import artifacts_dir, build_streaming_model, free_port
 
 # Latency bounds (time to first token, cancel, preemption): run alone on the CPU, after the
@@ -207,21 +207,12 @@ def answer_service(
     tmp_path: Path, embedder: Embedder, generator: RemoteGenerator, capacity: int = 1
 ) -> tuple[AnswerService, list[int]]:
     """An answer service over the ingested handbook, and the handbook's collection id."""
-    from ingest.factory import build_ingest_service
-    from ingest.runner import run_ingest
-    from qa.store.catalog import get_collection
-
     settings = Settings(data_dir=tmp_path / "var", model_dir=tmp_path / "no-model")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    ingest = build_ingest_service(settings, embedder=embedder)
-    try:
-        run_ingest(ingest, [SAMPLES / "employee-handbook.md"], "handbook")
-    finally:
-        ingest.close()
-    service = build_answer_service(settings, embedder=embedder, generator=generator)
+    corpus = {"handbook": [SAMPLES / "employee-handbook.md"]}
+    service, ids = answer_service_over(settings, embedder, corpus, generator)
     service.slot = ModelSlot(capacity=capacity, heartbeat_s=0.2)
-    with service.db.session() as session:
-        return service, [get_collection(session, "handbook").id]
+    return service, [ids["handbook"]]
 
 
 def stream_keys(client: redis.Redis, kind: str) -> set[str]:
