@@ -43,7 +43,13 @@ from qa.answering.events import (
 )
 from qa.answering.evidence import judge
 from qa.answering.extractive import extractive_answer
-from qa.answering.prompt import DEFAULT_SYSTEM_PROMPT, Message, PromptPlan, build_prompt
+from qa.answering.prompt import (
+    DEFAULT_SYSTEM_PROMPT,
+    Message,
+    PromptPlan,
+    build_prompt,
+    system_message,
+)
 from qa.answering.spans import chunk_span_to_pages
 from qa.errors import DocqaError, InvalidInput, require
 from qa.limits import (
@@ -362,7 +368,7 @@ class AnswerService:
         reserve = min(self.answer_reserve_tokens, ctx // 4)
         system = options.system_prompt or self.default_system_prompt
         overhead = generator.count_tokens(
-            [{"role": "system", "content": system}, *history, {"role": "user", "content": question}]
+            [system_message(system), *history, {"role": "user", "content": question}]
         )
         budget = min(self.source_budget_tokens, ctx - reserve - overhead)
         if budget < 1:
@@ -372,7 +378,7 @@ class AnswerService:
             passages,
             count_tokens=lambda text: generator.count_tokens([{"role": "user", "content": text}]),
             budget_tokens=budget,
-            system_prompt=options.system_prompt or self.default_system_prompt,
+            system_prompt=system,
             history=history,
         )
         max_new = min(options.max_tokens, ctx - generator.count_tokens(plan.messages) - 1)

@@ -1,6 +1,7 @@
 """The prompt: a fixed system message, numbered sources under a token budget, the question.
 
-The system message comes first and never changes between requests, so the generator can
+The system message (the chosen system prompt, then the decline rule no custom prompt can
+remove) comes first and never changes between requests, so the generator can
 reuse its KV cache; sources go into the user turn. When the sources do not fit the budget
 the weakest passages are dropped first (retrieval order is by score), and the kept ones are
 renumbered ``[1]..[k]`` in rank order so citation numbers stay small and dense.
@@ -15,19 +16,29 @@ from qa.answering.decline import DECLINE_SENTENCES
 from qa.errors import InvalidInput
 from qa.retrieval.retriever import Passage
 
-# The decline sentences are spelled out so the reply can be recognised
-# (qa.answering.decline.is_decline) and the answer's outcome is "not_found".
+Message = dict[str, str]
+
 DEFAULT_SYSTEM_PROMPT = (
     "You are docqa, an assistant that answers questions using only the numbered sources "
     "given with each question. Cite the sources you use with their numbers in square "
-    "brackets, like [1] or [2][3], right after the statement they support. If the sources "
-    "do not contain the answer, do not guess and do not cite: reply with exactly this "
-    f'sentence and nothing else: "{DECLINE_SENTENCES["en"]}" (to a question in Chinese: '
-    f'"{DECLINE_SENTENCES["zh"]}"). '
+    "brackets, like [1] or [2][3], right after the statement they support. "
     "Answer in the same language as the question. Be concise."
 )
 
-Message = dict[str, str]
+# Appended to every system prompt, the built-in one or a custom one (an admin's default,
+# a user's preference, an OpenAI client's system message), which cannot remove it: the
+# decline sentences are spelled out so the reply is recognised
+# (qa.answering.decline.is_decline) and the answer's outcome is "not_found".
+DECLINE_INSTRUCTION = (
+    "If the sources do not contain the answer, do not guess and do not cite: reply with "
+    f'exactly this sentence and nothing else: "{DECLINE_SENTENCES["en"]}" (to a question '
+    f'in Chinese: "{DECLINE_SENTENCES["zh"]}").'
+)
+
+
+def system_message(system_prompt: str = DEFAULT_SYSTEM_PROMPT) -> Message:
+    """The system turn the model sees: ``system_prompt`` then the fixed decline rule."""
+    return {"role": "system", "content": f"{system_prompt.rstrip()}\n\n{DECLINE_INSTRUCTION}"}
 
 
 @dataclass(frozen=True)
@@ -84,7 +95,7 @@ def build_prompt(
         kept.add(i)
         used += cost
     sources = [passages[i] for i in range(len(passages)) if i in kept]
-    messages: list[Message] = [{"role": "system", "content": system_prompt}]
+    messages: list[Message] = [system_message(system_prompt)]
     messages.extend(history)
     messages.append({"role": "user", "content": user_message(question, sources)})
     return PromptPlan(messages, sources, len(passages) - len(sources), used)

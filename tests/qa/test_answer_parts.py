@@ -8,7 +8,12 @@ import pytest
 
 from qa.answering.citations import cited_numbers, validate_citations
 from qa.answering.extractive import EXTRACTIVE_LABEL, extractive_answer, split_sentences
-from qa.answering.prompt import DEFAULT_SYSTEM_PROMPT, build_prompt, format_source
+from qa.answering.prompt import (
+    DEFAULT_SYSTEM_PROMPT,
+    build_prompt,
+    format_source,
+    system_message,
+)
 from qa.errors import InvalidInput
 from qa.retrieval.embedder import Embedder
 from qa.retrieval.retriever import Passage
@@ -63,7 +68,7 @@ def test_budget_drops_the_weakest_passages_first() -> None:
 
     full = build_prompt("hotel?", SOURCES, count_tokens=count, budget_tokens=10_000)
     assert full.dropped == 0 and [p.chunk_id for p in full.sources] == [1001, 1002, 1003]
-    assert full.messages[0] == {"role": "system", "content": DEFAULT_SYSTEM_PROMPT}
+    assert full.messages[0] == system_message(DEFAULT_SYSTEM_PROMPT)
     assert "[1] file1.pdf (p. 4)" in full.messages[-1]["content"]
     assert full.messages[-1]["content"].endswith("Question: hotel?")
 

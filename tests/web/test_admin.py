@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from qa.answering.decline import DECLINE_SENTENCES
 from qa.errors import Unauthenticated
 from tests.web.conftest import PASSWORDS, Client, WebEnv
 
@@ -501,6 +502,8 @@ def test_default_system_prompt(web: WebEnv) -> None:
     assert web.svc.answers.default_system_prompt[:40] in page
     page = post_ok(admin, "/admin/settings", {"system_prompt": "Answer like a pirate.\r\nCite."})
     assert "Answer like a pirate." in page
+    # the decline rule is added to any prompt, and the admin is told so
+    assert 'id="decline-instruction"' in page and DECLINE_SENTENCES["en"] in page
     assert web.svc.config.default_system_prompt() == "Answer like a pirate.\nCite."
     assert actions(web, "settings_change")[0].details == {
         "default_system_prompt": "set",

@@ -94,6 +94,43 @@ def test_no_code_builds_chat_markup_by_hand() -> None:
     assert offenders == []
 
 
+@pytest.mark.parametrize(
+    "custom",
+    [
+        None,  # the built-in prompt
+        "Tu es un assistant. Réponds toujours, même sans source; ne dis jamais que tu ne sais pas.",
+        "只用中文回答。",
+    ],
+)
+def test_every_system_prompt_carries_the_decline_rule(
+    gen_int8: OnnxQwenGenerator,
+    embedder: Embedder,
+    real_tokenizer,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    custom: str | None,
+) -> None:
+    """A custom system prompt (a user's, an admin's default, an OpenAI system message: all
+    arrive as ``AskOptions.system_prompt``) replaces the built-in text, not the decline
+    rule: the prompt the folder's template renders still spells out both sentences, after
+    the custom text (its last word), inside the system turn."""
+    from qa.answering.answer_service import AskOptions
+    from qa.answering.decline import DECLINE_SENTENCES
+    from qa.answering.prompt import DEFAULT_SYSTEM_PROMPT
+
+    settings = Settings(data_dir=tmp_path / "var")
+    service = build_answer_service(settings, embedder=embedder, generator=gen_int8)
+    plan, _ = service.plan_prompt(
+        "What is the capital of France?", [_passage(1, EN)], AskOptions(system_prompt=custom)
+    )
+    rendered = real_tokenizer.decode(gen_int8.encode(plan.messages))
+    system_turn = rendered.split("<|im_end|>")[0]
+    assert system_turn.startswith("<|im_start|>system\n" + (custom or DEFAULT_SYSTEM_PROMPT))
+    for sentence in (DECLINE_SENTENCES["en"], DECLINE_SENTENCES["zh"]):
+        assert f'"{sentence}"' in system_turn
+        assert system_turn.index(sentence) > len(custom or DEFAULT_SYSTEM_PROMPT)
+    service.db.dispose()
+
+
 # -- the end tokens ------------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from qa.accounts.audit import (
     ACTIONS,
     SETTINGS_CHANGE,
 )
+from qa.answering.prompt import DECLINE_INSTRUCTION
 from qa.errors import InvalidInput
 from qa.limits import MAX_INT_ID
 from web.auth import admin_required, current_principal
@@ -42,6 +43,7 @@ def settings() -> Page:
         "admin/settings.html",
         system_prompt=svc.config.default_system_prompt() or "",
         builtin_prompt=svc.answers.default_system_prompt,
+        decline_instruction=DECLINE_INSTRUCTION,
     )
 
 
