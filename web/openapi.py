@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, models_json_schema
 from werkzeug.routing import Rule
 
+from qa.limits import MAX_INT_ID
 from web.contracts.api import Error
 from web.contracts.operation import JSON, Operation, Reply, declared
 
@@ -52,6 +53,9 @@ PATH_PARAMETERS = {
     "chat_id": "chat id",
     "job_id": "summary job id",
 }
+#: an integer path variable: the route's converter (``web.requests.IdConverter``) takes
+#: no more; a larger number is a 404
+ID_SCHEMA = {"type": "integer", "minimum": 1, "maximum": MAX_INT_ID}
 TAGS = ("collections", "documents", "ask", "chats", "me", "summaries", "openai", "meta")
 SECURITY_SCHEMES = {
     "bearerToken": {
@@ -185,7 +189,7 @@ def path_parameters(rule: Rule) -> list[Schema]:
             "name": name,
             "in": "path",
             "required": True,
-            "schema": {"type": "integer" if converter == "int" else "string"},
+            "schema": ID_SCHEMA if converter == "int" else {"type": "string"},
             "description": PATH_PARAMETERS[name],
         }
         for converter, name in _CONVERTER.findall(rule.rule)

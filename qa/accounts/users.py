@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from qa.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from qa.limits import MAX_ANSWER_TOKENS, MAX_SYSTEM_PROMPT_CHARS, MAX_TEMPERATURE
+from qa.storable_text import repaired
 from qa.store.db.engine import Database
 from qa.store.db.models import ApiToken, Group, GroupMember, User, utcnow
 
@@ -405,9 +406,18 @@ class AccountService:
     # preferences
 
     def preferences(self, user_id: int) -> dict[str, Any]:
-        """Only the keys the user has set; a missing key means "use the default"."""
+        """Only the keys the user has set; a missing key means "use the default".
+
+        Preferences stored before the web refused lone surrogates (issue 12) made every
+        later answer that showed them fail; they are repaired here, once, on read."""
         with self.db.session() as session:
-            return dict(_get_user(session, user_id).preferences or {})
+            user = _get_user(session, user_id)
+            prefs = dict(user.preferences or {})
+            fixed = repaired(prefs)
+            if fixed != prefs:
+                user.preferences = fixed
+                session.commit()
+            return dict(fixed)
 
     def set_preferences(self, user_id: int, prefs: Mapping[str, Any]) -> dict[str, Any]:
         """Merge ``prefs`` into the stored ones (all or nothing); a ``None`` value resets."""

@@ -21,7 +21,6 @@ from qa.limits import (
     MAX_COLLECTION_IDS,
     MAX_COLLECTION_NAME_CHARS,
     MAX_ID_CHARS,
-    MAX_INT_ID,
     MAX_JOBS_LISTED,
     MAX_QUESTION_CHARS,
     MAX_SOURCES,
@@ -34,7 +33,7 @@ from qa.store.db.models import ChatMessage as MessageRow
 from qa.store.db.models import DocStatus, iso_utc
 from qa.store.db.models import Document as DocumentRow
 from qa.summaries.jobs import COLLECTION, DOCUMENT, STATUSES
-from web.contracts.base import Body, Query, Shape, enum_of
+from web.contracts.base import Body, Id, Query, Shape, enum_of
 
 ANSWER_MODES = ("extractive", "generative")
 SUMMARY_TARGETS = (DOCUMENT, COLLECTION)
@@ -45,7 +44,7 @@ ChunkId = Annotated[
 #: what asking can answer besides 200 (here and on /v1): a bad body, a collection or model
 #: the caller may not read, a body over its cap, the model queue full
 QUESTION_ERRORS = (400, 404, 413, 503)
-CollectionIds = Annotated[list[int], Field(max_length=MAX_COLLECTION_IDS)]
+CollectionIds = Annotated[list[Id], Field(max_length=MAX_COLLECTION_IDS)]
 
 # -- sampling options, shared by /ask, the preferences and /v1/chat/completions ----------
 
@@ -446,8 +445,8 @@ class SummaryRequest(Body):
     document_id: str | None = Field(
         None, max_length=MAX_ID_CHARS, description="summarize this document"
     )
-    collection_id: int | None = Field(
-        None, ge=1, le=MAX_INT_ID, description="summarize this collection (admins and editors)"
+    collection_id: Id | None = Field(
+        None, description="summarize this collection (admins and editors)"
     )
     max_statements: int | None = Field(None, ge=1, le=MAX_SUMMARY_STATEMENTS)
 

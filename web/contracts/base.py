@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
 from flask import Response, jsonify
 from pydantic import (
@@ -13,21 +13,52 @@ from pydantic import (
     JsonValue,
     ValidationError,
     ValidatorFunctionWrapHandler,
+    field_validator,
 )
 from pydantic_core import PydanticCustomError, PydanticUndefined
+
+from qa.limits import MAX_INT_ID
+from qa.storable_text import unstorable_reason
 
 #: the type of a message's error (``invalid.py`` shows it as it is)
 CUSTOM_ERROR = "docqa_invalid"
 
+#: a collection, user or group id: what the database's integer column holds
+Id = Annotated[int, Field(ge=1, le=MAX_INT_ID)]
 
-class Body(BaseModel):
+
+class _Request(BaseModel):
+    """What every request model refuses: text no database can store (a NUL, or a lone
+    surrogate from a ``\\ud800`` escape), anywhere in any field, before a service sees it."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        reason = _unstorable(value)
+        if reason is not None:
+            raise PydanticCustomError(CUSTOM_ERROR, reason)
+        return value
+
+
+def _unstorable(value: Any) -> str | None:
+    if isinstance(value, str):
+        return unstorable_reason(value)
+    if isinstance(value, list | tuple):
+        return next((r for r in map(_unstorable, value) if r is not None), None)
+    if isinstance(value, dict):
+        parts = (*value.keys(), *value.values())
+        return next((r for r in map(_unstorable, parts) if r is not None), None)
+    return None  # numbers, booleans, and nested models (checked by their own validator)
+
+
+class Body(_Request):
     """A JSON request body. Strict: JSON has types, so "5" is not 5 and true is not 1.
     Unknown fields are ignored, as clients of a newer API version may send them."""
 
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
 
-class Query(BaseModel):
+class Query(_Request):
     """A query string: every value arrives as text, so numbers are parsed from it."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)

@@ -47,9 +47,27 @@ def invalid_input(exc: ValidationError, model: type[BaseModel], where: str = "")
     """The first error of ``exc`` (raised validating ``model``) as an InvalidInput;
     ``where`` names the part of the request, e.g. "query parameter "."""
     error = exc.errors(include_url=False)[0]
+    if error["type"] == "json_invalid":
+        return InvalidInput(not_json((error.get("ctx") or {}).get("error", "")))
     if not error["loc"]:
         return InvalidInput(NOT_AN_OBJECT)
     return InvalidInput(f"{where}'{field_name(error['loc'])}' {phrase(error, model)}")
+
+
+def not_json(detail: str) -> str:
+    """pydantic's JSON parser (jiter) refuses what no field could hold: a lone surrogate
+    escape ("\\ud800") or nesting deeper than its recursion limit (a few hundred levels:
+    100,000 "[" are refused at the 201st, without a Python stack)."""
+    where = detail.rpartition(" at ")[2] if " at line " in detail else ""
+    at = f" (at {where})" if where else ""
+    if "recursion limit" in detail:
+        return f"the body is not valid JSON: arrays or objects nested too deep{at}"
+    if "surrogate" in detail or "hex escape" in detail or "unicode code point" in detail:
+        return (
+            "the body is not valid JSON: a string holds a lone surrogate or an invalid"
+            f" \\u escape, which is not Unicode text{at}"
+        )
+    return f"the body is not valid JSON: {detail}" if detail else "the body is not valid JSON"
 
 
 def field_name(loc: tuple[int | str, ...]) -> str:

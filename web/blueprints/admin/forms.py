@@ -17,6 +17,7 @@ from flask import (
 )
 
 from qa.errors import DocqaError, InvalidInput
+from qa.limits import MAX_INT_ID
 from web.blueprints.admin import (
     JSON_ENDPOINTS,
     MAX_NAME_CHARS,
@@ -91,8 +92,8 @@ def parse_id(raw: str, name: str) -> int:
         value = int(raw)
     except ValueError:
         raise InvalidInput(f"the field '{name}' must be a whole number") from None
-    if value < 1:
-        raise InvalidInput(f"the field '{name}' must be a positive id")
+    if not 1 <= value <= MAX_INT_ID:
+        raise InvalidInput(f"the field '{name}' must be an id between 1 and {MAX_INT_ID}")
     return value
 
 
