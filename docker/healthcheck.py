@@ -3,6 +3,9 @@
     python healthcheck.py web      GET /readyz on this container's web server (200 = ready)
     python healthcheck.py worker   this container's Celery worker answers a control ping
 
+``DOCQA_HEALTHCHECK_TIMEOUT_S`` (default 5) bounds each probe; keep it below the
+orchestrator's health check timeout (10 s in the image and compose file).
+
 The worker probe broadcasts Celery's ``ping`` on the configured broker and looks for a
 reply from a node on this host: every container has its own hostname, and Celery names
 its nodes ``<name>@<hostname>``. The ping is answered by the worker's main process, so a
@@ -18,7 +21,9 @@ import sys
 import urllib.error
 import urllib.request
 
-TIMEOUT_S = 5.0
+#: seconds a probe may take; the worker probe waits half of it for ping replies (a
+#: broadcast cannot know how many replies are coming, so it always waits that long)
+TIMEOUT_S = float(os.environ.get("DOCQA_HEALTHCHECK_TIMEOUT_S", "5"))
 
 
 def check_web(port: int) -> str | None:

@@ -252,6 +252,9 @@ class SandboxedParser:
         self._conn: Connection | None = None
         self._files_served = 0
         self._closed = False
+        #: a request was sent and its reply not read: the child is mid-file (the caller was
+        #: interrupted, e.g. by a task's soft time limit) and will not see a closed pipe
+        self._busy = False
 
     def __enter__(self) -> SandboxedParser:
         return self
@@ -283,6 +286,7 @@ class SandboxedParser:
                 raise RuntimeError("SandboxedParser is closed")
             conn, process = self._ensure_child()
             self._files_served += 1
+            self._busy = True
             conn.send_bytes(json.dumps({"path": str(path), "name": name}).encode())
             if not conn.poll(self.limits.timeout_s):
                 self._stop_child(kill=True)
@@ -291,6 +295,7 @@ class SandboxedParser:
                 reply = json.loads(conn.recv_bytes())
             except (EOFError, OSError):
                 raise self._crash_error(process) from None
+            self._busy = False
             if "document" in reply:
                 if self._files_served >= self.max_files_per_child:
                     self._stop_child()
@@ -343,8 +348,10 @@ class SandboxedParser:
     def _stop_child(self, kill: bool = False) -> None:
         process, conn = self._process, self._conn
         self._process = self._conn = None
+        kill = kill or self._busy  # a child mid-file would only see the EOF when done
+        self._busy = False
         if conn is not None:
-            conn.close()  # the child sees EOF and returns
+            conn.close()  # an idle child sees EOF and returns
         if process is None:
             return
         if kill and process.is_alive():

@@ -78,17 +78,26 @@ class Settings(BaseSettings):
     #: answers one web process lets run at once before its questions queue in the slot
     generation_workers: int = Field(default=1, ge=1, le=1024)
     #: seconds the broker waits before redelivering an unacknowledged task (acks_late)
-    broker_visibility_timeout_s: int = Field(default=3600, ge=60)
+    broker_visibility_timeout_s: int = Field(default=3600, ge=10)
     #: hard limit of one ingest task; must stay below the visibility timeout
-    ingest_task_time_limit_s: int = Field(default=900, ge=30)
+    ingest_task_time_limit_s: int = Field(default=900, ge=10)
+    #: soft limit of one ingest task (the document is recorded as too costly, failed);
+    #: default 30 s below the hard limit, at least 10 s (half of a hard limit under 20 s)
+    ingest_task_soft_time_limit_s: int | None = Field(default=None, ge=1)
     #: hard limit of one summarization task
-    summarize_task_time_limit_s: int = Field(default=1800, ge=60)
+    summarize_task_time_limit_s: int = Field(default=1800, ge=10)
+    #: soft limit of one summarization task (it fails with a clear reason); default as
+    #: for ingest
+    summarize_task_soft_time_limit_s: int | None = Field(default=None, ge=1)
     #: a document whose processing was started this many times without finishing (worker
     #: killed each time) is quarantined as "failed: parser crashed"
     max_processing_attempts: int = Field(default=3, ge=1, le=100)
     #: the reconciler re-enqueues documents queued/processing for longer than this
-    reconcile_stuck_after_s: int = Field(default=900, ge=10)
-    reconcile_interval_s: int = Field(default=60, ge=5)
+    reconcile_stuck_after_s: int = Field(default=900, ge=1)
+    reconcile_interval_s: int = Field(default=60, ge=1)
+    #: a document (summary job) processing (running) this long past its hard time limit
+    #: has no live worker: the reconciler sends it again
+    reconcile_processing_grace_s: int = Field(default=15, ge=0)
 
     # web serving (``docqa serve``)
     host: str = "127.0.0.1"

@@ -31,9 +31,15 @@ POSTGRES_URL = os.environ.get(
 )
 
 
-#: files that take minutes (real worker processes, faults, browsers), started first so that
-#: two test processes (make test) finish together instead of one waiting on a long tail
-LONG_FIRST = ("tests/worker/", "tests/web/browser/", "tests/qa/test_summarize.py")
+#: files that take minutes (real worker processes, faults, browsers), started first, the
+#: longest (the worker faults, ~2.5 min) before all, so that two test processes (make test
+#: hands out whole files) finish together instead of one waiting on a long tail
+LONG_FIRST = (
+    "tests/worker/test_faults.py",
+    "tests/worker/",
+    "tests/web/browser/",
+    "tests/qa/test_summarize.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

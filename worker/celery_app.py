@@ -45,6 +45,19 @@ WORKER_SOFT_SHUTDOWN_S = 10.0
 app = Celery("docqa")
 
 
+def soft_time_limit_s(hard_s: int, soft_s: int | None, what: str) -> int:
+    """A task's soft limit: the configured one, else 30 s below the hard one (at least 10 s,
+    or half a hard limit under 20 s). It must come before the hard limit, or the task never
+    gets to record why it stopped."""
+    soft = soft_s if soft_s is not None else max(min(10, hard_s // 2), hard_s - 30)
+    if soft >= hard_s:
+        raise ConfigError(
+            f"the {what} task's soft time limit ({soft} s) must stay below its hard time"
+            f" limit ({hard_s} s)"
+        )
+    return soft
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     if not settings.broker_url:
         raise ConfigError("no broker configured: set DOCQA_BROKER_URL (e.g. redis://host:6379/0)")
@@ -55,6 +68,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             f"task time limits ({longest} s) must stay below the broker visibility timeout"
             f" ({visibility} s), or a running task would be delivered a second time"
         )
+    ingest_soft = soft_time_limit_s(
+        settings.ingest_task_time_limit_s, settings.ingest_task_soft_time_limit_s, "ingest"
+    )
+    summarize_soft = soft_time_limit_s(
+        settings.summarize_task_time_limit_s, settings.summarize_task_soft_time_limit_s, "summarize"
+    )
     return {
         "broker_url": settings.broker_url,
         "result_backend": settings.broker_url,
@@ -74,13 +93,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
         "task_time_limit": settings.ingest_task_time_limit_s,
-        "task_soft_time_limit": max(10, settings.ingest_task_time_limit_s - 30),
+        "task_soft_time_limit": ingest_soft,
         # A summary runs much longer than one document's ingest: its own limits (applied
         # when the task binds, i.e. on the first use after ``configure``). (summaries)
         "task_annotations": {
             "docqa.summarize": {
                 "time_limit": settings.summarize_task_time_limit_s,
-                "soft_time_limit": max(10, settings.summarize_task_time_limit_s - 30),
+                "soft_time_limit": summarize_soft,
             }
         },
         "task_routes": {name: {"queue": queue} for name, queue in ROUTES.items()},

@@ -45,8 +45,6 @@ from qa.summaries.jobs import RUNNING as JOB_RUNNING
 
 log = logging.getLogger(__name__)
 
-#: a ``processing`` document is presumed dead this long after the hard time limit
-PROCESSING_GRACE_S = 15
 #: while documents of a collection are still pending, publish it at most this often
 PUBLISH_MIN_INTERVAL_S = 30.0
 
@@ -81,7 +79,8 @@ class ReconcileReport:
 def processing_deadline_s(settings: Settings) -> int:
     """After this long in ``processing`` no worker can still be on the document."""
     return max(
-        settings.reconcile_stuck_after_s, settings.ingest_task_time_limit_s + PROCESSING_GRACE_S
+        settings.reconcile_stuck_after_s,
+        settings.ingest_task_time_limit_s + settings.reconcile_processing_grace_s,
     )
 
 
@@ -107,7 +106,7 @@ def summary_deadline_s(settings: Settings) -> int:
     """After this long without progress a ``running`` summary has no live worker."""
     return max(
         settings.reconcile_stuck_after_s,
-        settings.summarize_task_time_limit_s + PROCESSING_GRACE_S,
+        settings.summarize_task_time_limit_s + settings.reconcile_processing_grace_s,
     )
 
 

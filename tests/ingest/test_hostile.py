@@ -212,6 +212,41 @@ def test_wall_clock_timeout_kills_the_child(misbehaving: SandboxedParser, tmp_pa
     assert misbehaving.parse(fine).pages[0].text == "after timeout"
 
 
+class _Interrupted(Exception):
+    pass
+
+
+def test_a_parse_interrupted_in_the_caller_is_killed_at_close(tmp_path: Path) -> None:
+    """A Celery soft time limit raises inside ``parse`` while the child is mid-file; the
+    worker then closes the parser, which must not wait for a child that never reads the
+    closed pipe."""
+    slow = tmp_path / "sleep.txt"
+    slow.write_text("x")
+    fine = tmp_path / "fine.txt"
+    fine.write_text("warms the child up")
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise _Interrupted
+
+    sandboxed = SandboxedParser(HOSTILE_LIMITS, before_parse=misbehave)
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        sandboxed.parse(fine)  # the child is running: the interrupt lands mid-file
+        signal.setitimer(signal.ITIMER_REAL, 1.0)
+        with pytest.raises(_Interrupted):
+            sandboxed.parse(slow)
+        child = sandboxed.child_pid
+        assert child is not None
+        started = time.monotonic()
+        sandboxed.close()
+        assert time.monotonic() - started < 2  # killed, not given 5 s to notice EOF
+        assert sandboxed.child_pid is None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        sandboxed.close()
+
+
 def test_cpu_limit_is_reported(tmp_path: Path) -> None:
     limits = dataclasses.replace(HOSTILE_LIMITS, timeout_s=15, cpu_s=1)
     spin = tmp_path / "spin.txt"

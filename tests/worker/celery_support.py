@@ -45,8 +45,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 #: the test process and its workers agree on these (see ``worker_env``); the hard limits of
 #: an ingest task (60 s, soft 30 s) and of a summary (64 s, soft 34 s) stay below the 65 s
-#: visibility timeout (the shortest the settings allow), and the soft limits leave room for
-#: two cores shared with a second test process (make test runs two).
+#: visibility timeout, and the soft limits leave room for two cores shared with a second
+#: test process (make test runs two). A test that waits on one of these timeouts sets its
+#: own, shorter ones (``worker_env(..., **extra)``), like the fault tests.
 TEST_SETTINGS = {
     "DOCQA_BROKER_VISIBILITY_TIMEOUT_S": "65",
     "DOCQA_INGEST_TASK_TIME_LIMIT_S": "60",
@@ -190,6 +191,10 @@ class WorkerProcess:
         self._log: IO[bytes] | None = None
 
     def start(self, ready_timeout: float = 90) -> WorkerProcess:
+        self.launch()
+        return self.wait_ready(ready_timeout)
+
+    def launch(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
@@ -200,13 +205,17 @@ class WorkerProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def wait_ready(self, timeout: float = 90) -> WorkerProcess:
+        proc = self.proc
+        assert proc is not None, "launch() first"
         wait_until(
-            lambda: " ready." in self.log() or self.proc is None or self.proc.poll() is not None,
-            ready_timeout,
+            lambda: " ready." in self.log() or proc.poll() is not None,
+            timeout,
             "the worker to be ready",
         )
-        if self.proc.poll() is not None:
-            raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log()}")
+        if proc.poll() is not None:
+            raise AssertionError(f"worker exited with {proc.returncode}:\n{self.log()}")
         return self
 
     def log(self) -> str:
@@ -262,6 +271,19 @@ class WorkerProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def started_together(*workers: WorkerProcess, ready_timeout: float = 90) -> Iterator[None]:
+    """Start the workers at once, so that their start-ups (imports, models) overlap instead
+    of queueing; wait until each is ready; stop them all on exit."""
+    with contextlib.ExitStack() as stack:
+        for worker in workers:
+            stack.callback(worker.stop)
+            worker.launch()
+        for worker in workers:
+            worker.wait_ready(ready_timeout)
+        yield
 
 
 @dataclass(frozen=True)

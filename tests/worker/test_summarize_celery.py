@@ -39,6 +39,7 @@ from tests.worker.celery_support import (
     free_port,
     private_redis_db,
     settings_overrides,
+    started_together,
     wait_until,
     worker_env,
 )
@@ -78,9 +79,14 @@ class Deployment:
 
 @contextlib.contextmanager
 def deployment(
-    tmp_path: Path, broker_url: str, postgres_url: str, embedder: Embedder, built_int8: Path
+    tmp_path: Path,
+    broker_url: str,
+    postgres_url: str,
+    embedder: Embedder,
+    built_int8: Path,
+    **extra: str,
 ) -> Iterator[Deployment]:
-    env = worker_env(tmp_path / "var", broker_url, postgres_url)
+    env = worker_env(tmp_path / "var", broker_url, postgres_url, **extra)
     settings = Settings(**settings_overrides(env))
     service = build_ingest_service(settings, embedder=embedder)
     app = Celery("docqa-test-summaries")
@@ -134,10 +140,9 @@ def test_summary_jobs_run_on_a_summarize_worker_and_make_way_for_questions(
             d.tokenizer_only, broker_url, queue_timeout_s=30, stall_timeout_s=10
         )
         messages = [{"role": "user", "content": "What is the hotel limit in London?"}]
-        with (
-            WorkerProcess(d.env, tmp_path / "generate.log", queues="generate") as generation,
-            WorkerProcess(d.summarize_env, tmp_path / "worker.log", queues="summarize") as worker,
-        ):
+        generation = WorkerProcess(d.env, tmp_path / "generate.log", queues="generate")
+        worker = WorkerProcess(d.summarize_env, tmp_path / "worker.log", queues="summarize")
+        with started_together(generation, worker):
             asked = 0
             deadline = time.monotonic() + 180
             while jobs.get(admin, job["id"])["status"] in ("queued", "running"):
@@ -170,17 +175,25 @@ def test_a_summary_whose_message_redis_lost_is_sent_again_by_the_reconciler(
     is all that is left, and the reconciler (beat on the index worker) sends it again."""
     with (
         RedisServer(tmp_path / "redis") as redis_server,
-        deployment(tmp_path, redis_server.url(), postgres_url, embedder, built_int8) as d,
+        # the reconciler looks every 2 s for jobs queued longer than 3 s (not 5 s and 10 s)
+        deployment(
+            tmp_path,
+            redis_server.url(),
+            postgres_url,
+            embedder,
+            built_int8,
+            DOCQA_RECONCILE_STUCK_AFTER_S="3",
+            DOCQA_RECONCILE_INTERVAL_S="2",
+        ) as d,
     ):
         job = d.jobs.submit(d.admin, document_id=d.doc_id, max_statements=3)
         redis_server.stop()  # everything it held is gone, the job's message too
         redis_server.start()
         log_dir = tmp_path / "logs"
-        with (
-            WorkerProcess(d.env, log_dir / "index.log", queues="index", beat=True) as index,
-            WorkerProcess(d.env, log_dir / "generate.log", queues="generate"),
-            WorkerProcess(d.summarize_env, log_dir / "summarize.log", queues="summarize") as w,
-        ):
+        index = WorkerProcess(d.env, log_dir / "index.log", queues="index", beat=True)
+        generation = WorkerProcess(d.env, log_dir / "generate.log", queues="generate")
+        w = WorkerProcess(d.summarize_env, log_dir / "summarize.log", queues="summarize")
+        with started_together(index, generation, w):
             wait_until(
                 lambda: d.jobs.get(d.admin, job["id"])["status"] not in ("queued", "running"),
                 120,
