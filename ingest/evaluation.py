@@ -48,9 +48,9 @@ from qa.retrieval.retriever import MODES, Mode, Retriever
 from qa.settings import Settings
 from qa.store.catalog import (
     ChunkRow,
-    document_id,
     ensure_collection,
     get_collection,
+    new_document_id,
     replace_document_content,
 )
 from qa.store.db.engine import Database
@@ -326,7 +326,7 @@ def _write_corpus(
             for doc, text, rows in batch:
                 sha = hashlib.sha256(f"{doc.id}\0{text}".encode()).hexdigest()
                 row = Document(
-                    id=document_id(coll_id, sha),
+                    id=new_document_id(),
                     collection_id=coll_id,
                     sha256=sha,
                     original_name=doc.id,  # maps a hit back to the BEIR id

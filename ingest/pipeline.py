@@ -5,9 +5,11 @@
                transaction with status ``indexed`` (or ``failed`` with the reason)
     publish -> the collection's indexes rebuilt from the DB (see ``qa.retrieval.publish``)
 
-Each step is idempotent: document ids derive from (collection, sha256), so submitting the
+Each step is idempotent: a collection holds one document per sha256, so submitting the
 same bytes again finds the same row, and a document left ``processing`` by a crash is simply
-processed again, replacing any partial rows in the same transaction.
+processed again, replacing any partial rows in the same transaction. Whatever a delete or a
+replaced version leaves unreferenced goes at once (``forget``): originals no other document
+shares, and, on SQLite, the deleted rows' pages in the write-ahead log.
 """
 
 from __future__ import annotations
@@ -20,25 +22,27 @@ from pathlib import Path
 from typing import IO
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ingest.chunker import chunk_document
 from ingest.document import Page, ParsedDocument
 from ingest.sandbox import ParseLimits, SandboxedParser
 from qa.errors import DocqaError, InvalidInput, ParseError
+from qa.reasons import public_reason
 from qa.retrieval.embedder import Embedder
 from qa.retrieval.index_store import IndexStore
 from qa.retrieval.lexical import bm25_terms
 from qa.retrieval.publish import Published, publish_collection
 from qa.settings import Settings
+from qa.store.blob_refs import Released, after_delete, claim_blob
 from qa.store.blobstore import BlobStore, display_name
 from qa.store.catalog import (
     ChunkRow,
     delete_document,
-    document_id,
     ensure_collection,
+    find_document,
     get_document,
+    new_document_id,
     replace_document_content,
 )
 from qa.store.db.engine import Database
@@ -127,31 +131,30 @@ class IngestService:
         """Store the bytes and register a ``queued`` document (or find the existing one)."""
         name = display_name(raw_name)
         max_bytes = self.settings.max_file_mb * 1024 * 1024
-        sha, size = self.blobs.put_stream(stream, max_bytes=max_bytes)
-        with self.db.session() as session:
+        with self.blobs.staged(stream, max_bytes=max_bytes) as staged, self.db.session() as session:
             coll = ensure_collection(session, collection)
-            doc_id = document_id(coll.id, sha)
-            existing = session.get(Document, doc_id)
-            if existing is not None:
-                session.commit()
-                return Submitted(doc_id, coll.id, existing.original_name, False, existing.status)
-            session.add(
-                Document(
-                    id=doc_id,
+            # Locked until the commit: a release of these bytes waits, or has finished
+            # (and the file goes back in place below); see qa.store.blob_refs.
+            claim_blob(session, staged.sha256)
+            existing = find_document(session, coll.id, staged.sha256)
+            if existing is None:
+                doc = Document(
+                    id=new_document_id(),
                     collection_id=coll.id,
-                    sha256=sha,
+                    sha256=staged.sha256,
                     original_name=name,
-                    size_bytes=size,
+                    size_bytes=staged.size,
                     status=DocStatus.QUEUED,
                 )
-            )
-            try:
-                session.commit()
-            except IntegrityError:  # the same bytes submitted concurrently
-                session.rollback()
-                existing = get_document(session, doc_id)
-                return Submitted(doc_id, coll.id, existing.original_name, False, existing.status)
-            return Submitted(doc_id, coll.id, name, True, DocStatus.QUEUED)
+                session.add(doc)
+                session.flush()
+            staged.place()
+            session.commit()
+            if existing is not None:
+                return Submitted(
+                    existing.id, coll.id, existing.original_name, False, existing.status
+                )
+            return Submitted(doc.id, coll.id, name, True, DocStatus.QUEUED)
 
     def submit_file(self, collection: str, path: Path, name: str | None = None) -> Submitted:
         if not path.is_file():
@@ -216,13 +219,15 @@ class IngestService:
             doc.status = DocStatus.INDEXED
             doc.error = None
             session.commit()
+        if replaced:
+            self.forget(replaced)
         return Processed(
             doc_id,
             name,
             Outcome.INDEXED,
             pages=len(pages),
             chunks=len(rows),
-            replaced=replaced,
+            replaced=len(replaced),
             seconds=time.perf_counter() - started,
         )
 
@@ -230,8 +235,9 @@ class IngestService:
         rows = chunk_rows(parsed.pages, self.embedder, self.settings)
         return rows, [(p.number, p.text) for p in parsed.pages]
 
-    def _remove_older_versions(self, session: Session, doc: Document) -> int:
-        """A changed file under the same name replaces the old one's chunks."""
+    def _remove_older_versions(self, session: Session, doc: Document) -> set[str]:
+        """A changed file under the same name replaces the old one; returns their sha256s
+        (their originals are released after the commit)."""
         older = session.scalars(
             select(Document).where(
                 Document.collection_id == doc.collection_id,
@@ -241,14 +247,14 @@ class IngestService:
         ).all()
         for old in older:
             delete_document(session, old)
-        return len(older)
+        return {old.sha256 for old in older}
 
     def _fail(self, doc_id: str, name: str, reason: str, started: float) -> Processed:
         log.info("document %s (%s) failed: %s", doc_id, name, reason)
         with self.db.session() as session:
             doc = get_document(session, doc_id)
             doc.status = DocStatus.FAILED
-            doc.error = reason[:2000]
+            doc.error = public_reason(reason)[:2000]
             session.commit()
         return Processed(
             doc_id, name, Outcome.FAILED, reason, seconds=time.perf_counter() - started
@@ -260,14 +266,10 @@ class IngestService:
             name = get_document(session, doc_id).original_name
         return self._fail(doc_id, name, reason, time.perf_counter())
 
-    def forget_blobs(self, shas: set[str]) -> None:
-        """Delete originals no document references any more (deleted means gone)."""
-        with self.db.session() as session:
-            still_used = set(
-                session.scalars(select(Document.sha256).where(Document.sha256.in_(shas))).all()
-            )
-        for sha in shas - still_used:
-            self.blobs.delete(sha)
+    def forget(self, shas: set[str]) -> Released:
+        """After a committed delete: remove the originals no document references any more
+        and the deleted rows' traces in the DB files (deleted means gone)."""
+        return after_delete(self.db, self.blobs, shas)
 
     # -- publish --------------------------------------------------------------------------
 

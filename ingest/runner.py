@@ -113,7 +113,7 @@ def delete_documents(service: IngestService, id_prefixes: list[str]) -> list[str
             shas.add(doc.sha256)
             delete_document(session, doc)
         session.commit()
-    service.forget_blobs(shas)
+    service.forget(shas)
     for coll_id in touched:
         service.publish(coll_id)
     return names
@@ -129,7 +129,7 @@ def delete_collection(service: IngestService, name: str) -> int:
             delete_document(session, doc)
         session.delete(coll)
         session.commit()
-    service.forget_blobs(shas)
+    service.forget(shas)
     service.indexes.drop(key)
     return len(docs)
 

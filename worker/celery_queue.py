@@ -73,10 +73,6 @@ class CeleryIngestQueue(IngestQueue):
             "the task queue is unreachable; reindex again when it is back",
         )
 
-    def forget_blobs(self, shas: set[str]) -> None:
-        # The blob store is shared storage: deleting needs no worker.
-        self.service.forget_blobs(shas)
-
     def summarize(self, job_id: str) -> None:
         self._send(
             "docqa.summarize",

@@ -72,9 +72,6 @@ class EmbeddedIngestQueue(IngestQueue):
                 return  # the last document of the running batch publishes anyway
         self._run(self._publish, collection_id)
 
-    def forget_blobs(self, shas: set[str]) -> None:
-        self.service.forget_blobs(shas)
-
     def summarize(self, job_id: str) -> None:
         self.summaries.submit(job_id)
 

@@ -6,7 +6,8 @@
                                                         run that queue with concurrency 1)
     docqa.reconcile()                    queue index    periodic (beat): re-enqueue documents
                                                         and summary jobs the broker lost
-                                                        (``worker.reconcile``)
+                                                        (``worker.reconcile``); every hour
+                                                        also ``docqa gc``'s sweep
 
 Arguments are ids; everything else is read from the metadata DB, so a redelivered or
 duplicated message finds the document as it is now (an ``indexed`` one is a no-op).
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from typing import Any
 
 import kombu.exceptions
@@ -29,7 +31,10 @@ import sqlalchemy.exc
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
+from ingest.pipeline import IngestService
+from qa.accounts.audit import AuditLog
 from qa.errors import NotFound
+from qa.library.gc import GC_INTERVAL_S, collect_garbage, record_gc
 from qa.store.db.models import Document
 from worker import context
 from worker.celery_app import ROUTES, app
@@ -157,6 +162,25 @@ def reconcile() -> dict[str, object]:
         enqueue_summary=lambda job_id: app.send_task(SUMMARIZE_TASK, args=[job_id]),
         summary_backlog=queue_backlog(ROUTES[SUMMARIZE_TASK]),
     )
+    return {**report.to_dict(), "gc": sweep_if_due(service)}
+
+
+#: when this process last swept (beat sends reconcile to the one index worker)
+_last_sweep: float | None = None
+
+
+def sweep_if_due(service: IngestService) -> dict[str, object] | None:
+    """Run ``docqa gc``'s sweep every ``GC_INTERVAL_S``; audit it when it freed something."""
+    global _last_sweep
+    now = time.monotonic()
+    if _last_sweep is not None and now - _last_sweep < GC_INTERVAL_S:
+        return None
+    _last_sweep = now
+    report = collect_garbage(
+        service.db, service.blobs, service.indexes, service.settings.data_dir / "uploads"
+    )
+    if report.freed_anything:
+        record_gc(AuditLog(service.db), report, run_by="reconciler")
     return report.to_dict()
 
 

@@ -18,6 +18,7 @@ from ingest.sandbox import ParseLimits
 from ingest.sources import Source, named_file_sources
 from qa.errors import DocqaError
 from qa.library.ingest_queue import Upload
+from qa.reasons import public_reason
 from qa.store.blobstore import display_name
 from qa.store.db.models import DocStatus, Document
 
@@ -62,7 +63,7 @@ def _store_one(
         with src.open() as stream:
             sub = service.submit_stream(collection, stream, src.name)
     except DocqaError as exc:
-        return Upload(src.name, None, DocStatus.FAILED, False, str(exc)), None
+        return Upload(src.name, None, DocStatus.FAILED, False, public_reason(str(exc))), None
     if sub.created:
         upload = Upload(sub.name, sub.document_id, DocStatus.QUEUED, True)
         return upload, (sub.document_id, sub.collection_id)

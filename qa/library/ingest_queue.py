@@ -43,10 +43,6 @@ class IngestQueue(abc.ABC):
     def reindex(self, collection_id: int) -> None:
         """Republish a collection's indexes from the DB (after deletes, or on request)."""
 
-    @abc.abstractmethod
-    def forget_blobs(self, shas: set[str]) -> None:
-        """Delete originals no document references any more."""
-
     def summarize(self, job_id: str) -> None:
         """Run a summary job (a row in the jobs table) in the background."""
         from qa.errors import Unavailable

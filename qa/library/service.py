@@ -24,6 +24,7 @@ from qa.accounts.users import Principal
 from qa.errors import Conflict, NotFound, PermissionDenied, Unavailable
 from qa.library.ingest_queue import IngestQueue, Upload
 from qa.retrieval.index_store import IndexStore
+from qa.store.blob_refs import after_delete
 from qa.store.blobstore import BlobStore
 from qa.store.catalog import (
     delete_document,
@@ -262,17 +263,8 @@ class LibraryService:
             log.warning("could not enqueue the republish of collection %d", collection_id)
 
     def _forget(self, shas: set[str]) -> None:
-        if not shas:
-            return
-        if self.queue is not None:
-            self.queue.forget_blobs(shas)
-            return
-        with self.db.session() as session:
-            used = set(
-                session.scalars(select(Document.sha256).where(Document.sha256.in_(shas))).all()
-            )
-        for sha in shas - used:
-            self.blobs.delete(sha)
+        if shas:
+            after_delete(self.db, self.blobs, shas)
 
     @staticmethod
     def _get_collection(session: Session, collection_id: int) -> Collection:

@@ -168,6 +168,16 @@ class BM25Index:
             json.dump(meta, fh, ensure_ascii=False, separators=(",", ":"))
         return [matrix, vocab]
 
+    @staticmethod
+    def stored_ids(directory: str | Path) -> npt.NDArray[np.int64]:
+        """The chunk ids of the index saved in ``directory``, read without the rest."""
+        try:
+            with _NPY_LOAD_LOCK, np.load(Path(directory) / MATRIX_FILE, allow_pickle=False) as npz:
+                ids: npt.NDArray[np.int64] = npz["ids"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise IndexUnavailable(f"cannot read BM25 index in {directory}: {exc}") from exc
+        return ids
+
     @classmethod
     def load(cls, directory: str | Path) -> BM25Index:
         directory = Path(directory)

@@ -87,6 +87,16 @@ def _swap_current(collection_dir: Path, version: str) -> None:
     fsync_path(collection_dir)
 
 
+def _subset_of(version_dir: Path, ids: npt.NDArray[np.int64]) -> bool:
+    """Whether every chunk of the version in ``version_dir`` is among ``ids`` (an
+    unreadable version counts as not: it is of no use to keep)."""
+    try:
+        held = BM25Index.stored_ids(version_dir)
+    except IndexUnavailable:
+        return False
+    return bool(np.isin(held, ids).all())
+
+
 def _version_number(name: str) -> int | None:
     m = _VERSION_RE.fullmatch(name)
     return int(m.group(1)) if m else None
@@ -259,7 +269,7 @@ class IndexStore:
                 os.rename(tmp, versions / version)
                 fsync_path(versions)
                 _swap_current(cdir, version)
-                self._collect_garbage(versions, version)
+                self._collect_garbage(versions, version, ids)
                 return version
         except OSError as exc:
             raise StorageError(f"publishing index for {collection_key} failed: {exc}") from exc
@@ -319,16 +329,24 @@ class IndexStore:
             if p.name.startswith(TMP_PREFIX) or (n is not None and n > (current_no or 0)):
                 shutil.rmtree(p, ignore_errors=True)
 
-    def _collect_garbage(self, versions: Path, current: str) -> None:
-        """Keep ``current`` and the ``keep - 1`` versions before it; remove older ones."""
+    def _collect_garbage(
+        self, versions: Path, current: str, current_ids: npt.NDArray[np.int64]
+    ) -> None:
+        """Keep ``current`` and the ``keep - 1`` versions before it; remove older ones, and
+        every older one holding a chunk ``current`` does not: deleted means gone at the
+        next publish, its vectors and postings included. (Readers lose nothing: they keep
+        the version they loaded in memory, and one that finds its version gone reads
+        ``CURRENT`` again.)"""
         current_no = _version_number(current) or 0
         older = sorted(
             (n, p)
             for p in versions.iterdir()
             if (n := _version_number(p.name)) is not None and n < current_no
         )
-        for _, p in older[: max(0, len(older) - (self.keep - 1))]:
-            shutil.rmtree(p, ignore_errors=True)
+        beyond = max(0, len(older) - (self.keep - 1))
+        for i, (_, p) in enumerate(older):
+            if i < beyond or not _subset_of(p, current_ids):
+                shutil.rmtree(p, ignore_errors=True)
 
     def versions(self, collection_key: str) -> list[str]:
         """Version dirs present on disk, oldest first (for tests and `docqa` diagnostics)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -18,12 +19,21 @@ from sqlalchemy.orm import Session
 
 from qa.errors import InvalidInput, NotFound
 from qa.store.db.models import Chunk, Collection, DocStatus, Document, Embedding, PageText
+from qa.store.jobs import delete_jobs_citing
 
 _COLLECTION_NAME = re.compile(r"^[\w][\w .\-]{0,99}$", re.UNICODE)
 
 
-def document_id(collection_id: int, sha256: str) -> str:
-    return hashlib.sha256(f"{collection_id}:{sha256}".encode()).hexdigest()[:40]
+def new_document_id() -> str:
+    """A fresh random id: never one a deleted document had (old chats may still name it)."""
+    return secrets.token_hex(20)
+
+
+def find_document(session: Session, collection_id: int, sha256: str) -> Document | None:
+    """The collection's document with these bytes (at most one: unique)."""
+    return session.scalar(
+        select(Document).where(Document.collection_id == collection_id, Document.sha256 == sha256)
+    )
 
 
 def chunk_id(doc_id: str, ordinal: int, text: str) -> int:
@@ -195,7 +205,11 @@ def clear_document_content(session: Session, doc_id: str) -> None:
 
 
 def delete_document(session: Session, doc: Document) -> None:
+    """The document's rows and everything derived from its text: pages, chunks, vectors,
+    its summaries (its own by cascade, collection summaries quoting it here). Its original
+    is released after the commit (``qa.store.blob_refs.release_unreferenced``)."""
     clear_document_content(session, doc.id)
+    delete_jobs_citing(session, doc.collection_id, [doc.id])
     session.delete(doc)
 
 

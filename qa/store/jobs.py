@@ -66,3 +66,27 @@ def job_ids(session: Session, kind: str, statuses: Sequence[str]) -> list[str]:
     """Ids of the jobs of one kind in one of ``statuses``, oldest first."""
     q = select(Job.id).where(Job.kind == kind, Job.status.in_(statuses))
     return list(session.scalars(q.order_by(Job.created_at)).all())
+
+
+def delete_jobs_citing(session: Session, collection_id: int, doc_ids: Sequence[str]) -> int:
+    """Delete the collection's jobs whose stored result quotes one of ``doc_ids``.
+
+    A document's own jobs go with it (ON DELETE CASCADE); a collection summary holds
+    statements taken from each of its documents, so deleting a document must take it too.
+    """
+    gone = set(doc_ids)
+    jobs = session.scalars(
+        select(Job).where(Job.collection_id == collection_id, Job.document_id.is_(None))
+    ).all()
+    doomed = [job for job in jobs if _cited_documents(job) & gone]
+    for job in doomed:
+        session.delete(job)
+    return len(doomed)
+
+
+def _cited_documents(job: Job) -> set[str]:
+    result = (job.payload or {}).get("result")
+    parts = result.get("documents") if isinstance(result, dict) else None
+    if not isinstance(parts, list):
+        return set()
+    return {str(p.get("document_id")) for p in parts if isinstance(p, dict)}

@@ -10,26 +10,45 @@ from qa.errors import InvalidInput, NotFound
 from qa.store.blobstore import BlobStore, display_name
 
 
+def _put(store: BlobStore, data: bytes) -> tuple[str, int]:
+    with store.staged(io.BytesIO(data)) as staged:
+        staged.place()
+        return staged.sha256, staged.size
+
+
 def test_put_is_content_addressed_and_deduplicated(tmp_path: Path) -> None:
     store = BlobStore(tmp_path / "blobs")
-    sha, size = store.put_bytes(b"hello")
+    sha, size = _put(store, b"hello")
     assert sha == hashlib.sha256(b"hello").hexdigest() and size == 5
-    assert store.put_bytes(b"hello") == (sha, 5)
+    assert _put(store, b"hello") == (sha, 5)
     assert store.path_for(sha).read_bytes() == b"hello"
+    assert list(store.incoming()) == []
     assert store.path_for(sha).relative_to(tmp_path / "blobs").parts[:2] == (sha[:2], sha[2:4])
     assert list(store) == [sha]
     with store.open(sha) as f:
         assert f.read() == b"hello"
-    store.delete(sha)
+    assert store.delete(sha) and not store.delete(sha)
     with pytest.raises(NotFound):
         store.open(sha)
+
+
+def test_staged_bytes_are_not_in_place_until_placed(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    with store.staged(io.BytesIO(b"draft")) as staged:
+        assert not store.exists(staged.sha256) and len(list(store.incoming())) == 1
+    assert not store.exists(staged.sha256) and list(store.incoming()) == []
 
 
 def test_size_cap_leaves_no_partial_file(tmp_path: Path) -> None:
     store = BlobStore(tmp_path)
     with pytest.raises(InvalidInput, match="limit"):
-        store.put_stream(io.BytesIO(b"x" * 5000), max_bytes=4096)
+        _put_capped(store)
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def _put_capped(store: BlobStore) -> None:
+    with store.staged(io.BytesIO(b"x" * 5000), max_bytes=4096) as staged:
+        staged.place()
 
 
 def test_hostile_digest_never_becomes_a_path(tmp_path: Path) -> None:

@@ -14,13 +14,13 @@ from qa.store.catalog import (
     chunk_id,
     chunk_positions,
     delete_document,
-    document_id,
     ensure_collection,
     get_collection,
     get_collection_by_id,
     index_material,
     list_collections,
     list_documents,
+    new_document_id,
     page_texts,
     replace_document_content,
     validate_collection_name,
@@ -40,7 +40,7 @@ def _rows(n: int) -> list[ChunkRow]:
 def _doc(db: Database, name: str = "a.pdf", sha: str = "a" * 64) -> str:
     with db.session() as s:
         coll = ensure_collection(s, "handbook")
-        did = document_id(coll.id, sha)
+        did = new_document_id()
         s.add(Document(id=did, collection_id=coll.id, sha256=sha, original_name=name, size_bytes=3))
         s.commit()
     return did
@@ -136,9 +136,9 @@ def test_collections_listing_and_validation(db: Database) -> None:
     assert validate_collection_name("研发文档") == "研发文档"
 
 
-def test_ids_derive_from_content() -> None:
-    assert document_id(1, "a" * 64) == document_id(1, "a" * 64)
-    assert document_id(1, "a" * 64) != document_id(2, "a" * 64)
+def test_document_ids_are_random_and_chunk_ids_derive_from_content() -> None:
+    assert len({new_document_id() for _ in range(100)}) == 100
+    assert len(new_document_id()) == 40
     cid = chunk_id("d", 0, "text")
     assert cid == chunk_id("d", 0, "text") and 0 <= cid < 2**63
     assert cid != chunk_id("d", 1, "text")

@@ -151,6 +151,19 @@ def test_gc_keeps_the_newest_versions(tmp_path: Path) -> None:
     assert store.current_version("c") == published[-1]
 
 
+def test_a_publish_without_some_chunks_removes_every_version_holding_them(
+    tmp_path: Path,
+) -> None:
+    store = IndexStore(tmp_path, keep=3)
+    ids, vecs, terms = _corpus(6)
+    first = store.publish("c", ids[:4], vecs[:4], terms[:4], model_id=MODEL)
+    grown = store.publish("c", ids, vecs, terms, model_id=MODEL)
+    assert store.versions("c") == [first, grown], "a version that only lacks chunks stays"
+    # Chunk ids[0] deleted: no version that still holds it may stay within the keep window.
+    shrunk = store.publish("c", ids[1:], vecs[1:], terms[1:], model_id=MODEL)
+    assert store.versions("c") == [shrunk]
+
+
 def test_invalid_inputs(store: IndexStore) -> None:
     ids, vecs, terms = _corpus(4)
     bad_cases = [

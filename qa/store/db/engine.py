@@ -23,7 +23,14 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
+    # Deleted means gone: a deleted row's bytes are overwritten with zeros, not left in a
+    # free page for anyone who copies the file (see Database.flush_deleted).
+    cur.execute("PRAGMA secure_delete=ON")
     cur.close()
+
+
+#: how long the WAL truncation after a delete waits for readers to move on
+_CHECKPOINT_WAIT_MS = 2000
 
 
 def make_engine(url: str) -> Engine:
@@ -43,17 +50,34 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def migrate(engine: Engine) -> None:
+def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to the newest revision (idempotent, safe on every start)."""
     from alembic import command
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    sqlite = engine.dialect.name == "sqlite"
     try:
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        with engine.connect() as conn:
+            if sqlite:
+                # SQLite rebuilds a table to change it, and dropping the old copy of a
+                # parent table would cascade into its children; the pragma is a no-op
+                # inside a transaction, so it goes first (SQLite's documented procedure).
+                conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                conn.commit()
+            try:
+                with conn.begin():
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, revision)
+                    if sqlite:
+                        broken = conn.exec_driver_sql("PRAGMA foreign_key_check").first()
+                        if broken is not None:
+                            raise StorageError(f"migration broke a foreign key: {tuple(broken)}")
+            finally:
+                if sqlite:
+                    conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                    conn.commit()
     except SQLAlchemyError as exc:
         raise StorageError(f"database migration failed: {exc}") from exc
 
@@ -70,6 +94,35 @@ class Database:
 
     def session(self) -> Session:
         return self.sessions()
+
+    def flush_deleted(self) -> bool:
+        """Make the database files forget rows deleted before now; whether they did.
+
+        SQLite (with ``secure_delete``) zeroes a deleted row in the database file, but the
+        write-ahead log still holds the pages as they were written, text and all, until a
+        checkpoint truncates it; readers that still use an older snapshot hold that off,
+        so this waits for them only briefly and reports False (``docqa gc`` tries again).
+        PostgreSQL's files are not ours: its dead rows go with its own VACUUM.
+        """
+        if self.engine.dialect.name != "sqlite":
+            return True
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={_CHECKPOINT_WAIT_MS}")
+            try:
+                busy, _log, _done = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+            finally:
+                conn.exec_driver_sql("PRAGMA busy_timeout=30000")
+            conn.commit()
+        return not busy
+
+    def vacuum(self) -> None:
+        """Rewrite the SQLite file without its free pages (rows deleted before
+        ``secure_delete`` was on may still be readable there); PostgreSQL: nothing."""
+        if self.engine.dialect.name != "sqlite":
+            return
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM")
+        self.flush_deleted()
 
     def dispose(self) -> None:
         self.engine.dispose()

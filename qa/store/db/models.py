@@ -1,8 +1,11 @@
 """Tables of the metadata DB, the source of truth (indexes are derived from it).
 
-Ids derive from content: a document id from (collection, sha256 of its bytes), a chunk id
-from (document id, position, text). A redelivered or repeated ingest therefore writes the
-same rows again instead of new ones.
+Collection and document ids are never reused (migration 0005): an old chat, summary or
+audit entry that names a deleted one can never come to mean a newer one. Collections count
+up (SQLite AUTOINCREMENT, a PostgreSQL sequence); a document id is random, and the same
+bytes in the same collection are found by (collection, sha256), unique. A chunk id derives
+from (document id, position, text), so a redelivered or repeated ingest of a document
+writes the same rows again instead of new ones.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ class DocStatus:
 
 class Collection(Base):
     __tablename__ = "collections"
+    # Without AUTOINCREMENT SQLite hands the highest id out again once it is deleted.
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
@@ -143,6 +148,17 @@ class Embedding(Base):
     dim: Mapped[int] = mapped_column(Integer)
     #: float32 little-endian, L2-normalized
     vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Blob(Base):
+    """A stored original (migration 0005): the row an upload and a release of the same bytes
+    both lock before they touch its file, so they take turns (``qa.store.blob_refs``)."""
+
+    __tablename__ = "blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: last time an upload or a release held it
+    claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Job(Base):
