@@ -67,9 +67,44 @@ DOCUMENT, COLLECTION = "document", "collection"
 MAX_LIST = 200
 
 
-def job_dict(job: Job, *, with_result: bool = False) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SummaryJobView:
+    """A summary job as its submitter (or an admin) sees it in a listing."""
+
+    id: str
+    target: str | None
+    name: str | None
+    document_id: str | None
+    collection_id: int | None
+    status: str
+    progress: float
+    error: str | None
+    cancel_requested: bool
+    submitted_by: str | None
+    options: dict[str, Any]
+    created_at: str | None
+    updated_at: str | None
+
+    @classmethod
+    def of(cls, job: Job) -> SummaryJobView:
+        return cls(**_view_fields(job))
+
+
+@dataclass(frozen=True)
+class SummaryJobDetail(SummaryJobView):
+    """One job, read on its own: with the finished summary (None until it is done)."""
+
+    result: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, job: Job) -> SummaryJobDetail:
+        result = (job.payload or {}).get("result") if job.status == DONE else None
+        return cls(**_view_fields(job), result=result)
+
+
+def _view_fields(job: Job) -> dict[str, Any]:
     payload = job.payload or {}
-    out: dict[str, Any] = {
+    return {
         "id": job.id,
         "target": payload.get("target"),
         "name": payload.get("name"),
@@ -84,9 +119,6 @@ def job_dict(job: Job, *, with_result: bool = False) -> dict[str, Any]:
         "created_at": iso_utc(job.created_at),
         "updated_at": iso_utc(job.updated_at),
     }
-    if with_result:
-        out["result"] = payload.get("result") if job.status == DONE else None
-    return out
 
 
 @dataclass(frozen=True)
@@ -131,7 +163,7 @@ class SummaryJobs:
         collection_id: int | None = None,
         max_statements: int | None = None,
         ip: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> SummaryJobDetail:
         if (document_id is None) == (collection_id is None):
             raise InvalidInput("give exactly one of document_id and collection_id")
         options = SummaryOptions(
@@ -225,12 +257,13 @@ class SummaryJobs:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def list(self, p: Principal, *, limit: int = 50) -> list[dict[str, Any]]:
-        """The caller's own jobs, newest first, only those whose target they may still read."""
+    def list(self, p: Principal, *, limit: int = 50) -> list[SummaryJobView]:
+        """The caller's own jobs, newest first, only those whose target they may still read
+        (without their results)."""
         readable = set(self.access.readable_collection_ids(p))
         with self.db.session() as session:
             jobs = list_jobs(session, KIND, p.user_id, min(max(limit, 1), MAX_LIST))
-        return [job_dict(j) for j in jobs if j.collection_id in readable]
+        return [SummaryJobView.of(j) for j in jobs if j.collection_id in readable]
 
     def _visible(self, p: Principal, job_id: str) -> Job:
         with self.db.session() as session:
@@ -246,8 +279,8 @@ class SummaryJobs:
             raise absent from None
         return job
 
-    def get(self, p: Principal, job_id: str) -> dict[str, Any]:
-        return job_dict(self._visible(p, job_id), with_result=True)
+    def get(self, p: Principal, job_id: str) -> SummaryJobDetail:
+        return SummaryJobDetail.of(self._visible(p, job_id))
 
     def download(self, p: Principal, job_id: str, fmt: str) -> Download:
         """The finished summary as Markdown (``md``) or JSON (``json``)."""
@@ -267,7 +300,7 @@ class SummaryJobs:
 
     # -- cancelling -------------------------------------------------------------------------
 
-    def cancel(self, p: Principal, job_id: str, *, ip: str | None = None) -> dict[str, Any]:
+    def cancel(self, p: Principal, job_id: str, *, ip: str | None = None) -> SummaryJobDetail:
         """Stop a job: a queued one at once, a running one at its next check (seconds).
 
         Two single-statement UPDATEs, each conditional on the status: whichever of the

@@ -31,7 +31,7 @@ from qa.settings import Settings
 from qa.store.db.engine import Database
 from qa.store.db.models import Document, PageText
 from qa.summaries.control import JobControl
-from qa.summaries.jobs import SummaryJobs
+from qa.summaries.jobs import SummaryJobDetail, SummaryJobs
 from qa.summaries.mapreduce import MAP_SYSTEM
 from qa.summaries.options import SummaryOptions
 from qa.summaries.service import SummaryService
@@ -271,11 +271,11 @@ class Jobs:
     users: dict[str, Principal]
     audit: AuditLog
 
-    def wait(self, p: Principal, job_id: str, timeout: float = 120) -> dict[str, Any]:
+    def wait(self, p: Principal, job_id: str, timeout: float = 120) -> SummaryJobDetail:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             job = self.jobs.get(p, job_id)
-            if job["status"] not in ("queued", "running"):
+            if job.status not in ("queued", "running"):
                 return job
             time.sleep(0.05)
         raise AssertionError(f"job {job_id} did not finish")
@@ -319,16 +319,16 @@ def jobs(env: Env, embedder: Embedder) -> Iterator[Jobs]:
 def test_job_runs_in_the_background_and_is_audited(env: Env, jobs: Jobs) -> None:
     alice = jobs.users["alice"]
     job = jobs.jobs.submit(alice, document_id=env.doc("travel-and-expenses.pdf"), max_statements=4)
-    assert job["status"] in ("queued", "running") and job["target"] == "document"
-    done = jobs.wait(alice, job["id"])
-    assert done["status"] == "done" and done["progress"] == 1.0
-    assert len(done["result"]["statements"]) <= 4
-    assert [j["id"] for j in jobs.jobs.list(alice)] == [job["id"]]
-    md = jobs.jobs.download(alice, job["id"], "md")
+    assert job.status in ("queued", "running") and job.target == "document"
+    done = jobs.wait(alice, job.id)
+    assert done.status == "done" and done.progress == 1.0
+    assert len(done.result["statements"]) <= 4
+    assert [j.id for j in jobs.jobs.list(alice)] == [job.id]
+    md = jobs.jobs.download(alice, job.id, "md")
     assert re.fullmatch(r"summary-[\w.-]*travel-and-expenses\.md", md.filename), md.filename
     assert md.content.startswith("# Summary of")
     (event,) = jobs.audit.list(action=SUMMARIZE)
-    assert event.username == "alice" and event.details["job_id"] == job["id"]
+    assert event.username == "alice" and event.details["job_id"] == job.id
 
 
 def test_who_may_summarize_and_see_what(env: Env, jobs: Jobs) -> None:
@@ -348,19 +348,19 @@ def test_who_may_summarize_and_see_what(env: Env, jobs: Jobs) -> None:
     # Someone else's job is a 404, for readers and editors alike; admins see every job.
     for other in ("bob", "editor"):
         with pytest.raises(NotFound):
-            jobs.jobs.get(u[other], secret["id"])
+            jobs.jobs.get(u[other], secret.id)
         with pytest.raises(NotFound):
-            jobs.jobs.cancel(u[other], secret["id"])
+            jobs.jobs.cancel(u[other], secret.id)
         assert jobs.jobs.list(u[other]) == []
-    assert jobs.jobs.get(u["admin"], secret["id"])["name"].endswith("falcon-budget.md")
-    jobs.wait(u["alice"], secret["id"])
+    assert jobs.jobs.get(u["admin"], secret.id).name.endswith("falcon-budget.md")
+    jobs.wait(u["alice"], secret.id)
     # Losing the grant hides the job (and its summary) from its owner too.
     AccessService(env.db).revoke(env.collections["finance"], user_id=u["alice"].user_id)
     assert jobs.jobs.list(u["alice"]) == []
     with pytest.raises(NotFound):
-        jobs.jobs.download(u["alice"], secret["id"], "json")
+        jobs.jobs.download(u["alice"], secret.id, "json")
     coll = jobs.jobs.submit(u["editor"], collection_id=env.collections["handbook"])
-    assert coll["target"] == "collection"
+    assert coll.target == "collection"
 
 
 @pytest.fixture
@@ -376,21 +376,21 @@ def test_progress_rises_and_cancel_stops_a_running_job(env: Env, gen_jobs: Jobs)
     progress: list[float] = []
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        now = gen_jobs.jobs.get(editor, job["id"])
-        progress.append(now["progress"])
-        if now["progress"] >= 0.1:
+        now = gen_jobs.jobs.get(editor, job.id)
+        progress.append(now.progress)
+        if now.progress >= 0.1:
             break
         time.sleep(0.02)
     assert progress == sorted(progress) and progress[-1] >= 0.1
     assert len(set(progress)) > 2, "progress moves per window"
     cancelled_at = time.monotonic()
-    assert gen_jobs.jobs.cancel(editor, job["id"])["status"] in ("running", "cancelled")
-    final = gen_jobs.wait(editor, job["id"], timeout=30)
-    assert final["status"] == "cancelled" and final["result"] is None
+    assert gen_jobs.jobs.cancel(editor, job.id).status in ("running", "cancelled")
+    final = gen_jobs.wait(editor, job.id, timeout=30)
+    assert final.status == "cancelled" and final.result is None
     assert time.monotonic() - cancelled_at < 5
-    assert final["progress"] < 1.0
+    assert final.progress < 1.0
     # Cancelling again, or a finished job, changes nothing.
-    assert gen_jobs.jobs.cancel(editor, job["id"])["status"] == "cancelled"
+    assert gen_jobs.jobs.cancel(editor, job.id).status == "cancelled"
 
 
 class Gated(Generator):
@@ -424,17 +424,17 @@ def test_queued_jobs_cancel_at_once_and_active_jobs_are_capped(
         first = j.jobs.submit(bob, document_id=doc)
         assert gated.waiting.wait(30)  # the first job holds the one summary thread
         second = j.jobs.submit(bob, document_id=doc)
-        assert j.jobs.get(bob, first["id"])["status"] == "running"
-        assert j.jobs.get(bob, second["id"])["status"] == "queued"
+        assert j.jobs.get(bob, first.id).status == "running"
+        assert j.jobs.get(bob, second.id).status == "queued"
         with pytest.raises(Conflict):
             j.jobs.submit(bob, document_id=doc)
         # A queued job is cancelled by the request itself, before any worker sees it.
-        assert j.jobs.cancel(bob, second["id"])["status"] == "cancelled"
+        assert j.jobs.cancel(bob, second.id).status == "cancelled"
         third = j.jobs.submit(bob, document_id=doc)  # cancelled jobs do not count
         gated.gate.set()
-        assert j.wait(bob, first["id"])["status"] == "done"
-        assert j.wait(bob, third["id"])["status"] == "done"
-        assert j.jobs.get(bob, second["id"])["status"] == "cancelled"  # never run after all
+        assert j.wait(bob, first.id).status == "done"
+        assert j.wait(bob, third.id).status == "done"
+        assert j.jobs.get(bob, second.id).status == "cancelled"  # never run after all
     finally:
         gated.gate.set()
         _close(j.queue)
@@ -446,7 +446,7 @@ def test_a_job_that_cannot_be_queued_fails_with_a_reason(env: Env, jobs: Jobs) -
     with pytest.raises(Unavailable, match="shutting down"):
         jobs.jobs.submit(alice, document_id=env.doc("employee-handbook.md"))
     (failed,) = jobs.jobs.list(alice)
-    assert failed["status"] == "failed" and "could not be queued" in failed["error"]
+    assert failed.status == "failed" and "could not be queued" in failed.error
 
 
 def test_a_job_interrupted_by_shutdown_resumes_on_the_next_start(
@@ -462,10 +462,10 @@ def test_a_job_interrupted_by_shutdown_resumes_on_the_next_start(
     gated.gate.set()  # the running window ends; the job sees the stop and goes back
     closer.join(30)
     j.queue.service.db.dispose()
-    assert j.jobs.get(editor, job["id"])["status"] == "queued"
+    assert j.jobs.get(editor, job.id).status == "queued"
     again = _queue(env, embedder, SummaryService(env.db, embedder, gen_int8, options=FAST))
     try:
-        assert j.wait(editor, job["id"])["status"] == "done"
+        assert j.wait(editor, job.id).status == "done"
     finally:
         _close(again)
 
@@ -575,15 +575,15 @@ def test_jobs_on_postgresql(
             running = jobs.jobs.submit(admin, document_id=doc_id)
             assert gated.waiting.wait(30)
             queued = jobs.jobs.submit(admin, collection_id=collection_id)
-            assert jobs.jobs.cancel(admin, queued["id"])["status"] == "cancelled"
-            assert jobs.jobs.cancel(admin, running["id"])["cancel_requested"] is True
+            assert jobs.jobs.cancel(admin, queued.id).status == "cancelled"
+            assert jobs.jobs.cancel(admin, running.id).cancel_requested is True
             gated.gate.set()
-            assert jobs.wait(admin, running["id"])["status"] == "cancelled"
+            assert jobs.wait(admin, running.id).status == "cancelled"
             again = jobs.jobs.submit(admin, document_id=doc_id, max_statements=3)
-            done = jobs.wait(admin, again["id"])
-            assert done["status"] == "done" and 1 <= len(done["result"]["statements"]) <= 3
-            assert jobs.jobs.download(admin, again["id"], "json").content.startswith("{")
-            statuses = [j["status"] for j in jobs.jobs.list(admin)]
+            done = jobs.wait(admin, again.id)
+            assert done.status == "done" and 1 <= len(done.result["statements"]) <= 3
+            assert jobs.jobs.download(admin, again.id, "json").content.startswith("{")
+            statuses = [j.status for j in jobs.jobs.list(admin)]
             assert statuses == ["done", "cancelled", "cancelled"]
         finally:
             gated.gate.set()

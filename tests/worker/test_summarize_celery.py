@@ -134,7 +134,7 @@ def test_summary_jobs_run_on_a_summarize_worker_and_make_way_for_questions(
         # Sent while no worker runs: the messages wait in Redis, the rows in the DB.
         job = jobs.submit(admin, document_id=d.doc_id, max_statements=4)
         dropped = jobs.submit(admin, document_id=d.doc_id)
-        assert jobs.cancel(admin, dropped["id"])["status"] == "cancelled"
+        assert jobs.cancel(admin, dropped.id).status == "cancelled"
 
         question = RemoteGenerator(
             d.tokenizer_only, broker_url, queue_timeout_s=30, stall_timeout_s=10
@@ -145,7 +145,7 @@ def test_summary_jobs_run_on_a_summarize_worker_and_make_way_for_questions(
         with started_together(generation, worker):
             asked = 0
             deadline = time.monotonic() + 180
-            while jobs.get(admin, job["id"])["status"] in ("queued", "running"):
+            while jobs.get(admin, job.id).status in ("queued", "running"):
                 assert time.monotonic() < deadline, worker.log()[-3000:]
                 # Questions keep arriving while the summary runs (each takes the worker
                 # first; with no pause between them the summary would wait for all).
@@ -154,14 +154,14 @@ def test_summary_jobs_run_on_a_summarize_worker_and_make_way_for_questions(
                     assert last.finish_reason == "length"
                     asked += 1
                 time.sleep(0.25)
-            done = jobs.get(admin, job["id"])
-            assert done["status"] == "done", (done["error"], worker.log()[-3000:])
+            done = jobs.get(admin, job.id)
+            assert done.status == "done", (done.error, worker.log()[-3000:])
             # The cancelled job's message is delivered too, and skipped.
             wait_until(lambda: worker.log().count("docqa.summarize") >= 4, 60, "both tasks")
             preempted = generation.log().count("'preempted'")
-        result = done["result"]
+        result = done.result
         assert_cited_within_windows(result, 4)
-        assert jobs.get(admin, dropped["id"])["status"] == "cancelled"
+        assert jobs.get(admin, dropped.id).status == "cancelled"
         # Questions kept coming: some of the summary's requests gave way to them and were
         # continued (each continuation counted by the summarizer).
         assert preempted >= 1 and result["timings"]["preemptions"] == preempted
@@ -195,14 +195,14 @@ def test_a_summary_whose_message_redis_lost_is_sent_again_by_the_reconciler(
         w = WorkerProcess(d.summarize_env, log_dir / "summarize.log", queues="summarize")
         with started_together(index, generation, w):
             wait_until(
-                lambda: d.jobs.get(d.admin, job["id"])["status"] not in ("queued", "running"),
+                lambda: d.jobs.get(d.admin, job.id).status not in ("queued", "running"),
                 120,
                 "the reconciler to re-send the summary and a worker to finish it",
             )
-            done = d.jobs.get(d.admin, job["id"])
-            assert done["status"] == "done", (done["error"], w.log()[-3000:])
+            done = d.jobs.get(d.admin, job.id)
+            assert done.status == "done", (done.error, w.log()[-3000:])
             assert "1 summary jobs" in index.log(), index.log()[-3000:]
-        assert_cited_within_windows(done["result"], 3)
+        assert_cited_within_windows(done.result, 3)
 
 
 def test_an_unreachable_broker_fails_the_job_with_a_clear_503(
@@ -225,7 +225,7 @@ def test_an_unreachable_broker_fails_the_job_with_a_clear_503(
             jobs.submit(admin, document_id=doc_id)
         assert err.value.retry_after_s > 0
         (job,) = jobs.list(admin)
-        assert job["status"] == "failed" and job["error"].startswith("could not be queued")
+        assert job.status == "failed" and job.error.startswith("could not be queued")
     finally:
         app.close()
         service.close()

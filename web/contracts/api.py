@@ -7,6 +7,7 @@ services check their own rules again (the CLI and the portal call them too).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, RootModel
@@ -32,7 +33,7 @@ from qa.store.db.models import Chat as ChatRow
 from qa.store.db.models import ChatMessage as MessageRow
 from qa.store.db.models import DocStatus, iso_utc
 from qa.store.db.models import Document as DocumentRow
-from qa.summaries.jobs import COLLECTION, DOCUMENT, STATUSES
+from qa.summaries.jobs import COLLECTION, DOCUMENT, STATUSES, SummaryJobDetail, SummaryJobView
 from web.contracts.base import Body, Id, Query, Shape, enum_of
 
 ANSWER_MODES = ("extractive", "generative")
@@ -528,8 +529,18 @@ class SummaryJob(Shape):
 
 
 class JobEnvelope(Shape):
+    only_given = True
     job: SummaryJob
+
+    @classmethod
+    def of(cls, job: SummaryJobDetail) -> JobEnvelope:
+        return cls(job=SummaryJob.of_fields(job))
 
 
 class JobList(Shape):
-    jobs: list[SummaryJob]
+    only_given = True
+    jobs: list[SummaryJob] = Field(description="without their results")
+
+    @classmethod
+    def of(cls, jobs: Sequence[SummaryJobView]) -> JobList:
+        return cls(jobs=[SummaryJob.of_fields(j) for j in jobs])

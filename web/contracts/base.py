@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, ClassVar, Self
 
 from flask import Response, jsonify
 from pydantic import (
@@ -70,13 +70,18 @@ class Shape(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
+    #: answer only the fields that were given (read off the service's object, or keys of a
+    #: dict it built), not the defaults of the others: a summary job read in a listing has
+    #: no ``result`` field at all, and a document's summary no ``documents`` or ``skipped``
+    only_given: ClassVar[bool] = False
+
     @classmethod
     def of_fields(cls, obj: object) -> Self:
         """The shape read off a service's dataclass whose fields carry the same names."""
         return cls.model_validate(obj, from_attributes=True)
 
     def reply(self, status: int = 200) -> Response:
-        resp = jsonify(self.model_dump(mode="json"))
+        resp = jsonify(self.model_dump(mode="json", exclude_unset=self.only_given))
         resp.status_code = status
         return resp
 

@@ -245,7 +245,7 @@ def summarize(cid: int) -> Redirect:
         job = jobs.submit(p, document_id=doc_id, ip=ip())
     else:
         job = jobs.submit(p, collection_id=cid, ip=ip())
-    return done(f"Summary of {job['name']!r} queued.", "portal.summaries", job=job["id"])
+    return done(f"Summary of {job.name!r} queued.", "portal.summaries", job=job.id)
 
 
 # --- grants (admins change them; editors who may write only see them) -------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from flask import Response, jsonify
+from flask import Response
 
 from qa.summaries.jobs import Download, SummaryJobs
 from web.auth import current_principal, login_required
@@ -59,7 +59,7 @@ def attachment(download: Download) -> Response:
     body=SummaryRequest,
     description=SUBMIT_DESCRIPTION,
 )
-def submit_summary(body: SummaryRequest) -> tuple[Response, int]:
+def submit_summary(body: SummaryRequest) -> Response:
     p = current_principal()
     svc = services()
     # A summary costs model time: it counts against the same budget as questions.
@@ -71,7 +71,7 @@ def submit_summary(body: SummaryRequest) -> tuple[Response, int]:
         max_statements=body.max_statements,
         ip=client_ip(),
     )
-    return jsonify({"job": job}), 202
+    return JobEnvelope.of(job).reply(202)
 
 
 @bp.get("/summaries")
@@ -84,8 +84,7 @@ def submit_summary(body: SummaryRequest) -> tuple[Response, int]:
     query=SummaryQuery,
 )
 def list_summaries(query: SummaryQuery) -> Response:
-    jobs = summary_jobs().list(current_principal(), limit=query.limit)
-    return jsonify({"jobs": jobs})
+    return JobList.of(summary_jobs().list(current_principal(), limit=query.limit)).reply()
 
 
 @bp.get("/summaries/<job_id>")
@@ -97,7 +96,7 @@ def list_summaries(query: SummaryQuery) -> Response:
     errors=(404,),
 )
 def get_summary(job_id: str) -> Response:
-    return jsonify({"job": summary_jobs().get(current_principal(), job_id)})
+    return JobEnvelope.of(summary_jobs().get(current_principal(), job_id)).reply()
 
 
 @bp.post("/summaries/<job_id>/cancel")
@@ -109,8 +108,9 @@ def get_summary(job_id: str) -> Response:
     errors=(404,),
 )
 def cancel_summary(job_id: str) -> Response:
-    job = summary_jobs().cancel(current_principal(), job_id, ip=client_ip())
-    return jsonify({"job": job})
+    return JobEnvelope.of(
+        summary_jobs().cancel(current_principal(), job_id, ip=client_ip())
+    ).reply()
 
 
 @bp.get("/summaries/<job_id>.md")
