@@ -48,6 +48,17 @@ def progress_bar(first: str) -> Iterator[Callable[[int, int, str], None]]:
         yield update
 
 
+@contextmanager
+def stage_progress_bar(first: str) -> Iterator[Callable[[str, int, int], None]]:
+    """The same bar for the evaluations, whose callbacks say ``(stage, done, total)``."""
+    with progress_bar(first) as update:
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            update(done, total, stage)
+
+        yield on_progress
+
+
 class DocqaGroup(click.Group):
     """Maps docqa's own errors to a one-line message and exit status 1 (no traceback)."""
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from cli.console import out, progress_bar
+from cli.console import out, stage_progress_bar
 from ingest.answer_evaluation import MODES, AnswerEvalReport
 from qa.limits import MAX_EVAL_QUESTIONS
 from qa.settings import Settings
@@ -67,11 +67,7 @@ def eval_answers_command(
     or v2.0 format; one document per article), asked through the answer service."""
     from ingest.answer_evaluation import evaluate_answers
 
-    with progress_bar("loading") as update:
-
-        def on_progress(stage: str, done: int, total: int) -> None:
-            update(done, total, stage)
-
+    with stage_progress_bar("loading") as on_progress:
         report = evaluate_answers(
             squad_json,
             settings=settings,

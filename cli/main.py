@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from cli.console import DocqaGroup, err, load_settings, out, progress_bar
+from cli.console import DocqaGroup, err, load_settings, out, progress_bar, stage_progress_bar
 from qa.answering.decline import NOT_FOUND
 from qa.answering.events import AnswerEvent, Citations, Done, ErrorEvent, Queued, Sources, Token
 from qa.limits import MAX_ANSWER_TOKENS, MAX_SOURCES
@@ -203,11 +203,7 @@ def eval_retrieval(
     on a BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv)."""
     from ingest.evaluation import evaluate_retrieval
 
-    with progress_bar("loading") as update:
-
-        def on_progress(stage: str, done: int, total: int) -> None:
-            update(done, total, stage)
-
+    with stage_progress_bar("loading") as on_progress:
         report = evaluate_retrieval(
             beir_dir,
             settings=settings,
