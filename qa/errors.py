@@ -7,7 +7,8 @@ one boundary with ``raise ... from``, so callers only ever catch ``DocqaError`` 
     ├── ConfigError            settings that cannot work (missing model folder, bad URL)
     │   └── ModelNotBuilt      the model folder holds no complete built model
     ├── InvalidInput           a request or file argument that is malformed or out of range
-    │   └── TooLarge           a body or file over its size cap (web: 413)
+    │   ├── TooLarge           a body or file over its size cap (web: 413)
+    │   └── UnsupportedMediaType  a body of a type the endpoint does not take (web: 415)
     ├── NotFound               a collection, document or job that does not exist (or one the
     │                          caller may not see: existence is not revealed)
     ├── Conflict               a name that is already taken
@@ -103,6 +104,10 @@ def require(*checks: tuple[bool, str]) -> None:
 
 class TooLarge(InvalidInput):
     code = "too_large"
+
+
+class UnsupportedMediaType(InvalidInput):
+    code = "unsupported_media_type"
 
 
 class NotFound(DocqaError):

@@ -7,6 +7,10 @@ changes everywhere.
 
 from __future__ import annotations
 
+#: bytes of a request body from a caller who is not signed in (a sign-in form is < 1 KiB)
+MAX_ANONYMOUS_BODY_BYTES = 16 * 1024
+#: bytes of any other request body but an upload (JSON, forms); uploads: max_upload_mb
+MAX_REQUEST_BODY_BYTES = 2 * 1024 * 1024
 #: characters in one question
 MAX_QUESTION_CHARS = 8000
 #: characters in a system prompt (a user's own or the admin's default)

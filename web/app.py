@@ -17,7 +17,7 @@ from flask import Flask, Response, g, request
 
 from qa import limits
 from qa.settings import Settings, get_settings
-from web import auth, security
+from web import auth, bodies, security
 from web.errors import register_error_handlers
 from web.extensions import EXTENSION, WebServices, build_web_services, load_secret_key
 from web.requests import IdConverter
@@ -48,12 +48,14 @@ def create_app(settings: Settings | None = None, *, services: WebServices | None
     @app.before_request
     def _guards() -> None:
         g.started = time.perf_counter()
-        security.check_body_size()
         if request.routing_exception is not None:
-            return  # 404/405 answer as such, before credentials or CSRF are looked at
-        auth.load_principal()
+            return  # 404/405 answer as such, before credentials, body or CSRF are looked at
+        auth.load_principal()  # headers only: the cookie or the Authorization header
+        bodies.check_body()  # 401/403/413/415 from the headers, before the body is read
         security.check_rate()
         security.check_csrf()
+
+    app.teardown_request(bodies.release)
 
     @app.after_request
     def _after(resp: Response) -> Response:
@@ -76,6 +78,7 @@ def create_app(settings: Settings | None = None, *, services: WebServices | None
 
     register_error_handlers(app)
     _register_blueprints(app)
+    app.wsgi_app = bodies.CloseUnread(app.wsgi_app)  # type: ignore[method-assign]
     return app
 
 

@@ -22,12 +22,14 @@ from qa.errors import (
     TooLarge,
     Unauthenticated,
     Unavailable,
+    UnsupportedMediaType,
 )
 
 log = logging.getLogger(__name__)
 
 _STATUS: list[tuple[type[DocqaError], int]] = [
     (TooLarge, 413),
+    (UnsupportedMediaType, 415),
     (InvalidInput, 400),
     (NotFound, 404),
     (Conflict, 409),

@@ -36,7 +36,11 @@ ERROR_RESPONSES: dict[int, tuple[str, str]] = {
     403: ("Forbidden", "The role or grant does not allow this, or the CSRF token is missing"),
     404: ("NotFound", "No such resource, or one the caller may not see"),
     409: ("Conflict", "The name is taken"),
-    413: ("TooLarge", "The body is over its cap (2 MiB for JSON, max_upload_mb for uploads)"),
+    413: (
+        "TooLarge",
+        "The body is over its cap, told from the headers before it is read: 16 KiB without"
+        " credentials, 2 MiB for JSON, max_upload_mb for uploads",
+    ),
     429: ("RateLimited", "Too many requests; retry after Retry-After seconds"),
     503: ("Unavailable", "Model queue full or a needed part not running; see Retry-After"),
 }

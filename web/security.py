@@ -1,8 +1,7 @@
 """Request guards and response headers that every page and endpoint gets.
 
-- Body size: a request whose Content-Length exceeds the cap is answered 413 before any of
-  the body is read (uploads get ``max_upload_mb``, everything else 2 MiB); bodies without
-  a length are cut off at the same caps while being read.
+- Body: what a request may send is decided from its headers (``web.bodies``); an error
+  answer to a request with a body closes the connection, as its body may be unread.
 - CSRF: a per-session token, required on every state-changing request that relies on the
   session cookie (hidden form field ``csrf_token`` or header ``X-CSRF-Token``). Requests
   authenticated by an API token carry no ambient credential and need none.
@@ -17,7 +16,8 @@ import secrets
 
 from flask import Response, g, request, session
 
-from qa.errors import PermissionDenied, TooLarge
+from qa.errors import PermissionDenied
+from web.bodies import declared_body
 from web.errors import API_PREFIXES
 from web.extensions import services
 from web.requests import client_ip
@@ -26,7 +26,6 @@ CSRF_SESSION_KEY = "csrf"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-MAX_PLAIN_BODY = 2 * 1024 * 1024
 
 CSP = "; ".join(
     [
@@ -51,26 +50,6 @@ def csrf_token() -> str:
         token = secrets.token_urlsafe(32)
         session[CSRF_SESSION_KEY] = token
     return token
-
-
-def is_upload() -> bool:
-    return (request.mimetype or "").startswith("multipart/form-data") or (
-        request.mimetype == "application/octet-stream"
-    )
-
-
-def body_cap() -> int:
-    return services().settings.max_upload_mb * 1024 * 1024 if is_upload() else MAX_PLAIN_BODY
-
-
-def check_body_size() -> None:
-    cap = body_cap()
-    length = request.content_length
-    if length is not None and length > cap:
-        # Connection: close tells the client we will not read the rest of its body.
-        g.close_connection = True
-        raise TooLarge(f"the request body is {length} bytes; the limit is {cap} bytes")
-    request.max_content_length = cap
 
 
 def check_csrf() -> None:
@@ -104,7 +83,8 @@ def set_headers(resp: Response) -> Response:
     resp.headers.setdefault("Referrer-Policy", "same-origin")
     resp.headers.setdefault("X-Frame-Options", "DENY")
     resp.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-    if g.get("close_connection"):
+    if resp.status_code >= 400 and declared_body():
+        # We may not have read the body: the client must not send another request after it.
         resp.headers["Connection"] = "close"
     if request.path.startswith(API_PREFIXES) or resp.mimetype == "text/html":
         resp.headers.setdefault("Cache-Control", "no-store")

@@ -40,6 +40,7 @@ from web.blueprints.admin.forms import (
     form_text,
     ip,
 )
+from web.bodies import upload_endpoint
 from web.contracts.api import Document
 from web.errors import wants_json
 from web.extensions import services
@@ -147,13 +148,13 @@ def _upload_files() -> list[FileStorage]:
 
 
 @bp.post("/collections/<int:cid>/upload")
+@upload_endpoint("cid")
 @console
 def upload(cid: int) -> Response | Redirect:
     """One file per request from the page's script (a zip expands into its members);
     the plain form fallback may send several and gets a redirect."""
     p = current_principal()
     svc = services()
-    svc.access.require_write(p, cid)  # before reading a possibly large body
     uploads: list[dict[str, object]] = []
     for storage in _upload_files():
         sent = storage.filename or ""

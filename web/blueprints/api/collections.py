@@ -13,6 +13,7 @@ from werkzeug.datastructures import FileStorage
 from qa.errors import InvalidInput
 from web.auth import current_principal, login_required
 from web.blueprints.api import bp
+from web.bodies import upload_endpoint
 from web.contracts.api import Collection as CollectionShape
 from web.contracts.api import (
     CollectionDeleted,
@@ -118,6 +119,7 @@ def list_documents(collection_id: int, query: DocumentFilter) -> Response:
 
 
 @bp.post("/collections/<int:collection_id>/documents")
+@upload_endpoint("collection_id")
 @login_required
 @operation(
     "Upload files (write permission); zip archives expand into their members",
