@@ -17,7 +17,8 @@ Declining: when the retrieved passages do not support the question
 question's language, no quote and no citation, the passages still listed (as the closest
 ones), and ``done.outcome`` is ``not_found``. In generative mode that gate runs before the
 model queue, so an unsupported question costs no prefill; a supported one may still be
-declined by the model, whose reply ``is_decline`` recognises.
+declined by the model, whose reply ``is_decline`` recognises. A follow-up in a chat is
+retrieved and judged with the question before it (``qa.answering.followup``).
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ from qa.answering.events import (
     Sources,
     Token,
 )
-from qa.answering.evidence import judge
 from qa.answering.extractive import extractive_answer
+from qa.answering.followup import ground
 from qa.answering.prompt import (
     DEFAULT_SYSTEM_PROMPT,
     Message,
@@ -175,19 +176,20 @@ class AnswerService:
         options = options or AskOptions()
         options.validate()
         question = checked_question(question)
-        result = self.retriever.retrieve(question, collection_ids, k=options.k)
-        retrieval_ms = result.timings.total_ms
-        verdict = judge(question, result)
-        log.debug("evidence for the question: %s", verdict)
-        # A follow-up ("and in Paris?") leans on earlier turns the gate cannot read: with a
-        # history, the model (told how to decline) judges it. Extractive answers read no
-        # history, so they are always gated.
-        gated = self.generator is None or not history
-        if gated and not verdict.supported:
+        # A follow-up ("And in Paris?") is retrieved and judged together with the question
+        # before it, unless it changes the subject (qa.answering.followup).
+        grounding = ground(
+            question,
+            history,
+            lambda query: self.retriever.retrieve(query, collection_ids, k=options.k),
+        )
+        result, retrieval_ms = grounding.result, grounding.retrieval_ms
+        log.debug("evidence for %r: %s", grounding.query, grounding.verdict)
+        if not grounding.verdict.supported:
             # Before the model queue: nothing to generate from, so no prefill and no wait.
             return self._declined(question, result.passages, retrieval_ms, self.mode)
         if self.generator is None:
-            return self._extractive(question, result.passages, retrieval_ms)
+            return self._extractive(grounding.query, result.passages, retrieval_ms)
         plan, max_new = self.plan_prompt(question, result.passages, options, history)
         # The queue place is taken now, so a full queue raises Busy before any event (the
         # web layer answers 503 + Retry-After) rather than inside a started stream.

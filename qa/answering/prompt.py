@@ -63,12 +63,23 @@ def format_source(n: int, p: Passage) -> str:
     return f"[{n}] {source_label(p)}\n{p.text.strip()}"
 
 
+_SOURCES_HEAD = "Sources:\n\n"
+_QUESTION_HEAD = "\n\nQuestion: "
+
+
 def user_message(question: str, sources: Sequence[Passage]) -> str:
     if sources:
         body = "\n\n".join(format_source(i, p) for i, p in enumerate(sources, 1))
     else:
         body = "(no sources were found for this question)"
-    return f"Sources:\n\n{body}\n\nQuestion: {question.strip()}"
+    return f"{_SOURCES_HEAD}{body}{_QUESTION_HEAD}{question.strip()}"
+
+
+def asked_question(user_content: str) -> str:
+    """The question of a user turn: a whole prompt turn (``user_message``, as an API client
+    may send back) gives its question, any other turn is the question itself."""
+    head, sep, question = user_content.rpartition(_QUESTION_HEAD)
+    return question if sep and head.startswith(_SOURCES_HEAD) else user_content
 
 
 def build_prompt(

@@ -94,6 +94,57 @@ def test_on_topic_questions_are_answered(
     assert events[-2]["citations"] and expected in events[-2]["text"]
 
 
+HOTEL_TURN = [
+    {"role": "user", "content": "What is the hotel limit in London?"},
+    {"role": "assistant", "content": "The hotel limit in London is EUR 220 [1]."},
+]
+
+
+@pytest.mark.parametrize(
+    ("follow_up", "expected"),
+    [
+        ("And in Paris?", "220"),  # a place the policy names, asked as an ellipsis
+        ("Does that include breakfast?", "breakfast"),
+        ("Why?", "220"),  # no content of its own: the previous question carries it
+        ("What about meals?", "per diem"),  # a new subject the documents cover
+    ],
+)
+def test_follow_ups_are_grounded_with_the_previous_question(
+    service: tuple[AnswerService, dict[str, int]], follow_up: str, expected: str
+) -> None:
+    answers, ids = service
+    events = [e.to_json() for e in answers.ask(follow_up, [ids["handbook"]], history=HOTEL_TURN)]
+    assert events[-1]["outcome"] == "answered", follow_up
+    assert events[-2]["citations"] and expected in events[-2]["text"]
+
+
+@pytest.mark.parametrize(
+    ("follow_up", "sentence"),
+    [
+        ("What is the capital of France?", EN),
+        ("Who won the 2018 FIFA World Cup?", EN),
+        ("How do I make sourdough bread?", EN),
+        ("勾股定理的内容是什么？", ZH),
+    ],
+)
+def test_a_change_of_subject_in_a_chat_is_still_declined(
+    service: tuple[AnswerService, dict[str, int]], follow_up: str, sentence: str
+) -> None:
+    """The previous question would carry any follow-up past the gate (the hotel passage
+    covers its half); the follow-up's own terms, covered nowhere, decide."""
+    from qa.answering.followup import ground
+
+    answers, ids = service
+    retrieve = lambda q: answers.retriever.retrieve(q, [ids["handbook"]], k=6)  # noqa: E731
+    condensed = f"{HOTEL_TURN[0]['content']} {follow_up}"
+    assert judge(condensed, retrieve(condensed)).supported  # what the gate must not trust
+    grounding = ground(follow_up, HOTEL_TURN, retrieve)
+    assert grounding.query == follow_up and not grounding.verdict.supported
+    events = [e.to_json() for e in answers.ask(follow_up, [ids["handbook"]], history=HOTEL_TURN)]
+    assert events[-1]["outcome"] == "not_found"
+    assert "".join(e["text"] for e in events if e["type"] == "token") == sentence
+
+
 def test_no_readable_collection_is_a_decline(
     service: tuple[AnswerService, dict[str, int]],
 ) -> None:

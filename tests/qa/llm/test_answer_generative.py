@@ -270,3 +270,39 @@ def test_unsupported_question_is_declined_without_the_model(setup: Setup) -> Non
         assert "prompt_tokens" not in done and "queue_wait_ms" not in done
     with pytest.raises(Busy):  # the supported question does need the model
         held.ask(QUESTION, [setup.collection_id], GREEDY)
+
+
+def test_follow_ups_pass_the_gate_on_their_own_terms(setup: Setup) -> None:
+    """In a chat, the gate judges a follow-up with the question before it: an off-topic one
+    is declined at once (the model is held by someone else and no queue place is free, so
+    a question that needed it would raise Busy), one that leans on the previous turn goes
+    to the model (Busy), and a whole prompt turn sent back as history counts as its
+    question."""
+    service = setup.service
+    held = AnswerService(
+        service.db,
+        service.retriever,
+        service.embedder,
+        service.generator,
+        slot=ModelSlot(max_waiting=0, retry_after_s=3),
+    )
+    assert list(held.slot.wait_turn()) == []  # someone else holds the model
+    result = service.retriever.retrieve(QUESTION, [setup.collection_id], k=GREEDY.k)
+    plan, _ = service.plan_prompt(QUESTION, result.passages, GREEDY)
+    answer = {"role": "assistant", "content": TAUGHT_ANSWER}
+    for history in (
+        [{"role": "user", "content": QUESTION}, answer],  # as stored in a chat
+        [*plan.messages[1:], answer],  # the prompt's own user turn, as a client may send
+    ):
+        for question, sentence in (
+            ("What is the capital of France?", DECLINE_SENTENCES["en"]),
+            ("勾股定理的内容是什么？", DECLINE_SENTENCES["zh"]),
+        ):
+            asked = held.ask(question, [setup.collection_id], GREEDY, history=history)
+            events = [e.to_json() for e in asked]
+            assert [e["type"] for e in events] == ["sources", "token", "citations", "done"]
+            assert events[1]["text"] == sentence
+            assert events[-1]["outcome"] == "not_found" and "prompt_tokens" not in events[-1]
+        for follow_up in ("And in Paris?", "Does that include breakfast?", "Why?"):
+            with pytest.raises(Busy):  # not declined: it needs the model
+                held.ask(follow_up, [setup.collection_id], GREEDY, history=history)
