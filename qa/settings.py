@@ -115,6 +115,15 @@ class Settings(BaseSettings):
     rate_questions_per_min: int = Field(default=20, ge=1)
     rate_requests_per_min: int = Field(default=600, ge=1)
     rate_sign_ins_per_min: int = Field(default=10, ge=1)
+    #: where those counts and the sign-in lockouts live: "memory://" (this process only) or
+    #: a Redis URL every web process shares; unset: the broker's Redis in scaled mode,
+    #: memory in the embedded one
+    rate_limit_storage_url: str | None = None
+    #: failed sign-ins in a row for one username before it is locked (whether or not the
+    #: account exists); each further failure doubles the lock, from base to max seconds
+    sign_in_lockout_after: int = Field(default=5, ge=1)
+    sign_in_lockout_base_s: int = Field(default=30, ge=1)
+    sign_in_lockout_max_s: int = Field(default=900, ge=1)
 
     @field_validator("data_dir", "model_dir", "rerank_model_dir")
     @classmethod

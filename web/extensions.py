@@ -25,7 +25,7 @@ from qa.settings import Settings
 from qa.store.blobstore import BlobStore
 from qa.store.db.engine import Database
 from web.metrics import Metrics
-from web.ratelimit import RateLimiter
+from web.ratelimit import RateLimiter, SignInLockout, build_limit_storage
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ class WebServices:
     questions: QuestionService
     metrics: Metrics
     limiter: RateLimiter
+    #: per-username backoff after failed sign-ins, counted where the limiter counts
+    lockout: SignInLockout
     ingest: IngestQueue | None
 
     def close(self) -> None:
@@ -85,6 +87,7 @@ def build_web_services(
         answers, access, chats, audit, config=config, observer=metrics.observe_event
     )
     metrics.bind(answers=answers, db=db, ingest=ingest)
+    limit_storage = build_limit_storage(settings)
     return WebServices(
         settings=settings,
         db=db,
@@ -98,7 +101,13 @@ def build_web_services(
         library=library,
         questions=questions,
         metrics=metrics,
-        limiter=RateLimiter(),
+        limiter=RateLimiter(limit_storage),
+        lockout=SignInLockout(
+            limit_storage,
+            after=settings.sign_in_lockout_after,
+            base_s=settings.sign_in_lockout_base_s,
+            max_s=settings.sign_in_lockout_max_s,
+        ),
         ingest=ingest,
     )
 

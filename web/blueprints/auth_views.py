@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as WzResponse
 
+from qa.accounts.audit import SIGN_IN, SIGN_IN_FAILED, SIGN_OUT
 from qa.errors import RateLimited, Unauthenticated
 from web.auth import current_principal, login_required, sign_in, sign_out
 from web.extensions import services
@@ -26,34 +27,53 @@ def _safe_next(target: str | None) -> str:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-def login() -> str | WzResponse | tuple[str, int]:
+def login() -> str | WzResponse | tuple[str, int] | tuple[str, int, dict[str, str]]:
     svc = services()
     if request.method == "GET":
         return render_template("login.html", next=request.args.get("next", ""), error=None)
     username = (request.form.get("username") or "").strip()[:64]
     password = request.form.get("password") or ""
     ip = client_ip()
+    next_url = request.form.get("next", "")
     try:
         svc.limiter.hit("sign_in", f"ip:{ip}", svc.settings.rate_sign_ins_per_min)
-        p = svc.accounts.authenticate(username, password[:1024])
-    except Unauthenticated as exc:
-        svc.audit.record("sign_in_failed", username=username or None, ip=ip)
-        page = render_template("login.html", next=request.form.get("next", ""), error=str(exc))
-        return page, 401
     except RateLimited:
-        svc.audit.record(
-            "sign_in_failed", username=username or None, ip=ip, details={"reason": "rate_limited"}
-        )
+        _failed(username, ip, "rate_limited")
         raise
+    try:
+        svc.lockout.check(username)
+        p = svc.accounts.authenticate(username, password[:1024])
+    except RateLimited as locked:
+        # The same answer for every name typed, existing or not: only the count differs.
+        _failed(username, ip, "locked")
+        wait = locked.retry_after_s
+        error = f"Too many failed sign-ins for this username. Try again in {wait} s."
+        page = render_template("login.html", next=next_url, error=error)
+        return page, 429, {"Retry-After": str(wait)}
+    except Unauthenticated as exc:
+        locked_for = svc.lockout.failed(username)
+        _failed(username, ip, None, {"locked_s": locked_for} if locked_for else None)
+        return render_template("login.html", next=next_url, error=str(exc)), 401
+    svc.lockout.succeeded(username)
     sign_in(p)
-    svc.audit.record("sign_in", actor=p, ip=ip)
+    svc.audit.record(SIGN_IN, actor=p, ip=ip)
     return redirect(_safe_next(request.form.get("next")))
+
+
+def _failed(
+    username: str, ip: str | None, reason: str | None, extra: dict[str, int] | None = None
+) -> None:
+    details: dict[str, object] = {"reason": reason} if reason else {}
+    details.update(extra or {})
+    services().audit.record(
+        SIGN_IN_FAILED, username=username or None, ip=ip, details=details or None
+    )
 
 
 @bp.post("/logout")
 @login_required
 def logout() -> WzResponse:
     p = current_principal()
-    services().audit.record("sign_out", actor=p, ip=client_ip())
     sign_out()
+    services().audit.record(SIGN_OUT, actor=p, ip=client_ip())
     return redirect(url_for("auth.login"))
