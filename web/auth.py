@@ -1,8 +1,10 @@
 """Who is asking: a signed-in browser session or an API token, checked on every request.
 
-The session cookie carries only the user id; the user row is read again for each request,
-so deleting or disabling a user, or changing a role, takes effect on their next click.
-API clients send ``Authorization: Bearer dq_...``; tokens are stored hashed.
+The session cookie carries a random session id that names a row on the server
+(``qa.accounts.sessions``); the row and its user are read again for each request. Signing
+out deletes the row, and a password, role or enabled-state change deletes all of the
+user's rows, so a copy of the cookie stops working at once, not at its expiry. API
+clients send ``Authorization: Bearer dq_...``; tokens are stored hashed.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from web.extensions import services
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-SESSION_USER = "uid"
+#: the cookie's session id (cookies of earlier versions carried a "uid" and are ignored)
+SESSION_ID = "sid"
 
 
 def load_principal() -> None:
@@ -35,13 +38,13 @@ def load_principal() -> None:
         g.principal = services().accounts.authenticate_token(credential.strip())
         g.auth_kind = "token"
         return
-    uid = session.get(SESSION_USER)
-    if isinstance(uid, int):
+    session_id = session.get(SESSION_ID)
+    if isinstance(session_id, str):
         try:
-            g.principal = services().accounts.principal(uid)
+            g.principal = services().sessions.principal(session_id)
             g.auth_kind = "session"
         except Unauthenticated:
-            session.clear()  # the user was deleted or disabled
+            session.clear()  # signed out elsewhere, ended by an account change, or expired
 
 
 def current_principal() -> Principal:
@@ -52,13 +55,25 @@ def current_principal() -> Principal:
 
 
 def sign_in(p: Principal) -> None:
-    session.clear()  # a new session id for a new user: no fixation
-    session[SESSION_USER] = p.user_id
+    session_id = services().sessions.start(p.user_id)
+    session.clear()  # a new session for a new user: no fixation
+    session[SESSION_ID] = session_id
     session.permanent = True
 
 
 def sign_out() -> None:
+    """End this browser's session on the server, then forget the cookie."""
+    session_id = session.get(SESSION_ID)
+    if isinstance(session_id, str):
+        services().sessions.end(session_id)
     session.clear()
+
+
+def sign_out_everywhere(p: Principal) -> int:
+    """End every session of ``p`` (this one included); how many ended."""
+    ended = services().sessions.end_all(p.user_id)
+    session.clear()
+    return ended
 
 
 def login_required(view: F) -> F:

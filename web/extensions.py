@@ -6,12 +6,14 @@ import logging
 import os
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 
 from flask import current_app
 
 from qa.accounts.access import AccessService
 from qa.accounts.app_config import AppConfig
 from qa.accounts.audit import AuditLog
+from qa.accounts.sessions import SessionService
 from qa.accounts.users import AccountService
 from qa.answering.answer_service import AnswerService
 from qa.answering.assembly import build_answer_service
@@ -38,6 +40,8 @@ class WebServices:
     db: Database
     answers: AnswerService
     accounts: AccountService
+    #: browser sessions the server can end (sign-out, account changes)
+    sessions: SessionService
     access: AccessService
     chats: ChatService
     #: chat messages as the reader may see them now (revoked sources withheld)
@@ -93,6 +97,7 @@ def build_web_services(
         db=db,
         answers=answers,
         accounts=accounts,
+        sessions=SessionService(db, lifetime=timedelta(hours=settings.session_hours)),
         access=access,
         chats=chats,
         chat_reader=ChatReader(chats, access, db),

@@ -26,6 +26,10 @@ from qa.store.db.models import AuditEvent, utcnow
 SIGN_IN = "sign_in"
 SIGN_IN_FAILED = "sign_in_failed"
 SIGN_OUT = "sign_out"
+#: every session of the signed-in user ended at their request
+SIGN_OUT_EVERYWHERE = "sign_out_everywhere"
+#: every session of a user ended by a change to the account (details: reason, sessions)
+SESSIONS_ENDED = "sessions_ended"
 UPLOAD = "upload"
 DELETE_DOCUMENT = "delete_document"
 DELETE_COLLECTION = "delete_collection"
@@ -51,6 +55,8 @@ ACTIONS = (
     SIGN_IN,
     SIGN_IN_FAILED,
     SIGN_OUT,
+    SIGN_OUT_EVERYWHERE,
+    SESSIONS_ENDED,
     UPLOAD,
     DELETE_DOCUMENT,
     DELETE_COLLECTION,

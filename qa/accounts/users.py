@@ -33,6 +33,7 @@ from qa.limits import MAX_ANSWER_TOKENS, MAX_SYSTEM_PROMPT_CHARS, MAX_TEMPERATUR
 from qa.storable_text import repaired
 from qa.store.db.engine import Database
 from qa.store.db.models import ApiToken, Group, GroupMember, User, utcnow
+from qa.store.user_sessions import delete_user_sessions
 
 ADMIN, EDITOR, READER = "admin", "editor", "reader"
 ROLES = (ADMIN, EDITOR, READER)
@@ -153,8 +154,22 @@ class Principal:
         return self.role in (ADMIN, EDITOR)
 
 
-def _principal_of(user: User) -> Principal:
+def principal_of(user: User) -> Principal:
     return Principal(user.id, user.username, user.role, user.display_name)
+
+
+#: why a change of the account ended its sessions (the audit log's ``reason``)
+ENDED_BY_PASSWORD, ENDED_BY_ROLE, ENDED_BY_DISABLE = "password", "role", "disabled"
+
+
+@dataclass(frozen=True)
+class UserUpdate:
+    """The account after ``update_user``, and the sessions the change ended."""
+
+    principal: Principal
+    #: the changes that end every session of the user, in the order above; empty if none
+    session_reasons: tuple[str, ...] = ()
+    sessions_ended: int = 0
 
 
 # --- input checks -------------------------------------------------------------------------
@@ -323,7 +338,7 @@ class AccountService:
             except IntegrityError as exc:  # created by a concurrent request
                 session.rollback()
                 raise Conflict(f"the username {username!r} is taken") from exc
-            return _principal_of(user)
+            return principal_of(user)
 
     def authenticate(self, username: str, password: str) -> Principal:
         """The user for a username (any letter case) and password, or Unauthenticated.
@@ -341,7 +356,7 @@ class AccountService:
                 raise Unauthenticated(_BAD_LOGIN)
             user.last_login_at = utcnow()
             session.commit()
-            return _principal_of(user)
+            return principal_of(user)
 
     def principal(self, user_id: int) -> Principal:
         """The current state of a signed-in user; the web layer calls this per request."""
@@ -349,7 +364,7 @@ class AccountService:
             user = session.get(User, user_id)
             if user is None or user.disabled:
                 raise Unauthenticated(_SESSION_ENDED)
-            return _principal_of(user)
+            return principal_of(user)
 
     def list_users(self) -> list[User]:
         with self.db.session() as session:
@@ -368,8 +383,14 @@ class AccountService:
         display_name: str | None = None,
         disabled: bool | None = None,
         password: str | None = None,
-    ) -> Principal:
-        """Change the given fields only. ``display_name=""`` clears the display name."""
+    ) -> UserUpdate:
+        """Change the given fields only. ``display_name=""`` clears the display name.
+
+        A new password, a new role or disabling the account ends every browser session of
+        the user in the same transaction: whoever held a session must sign in again, with
+        the new password and under the new role. API tokens stay valid (a disabled
+        account's tokens are refused while it is disabled).
+        """
         if role is not None:
             _check_role(role)
         if disabled is not None and not isinstance(disabled, bool):
@@ -383,6 +404,15 @@ class AccountService:
             )
             if user.role == ADMIN and not user.disabled and not still_admin:
                 _require_another_admin(session, user.id)
+            reasons = tuple(
+                reason
+                for reason, ends in (
+                    (ENDED_BY_PASSWORD, new_hash is not None),
+                    (ENDED_BY_ROLE, role is not None and role != user.role),
+                    (ENDED_BY_DISABLE, disabled is True and not user.disabled),
+                )
+                if ends
+            )
             if role is not None:
                 user.role = role
             if display_name is not None:
@@ -391,8 +421,9 @@ class AccountService:
                 user.disabled = disabled
             if new_hash is not None:
                 user.password_hash = new_hash
+            ended = delete_user_sessions(session, user.id) if reasons else 0
             session.commit()
-            return _principal_of(user)
+            return UserUpdate(principal_of(user), reasons, ended)
 
     def delete_user(self, user_id: int) -> None:
         """Delete the account; its tokens, chats, memberships and grants go with it."""
@@ -536,7 +567,7 @@ class AccountService:
             if token.last_used_at is None or now - _aware(token.last_used_at) >= _TOKEN_TOUCH_EVERY:
                 token.last_used_at = now
                 session.commit()
-            return _principal_of(user)
+            return principal_of(user)
 
     def list_tokens(self, user_id: int | None = None) -> list[ApiToken]:
         """Newest first, revoked ones included (their ``revoked_at`` is set)."""

@@ -235,9 +235,9 @@ def test_principal_follows_the_database(accounts: AccountService) -> None:
 
 def test_update_user_fields(accounts: AccountService) -> None:
     uid = accounts.create_user("erin", PASSWORD, display_name="Erin").user_id
-    assert accounts.update_user(uid, display_name="Erin E.").display_name == "Erin E."
-    assert accounts.update_user(uid, role="editor").display_name == "Erin E."  # kept
-    assert accounts.update_user(uid, display_name="").display_name is None
+    assert accounts.update_user(uid, display_name="Erin E.").principal.display_name == "Erin E."
+    assert accounts.update_user(uid, role="editor").principal.display_name == "Erin E."  # kept
+    assert accounts.update_user(uid, display_name="").principal.display_name is None
     accounts.update_user(uid, password="a new password")
     with pytest.raises(Unauthenticated):
         accounts.authenticate("erin", PASSWORD)
@@ -267,7 +267,10 @@ def test_last_enabled_admin_is_protected(accounts: AccountService) -> None:
         accounts.delete_user(root)
     assert accounts.principal(root).is_admin
     # harmless changes to the last admin still work
-    assert accounts.update_user(root, role="admin", display_name="Root").display_name == "Root"
+    assert (
+        accounts.update_user(root, role="admin", display_name="Root").principal.display_name
+        == "Root"
+    )
 
     accounts.update_user(spare, disabled=False)
     accounts.update_user(root, role="reader")  # now allowed: spare is an enabled admin

@@ -1,4 +1,5 @@
-"""Sign-in and sign-out pages (form posts, CSRF-protected like every other form)."""
+"""Sign-in and sign-out pages (form posts, CSRF-protected like every other form): sign-out
+ends this session on the server, "sign out everywhere" every session of the user."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from urllib.parse import urlsplit
 from flask import Blueprint, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as WzResponse
 
-from qa.accounts.audit import SIGN_IN, SIGN_IN_FAILED, SIGN_OUT
+from qa.accounts.audit import SIGN_IN, SIGN_IN_FAILED, SIGN_OUT, SIGN_OUT_EVERYWHERE
 from qa.errors import RateLimited, Unauthenticated
-from web.auth import current_principal, login_required, sign_in, sign_out
+from web.auth import current_principal, login_required, sign_in, sign_out, sign_out_everywhere
 from web.extensions import services
 from web.requests import client_ip
 
@@ -76,4 +77,15 @@ def logout() -> WzResponse:
     p = current_principal()
     sign_out()
     services().audit.record(SIGN_OUT, actor=p, ip=client_ip())
+    return redirect(url_for("auth.login"))
+
+
+@bp.post("/logout/everywhere")
+@login_required
+def logout_everywhere() -> WzResponse:
+    p = current_principal()
+    ended = sign_out_everywhere(p)
+    services().audit.record(
+        SIGN_OUT_EVERYWHERE, actor=p, target=p.username, details={"sessions": ended}, ip=client_ip()
+    )
     return redirect(url_for("auth.login"))

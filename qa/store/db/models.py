@@ -293,6 +293,25 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
 
+class UserSession(Base):
+    """A signed-in browser session (migration 0006). The cookie carries a random session id;
+    only its sha256 is stored, like an API token's. Signing out deletes the row; a password
+    change or reset, disabling the account or a role change deletes all of the user's rows,
+    so a cookie saved earlier no longer names a session."""
+
+    __tablename__ = "user_sessions"
+    __table_args__ = (
+        Index("ix_user_sessions_user", "user_id"),
+        Index("ix_user_sessions_expires", "expires_at"),
+    )
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: the server's own end of the session, whatever the cookie says
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class Chat(Base):
     __tablename__ = "chats"
     __table_args__ = (Index("ix_chats_user_updated", "user_id", "updated_at"),)

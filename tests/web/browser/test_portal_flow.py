@@ -294,6 +294,7 @@ def test_collection_picker_lists_only_readable_collections(
     assert "finance" not in (page.text_content("#collection-picker") or "")
     shots(page, "bob-picker")
 
+    page.click("#user-menu summary")
     page.click("#sign-out")
     page.wait_for_url(re.compile(r".*/login.*"))
     sign_in(page, server, "alice")

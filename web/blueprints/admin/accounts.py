@@ -12,6 +12,7 @@ from qa.accounts.audit import (
     GROUP_CREATE,
     GROUP_DELETE,
     GROUP_UPDATE,
+    SESSIONS_ENDED,
     TOKEN_CREATE,
     TOKEN_REVOKE,
     USER_CREATE,
@@ -21,7 +22,7 @@ from qa.accounts.audit import (
 from qa.accounts.users import ROLES
 from qa.errors import InvalidInput, NotFound
 from qa.store.db.models import Group
-from web.auth import admin_required, current_principal, login_required
+from web.auth import admin_required, current_principal, login_required, sign_in
 from web.blueprints.admin import (
     MAX_PASSWORD_CHARS,
     Page,
@@ -64,13 +65,22 @@ def create_user() -> Redirect:
 
 
 def _update_user(user_id: int, changes: dict[str, Any], audit: dict[str, Any]) -> Redirect:
-    """Apply ``changes`` (qa refuses to lose the last admin) and audit ``audit``."""
+    """Apply ``changes`` (qa refuses to lose the last admin) and audit ``audit``, and the
+    end of the user's sessions when the change ended them."""
     svc = services()
-    updated = svc.accounts.update_user(user_id, **changes)
+    actor = current_principal()
+    result = svc.accounts.update_user(user_id, **changes)
+    updated = result.principal
     details = {"user_id": user_id, **audit}
-    svc.audit.record(
-        USER_UPDATE, actor=current_principal(), target=updated.username, details=details, ip=ip()
-    )
+    svc.audit.record(USER_UPDATE, actor=actor, target=updated.username, details=details, ip=ip())
+    if result.session_reasons:
+        ended = {"user_id": user_id, "reason": list(result.session_reasons)}
+        ended["sessions"] = result.sessions_ended
+        svc.audit.record(
+            SESSIONS_ENDED, actor=actor, target=updated.username, details=ended, ip=ip()
+        )
+        if user_id == actor.user_id:
+            sign_in(updated)  # an admin changing their own account stays signed in, anew
     return done(f"User {updated.username!r} updated.", "admin.users")
 
 

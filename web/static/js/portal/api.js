@@ -17,6 +17,9 @@ export class ApiError extends Error {
   }
 }
 
+/** Set when a 401 sent the page to sign-in. */
+let leaving = false;
+
 /** An ApiError from a non-2xx response: the server's {"error": {code, message}} if any. */
 export async function errorFrom(resp) {
   let code = `http_${resp.status}`;
@@ -29,6 +32,14 @@ export async function errorFrom(resp) {
     }
   } catch {
     // not JSON (a proxy's error page): keep the status line
+  }
+  if (resp.status === 401 && !leaving) {
+    // The session ended on the server (signed out elsewhere, or the password or role
+    // changed): the page cannot do anything more, so go to sign-in and come back here.
+    // Once: several requests may fail together, and a second navigation aborts the first.
+    leaving = true;
+    const here = window.location.pathname + window.location.search;
+    window.location.assign(`/login?next=${encodeURIComponent(here)}`);
   }
   const retry = Number.parseInt(resp.headers.get("Retry-After") || "", 10);
   const retryAfter = Number.isFinite(retry) ? retry : null;

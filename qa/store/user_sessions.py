@@ -1,0 +1,55 @@
+"""Rows of the user_sessions table: the browser sessions the server still honours.
+
+Like ``catalog`` and ``jobs``, every function takes an open ``Session`` and leaves
+committing to the caller, so a password change and the end of the user's sessions commit
+together. A session id is never stored, only its sha256: a copy of the database holds no
+usable session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from qa.store.db.models import User, UserSession, utcnow
+
+
+def session_hash(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def add_session(session: Session, session_id: str, user_id: int, expires_at: datetime) -> None:
+    session.add(
+        UserSession(id_hash=session_hash(session_id), user_id=user_id, expires_at=expires_at)
+    )
+
+
+def session_user(session: Session, session_id: str) -> tuple[User, datetime] | None:
+    """The user a session id belongs to and the session's end, or None if it was ended."""
+    row = session.execute(
+        select(User, UserSession.expires_at)
+        .join(UserSession, UserSession.user_id == User.id)
+        .where(UserSession.id_hash == session_hash(session_id))
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
+def delete_session(session: Session, session_id: str) -> int:
+    result = session.execute(
+        delete(UserSession).where(UserSession.id_hash == session_hash(session_id))
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def delete_user_sessions(session: Session, user_id: int) -> int:
+    """End every session of one user; how many there were."""
+    result = session.execute(delete(UserSession).where(UserSession.user_id == user_id))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def delete_expired_sessions(session: Session, now: datetime | None = None) -> int:
+    result = session.execute(delete(UserSession).where(UserSession.expires_at <= (now or utcnow())))
+    return int(getattr(result, "rowcount", 0) or 0)
