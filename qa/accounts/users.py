@@ -359,7 +359,8 @@ class AccountService:
             return principal_of(user)
 
     def principal(self, user_id: int) -> Principal:
-        """The current state of a signed-in user; the web layer calls this per request."""
+        """The current state of a user (disabled or deleted: Unauthenticated). A browser
+        request reads its user through its session instead (``qa.accounts.sessions``)."""
         with self.db.session() as session:
             user = session.get(User, user_id)
             if user is None or user.disabled:
