@@ -32,6 +32,9 @@ demo: venv assets
 # runs (budget: 25 min with setup on the slowest 2-core machine; see README "Testing").
 # Two processes share the CPU while most tests wait on databases, workers and browsers;
 # the few tests that bound latencies then run alone. --durations prints the slowest.
+# Whole files go to a process (--dist loadfile), so a file's module fixtures (ingested
+# corpora, built models) are made once; the longest files start first (LONG_FIRST in
+# tests/conftest.py) so that both processes finish together.
 PYTEST_PARALLEL ?= -n 2 --dist loadfile
 test: venv assets browser
 	$(BIN)/pytest -q -m "not eval and not serial" $(PYTEST_PARALLEL) --durations=30
