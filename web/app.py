@@ -20,7 +20,7 @@ from qa.settings import Settings, get_settings
 from web import auth, bodies, security
 from web.errors import register_error_handlers
 from web.extensions import EXTENSION, WebServices, build_web_services, load_secret_key
-from web.requests import IdConverter
+from web.requests import IdConverter, TextIdConverter
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,9 @@ def create_app(settings: Settings | None = None, *, services: WebServices | None
         TEMPLATES_AUTO_RELOAD=False,
     )
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
-    # Before any blueprint: every <int:...> route then takes only ids the database holds.
+    # Before any blueprint: every path variable then takes only ids the database can hold.
     app.url_map.converters["int"] = IdConverter
+    app.url_map.converters["default"] = app.url_map.converters["string"] = TextIdConverter
     app.extensions[EXTENSION] = svc
 
     @app.before_request

@@ -9,10 +9,11 @@ from typing import Any
 
 from flask import request
 from werkzeug.exceptions import NotFound
-from werkzeug.routing import IntegerConverter
+from werkzeug.routing import IntegerConverter, UnicodeConverter
 
 from qa.errors import InvalidInput
 from qa.limits import MAX_INT_ID
+from qa.storable_text import unstorable_reason
 
 #: digits of the largest id (MAX_INT_ID): a longer number is no id, whatever its value
 _ID_DIGITS = len(str(MAX_INT_ID))
@@ -32,6 +33,17 @@ class IdConverter(IntegerConverter):
         digits = value.lstrip("0")
         if len(digits) > _ID_DIGITS or int(digits or "0") > MAX_INT_ID:
             raise NotFound(f"no such id: the largest is {MAX_INT_ID}")
+        return super().to_python(value)
+
+
+class TextIdConverter(UnicodeConverter):
+    """Every string path variable (``create_app`` installs it as ``default`` and
+    ``string``): one holding a NUL (``%00``) names nothing a database could hold, so it is
+    a 404 before a query (PostgreSQL refuses NUL in text: a 500, before)."""
+
+    def to_python(self, value: str) -> Any:
+        if unstorable_reason(value) is not None:
+            raise NotFound("no such id")
         return super().to_python(value)
 
 
