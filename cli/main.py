@@ -165,6 +165,49 @@ def delete(
 
 
 @main.command()
+@click.option(
+    "--vacuum",
+    is_flag=True,
+    help="Also rewrite the SQLite file without its free pages (locks writers meanwhile).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def gc(settings: Settings, vacuum: bool, as_json: bool) -> None:
+    """Remove originals, temp files and indexes no live document or collection owns."""
+    import json
+
+    from qa.accounts.audit import AuditLog
+    from qa.library.gc import collect_garbage, record_gc
+    from qa.retrieval.index_store import IndexStore
+    from qa.store.blobstore import BlobStore
+    from qa.store.db.engine import Database
+
+    db = Database(settings.db_url)
+    try:
+        report = collect_garbage(
+            db,
+            BlobStore(settings.blob_dir),
+            IndexStore(settings.index_dir),
+            settings.data_dir / "uploads",
+            vacuum=vacuum,
+        )
+        record_gc(AuditLog(db), report, run_by="docqa gc")
+    finally:
+        db.dispose()
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+        return
+    out.print(
+        f"freed {report.freed_bytes:,} bytes: {report.originals} originals,"
+        f" {report.temp_files} temp files, {len(report.index_dirs)} index directories"
+    )
+    if report.missing_originals:
+        err.print(f"{report.missing_originals} documents have lost their original")
+    if not report.database_flushed:
+        err.print("the SQLite write-ahead log is still in use; run docqa gc again later")
+
+
+@main.command()
 @click.option("--collection", "-c", default=None, help="Only this collection.")
 @click.pass_obj
 def reindex(settings: Settings, collection: str | None) -> None:

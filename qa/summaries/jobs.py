@@ -49,6 +49,7 @@ from qa.errors import (
     Unavailable,
 )
 from qa.library.ingest_queue import IngestQueue
+from qa.reasons import public_reason
 from qa.store import catalog
 from qa.store.db.engine import Database
 from qa.store.db.models import DocStatus, Job, iso_utc
@@ -224,7 +225,7 @@ class SummaryJobs:
 
     def _finish_unqueued(self, job_id: str, reason: str) -> None:
         with self.db.session() as session:
-            change_job(session, job_id, [QUEUED], status=FAILED, error=reason)
+            change_job(session, job_id, [QUEUED], status=FAILED, error=public_reason(reason))
             session.commit()
 
     def _readable_document(self, p: Principal, document_id: str) -> tuple[str, int]:
@@ -430,7 +431,10 @@ class SummaryRunner:
         error: str | None = None,
         result: dict[str, Any] | None = None,
     ) -> str:
-        values: dict[str, Any] = {"status": status, "error": error}
+        values: dict[str, Any] = {
+            "status": status,
+            "error": None if error is None else public_reason(error),
+        }
         if result is not None:
             # Only the runner writes the payload while a job runs: no update is lost.
             values["payload"] = {**(job.payload or {}), "result": result}

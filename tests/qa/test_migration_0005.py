@@ -20,9 +20,8 @@ def test_upgrade_keeps_every_row_and_moves_the_counter_past_ids_in_use(db_url: s
                 ),
                 [{"n": "a"}, {"n": "b"}, {"n": "c"}],
             )
-            ids: dict[str, int] = dict(
-                conn.execute(sa.text("SELECT name, id FROM collections")).tuples().all()
-            )
+            rows = conn.execute(sa.text("SELECT name, id FROM collections"))
+            ids = {str(name): int(id_) for name, id_ in rows}
             conn.execute(
                 sa.text(
                     "INSERT INTO documents (id, collection_id, sha256, original_name, size_bytes,"

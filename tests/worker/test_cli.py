@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -62,6 +63,24 @@ def test_ingest_collections_docs_delete(tmp_path: Path) -> None:
 
     reindexed = docqa(data, "reindex")
     assert reindexed.returncode == 0 and "handbook" in reindexed.stdout
+
+
+def test_gc_removes_orphans_reports_and_audits(tmp_path: Path) -> None:
+    data = tmp_path / "var"
+    orphan = data / "blobs" / "ab" / "cd" / ("abcd" + "0" * 60)
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"an original an earlier version left behind")
+    (data / "indexes" / "c7" / "versions").mkdir(parents=True)
+    run = docqa(data, "gc", "--json")
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["originals"] == 1 and report["index_dirs"] == ["c7"]
+    assert report["freed_bytes"] >= 42 and not orphan.exists()
+    with sqlite3.connect(data / "docqa.db") as conn:
+        (details,) = conn.execute("select details from audit_events where action = 'gc'").fetchone()
+    assert json.loads(details)["originals"] == 1
+    again = docqa(data, "gc")
+    assert again.returncode == 0 and "freed 0 bytes" in again.stdout
 
 
 @pytest.mark.parametrize(
