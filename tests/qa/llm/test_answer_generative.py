@@ -14,7 +14,6 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -23,7 +22,6 @@ from ingest.runner import run_ingest
 from qa.answering.answer_service import AnswerService, AskOptions
 from qa.answering.assembly import build_answer_service
 from qa.answering.decline import DECLINE_SENTENCES
-from qa.answering.prompt import Message
 from qa.errors import Busy
 from qa.llm.build import build_model
 from qa.llm.generate import OnnxQwenGenerator
@@ -32,6 +30,7 @@ from qa.retrieval.embedder import Embedder
 from qa.settings import Settings
 from qa.store.catalog import get_collection
 from tests.conftest import SAMPLES
+from tests.qa.llm.teach import teach
 from tests.qa.llm.tiny_qwen import make_tiny_qwen3
 
 QUESTION = "What is the hotel limit in London?"
@@ -44,41 +43,6 @@ class Setup:
     settings: Settings
     service: AnswerService
     collection_id: int
-
-
-def teach(hf_dir: Path, messages: list[Message], answer: str) -> None:
-    """Fine-tune the tiny model in place until greedy decoding reproduces ``answer``."""
-    import torch
-    from transformers import AutoTokenizer, Qwen3ForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(hf_dir, local_files_only=True)
-    prompt = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    end = tok.convert_tokens_to_ids("<|im_end|>")
-    target = [*tok.encode(answer, add_special_tokens=False), end]
-    ids = torch.tensor([list(prompt) + target])
-    want = torch.tensor(target)
-    # Logits of the answer positions only: the full 151,936-row vocabulary over the whole
-    # prompt would cost ~0.6 GB per step and all of the time.
-    keep = len(target) + 1
-    model = Qwen3ForCausalLM.from_pretrained(hf_dir)
-    model.train()
-    torch.manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for step in range(600):
-        logits = model(input_ids=ids, logits_to_keep=keep).logits[0, :-1]
-        loss = torch.nn.functional.cross_entropy(logits, want)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step % 25 == 24:
-            with torch.no_grad():
-                logits = model(input_ids=ids, logits_to_keep=keep).logits[0, :-1]
-            if logits.argmax(-1).tolist() == target and loss.item() < 0.05:
-                break
-    else:
-        raise AssertionError(f"the tiny model did not learn the answer (loss {loss.item():.3f})")
-    model.eval()
-    model.save_pretrained(hf_dir, safe_serialization=True)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +62,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Itera
     result = service.retriever.retrieve(QUESTION, [coll], k=GREEDY.k)
     plan, _ = service.plan_prompt(QUESTION, result.passages, GREEDY)
     assert plan.sources and plan.sources[0].document_name.endswith("travel-and-expenses.pdf")
-    teach(hf, plan.messages, TAUGHT_ANSWER)
+    teach(hf, [(plan.messages, TAUGHT_ANSWER)])
     build_model(hf, settings.llm_dir, precision="int8")
     service = build_answer_service(settings, embedder=embedder)
     yield Setup(settings, service, coll)
