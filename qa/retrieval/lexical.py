@@ -234,6 +234,26 @@ def bm25_terms(text: str) -> list[str]:
     return _terms(text, grams=True)
 
 
+# What a Chinese question asks *with* rather than *about*: interrogatives, with the measure
+# word or adjective they govern (哪一年, 几个, 多长; 多少度 keeps 度) and the 有 of 有多少, but
+# not the 几 of 几乎 or the 哪 of 哪怕.
+# Documents never contain them, so as terms they only dilute what the question is about.
+# Matched on Simplified text; English question words are stopwords already.
+_MEASURES = "个年天次位种条家颗件本部座所只名岁届场份类项"
+_QUESTION_WORDS_RE = re.compile(
+    f"有?(?:哪(?!怕)一?[{_MEASURES}里儿些]?|几(?!乎)[{_MEASURES}]?|多少[{_MEASURES}]?|多[长大高久远重宽深厚])"
+    "|什么样|什么|甚么|为什么|为何|如何|怎么样|怎么|怎样|是否|何时|何地|何处|何种|何人"
+    "|有没有|是不是|一共|谁|吗|呢"
+)
+
+
+def question_terms(question: str) -> list[str]:
+    """``analyze``'s terms of a question, without the Chinese interrogatives it asks with:
+    the terms of what it is about, which evidence weighs (``qa.answering.evidence``)."""
+    simplified = to_simplified(unicodedata.normalize("NFKC", question))
+    return analyze(_QUESTION_WORDS_RE.sub(" ", simplified))
+
+
 def han_bigrams(text: str) -> set[str]:
     """Character bigrams of the Chinese runs of ``text``, made Simplified like every term
     (a one-character run as itself): they match where jieba segments two texts apart."""

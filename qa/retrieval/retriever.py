@@ -49,7 +49,7 @@ from qa.retrieval.embedder import Embedder
 from qa.retrieval.fusion import DEFAULT_RRF_K, drop_near_duplicates, reciprocal_rank_fusion
 from qa.retrieval.index_store import IndexReader, PublishedIndex
 from qa.retrieval.language import embedding_languages, question_language
-from qa.retrieval.lexical import analyze, bm25_terms
+from qa.retrieval.lexical import bm25_terms, han_bigrams, question_terms
 from qa.retrieval.reranker import Reranker
 from qa.store.db.engine import Database
 from qa.store.db.models import Chunk, Collection, Document
@@ -117,6 +117,10 @@ class RetrievalResult:
     #: documents); a term no chunk contains gets the idf of a term seen once. What the
     #: answer side weighs the question's terms with when it judges support.
     term_idf: Mapping[str, float] = field(default_factory=dict)
+    #: the question's terms that no searched chunk contains (a Chinese word longer than two
+    #: characters counts as contained when all its character bigrams are: jieba may cut
+    #: the document differently). The documents do not talk about these.
+    absent_terms: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -217,7 +221,7 @@ class Retriever:
 
         t = time.perf_counter()
         query_vec = self.embedder.embed_query(query) if use_dense and indexes else None
-        question_terms = analyze(query)
+        about = question_terms(query)
         terms = bm25_terms(query) if mode != "dense" else []
         embed_ms = _ms(t)
 
@@ -279,6 +283,7 @@ class Retriever:
             rerank_ms,
             f"; stale {list(stale)}" if stale else "",
         )
+        searched = [index for _, index in indexes]
         return RetrievalResult(
             passages,
             timings,
@@ -288,7 +293,8 @@ class Retriever:
             duplicates_dropped=dropped,
             language=language,
             dense_used=use_dense,
-            term_idf=_term_idf(question_terms, [index for _, index in indexes]),
+            term_idf=_term_idf(about, searched),
+            absent_terms=_absent_terms(about, searched),
         )
 
     # -- steps -----------------------------------------------------------------------------
@@ -430,12 +436,29 @@ def _row(r: Any) -> _Row:
     )
 
 
+def _document_frequency(term: str, indexes: Sequence[PublishedIndex]) -> int:
+    return sum(index.lexical.document_frequency(term) for index in indexes)
+
+
+def _absent_terms(terms: Sequence[str], indexes: Sequence[PublishedIndex]) -> frozenset[str]:
+    """The ``terms`` no chunk of ``indexes`` contains (see ``RetrievalResult.absent_terms``)."""
+
+    def contained(term: str) -> bool:
+        if _document_frequency(term, indexes):
+            return True
+        # BM25 indexes every Chinese character bigram (qa.retrieval.lexical.bm25_terms)
+        bigrams = han_bigrams(term) if len(term) > 2 else set()
+        return bool(bigrams) and all(_document_frequency(b, indexes) for b in bigrams)
+
+    return frozenset(t for t in terms if not contained(t)) if indexes else frozenset()
+
+
 def _term_idf(terms: Sequence[str], indexes: Sequence[PublishedIndex]) -> dict[str, float]:
     """BM25's idf of each distinct term, with the searched collections pooled."""
     n = sum(len(index.lexical) for index in indexes)
     out: dict[str, float] = {}
     for term in dict.fromkeys(terms):
-        df = sum(index.lexical.document_frequency(term) for index in indexes)
+        df = _document_frequency(term, indexes)
         # Never seen: counted as seen once, so the weight stays finite and comparable.
         df = max(df, 1)
         out[term] = math.log1p(max(n - df + 0.5, 0.5) / (df + 0.5))
