@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 import pytest
-from werkzeug.routing import Rule
+from werkzeug.routing import IntegerConverter, Rule
 
 from tests.web.conftest import Client, WebEnv
 
@@ -36,19 +36,24 @@ BODIES: list[dict[str, Any]] = [
 ]
 
 
+def _kind(rule: Rule, arg: str) -> str:
+    # isinstance: the app installs its own IntegerConverter subclass (web.requests.IdConverter)
+    return "int" if isinstance(rule._converters[arg], IntegerConverter) else "default"
+
+
 def _urls(rule: Rule) -> list[str]:
     if not rule.arguments:
         return [rule.rule]
     urls = []
     for arg in sorted(rule.arguments):
-        converter = type(rule._converters[arg]).__name__
-        kind = "int" if converter == "IntegerConverter" else "default"
+        kind = _kind(rule, arg)
         for value in HOSTILE_IDS[kind]:
             if kind == "int" and value.startswith("-"):
                 continue  # the int converter does not match it: a plain 404
             url = rule.rule
             for other in rule.arguments:
-                fill = value if other == arg else ("1" if kind == "int" else "x")
+                # the other variables get a value their own converter matches
+                fill = value if other == arg else ("1" if _kind(rule, other) == "int" else "x")
                 url = re.sub(rf"<(?:\w+:)?{other}>", fill, url)
             urls.append(url)
     return urls
