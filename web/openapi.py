@@ -16,12 +16,13 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any, cast
 
 from flask import Flask
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, models_json_schema
 from werkzeug.routing import Rule
 
-from qa.limits import MAX_INT_ID
+from qa.limits import MAX_ANONYMOUS_BODY_BYTES, MAX_REQUEST_BODY_BYTES
 from web.contracts.api import Error
+from web.contracts.base import Id
 from web.contracts.operation import JSON, Operation, Reply, declared
 
 Schema = dict[str, Any]
@@ -38,8 +39,9 @@ ERROR_RESPONSES: dict[int, tuple[str, str]] = {
     409: ("Conflict", "The name is taken"),
     413: (
         "TooLarge",
-        "The body is over its cap, told from the headers before it is read: 16 KiB without"
-        " credentials, 2 MiB for JSON, max_upload_mb for uploads",
+        "The body is over its cap, told from the headers before it is read:"
+        f" {MAX_ANONYMOUS_BODY_BYTES // 1024} KiB without credentials,"
+        f" {MAX_REQUEST_BODY_BYTES // 2**20} MiB for JSON, max_upload_mb for uploads",
     ),
     429: ("RateLimited", "Too many requests; retry after Retry-After seconds"),
     503: ("Unavailable", "Model queue full or a needed part not running; see Retry-After"),
@@ -57,9 +59,9 @@ PATH_PARAMETERS = {
     "chat_id": "chat id",
     "job_id": "summary job id",
 }
-#: an integer path variable: the route's converter (``web.requests.IdConverter``) takes
-#: no more; a larger number is a 404
-ID_SCHEMA = {"type": "integer", "minimum": 1, "maximum": MAX_INT_ID}
+#: an integer path variable: an id as the request models take it (``Id``); the route's
+#: converter (``web.requests.IdConverter``) takes no larger one (a 404)
+ID_SCHEMA = TypeAdapter(Id).json_schema()
 TAGS = ("collections", "documents", "ask", "chats", "me", "summaries", "openai", "meta")
 SECURITY_SCHEMES = {
     "bearerToken": {
