@@ -20,15 +20,19 @@ will not read the rest (``close_unread``).
 
 from __future__ import annotations
 
+import functools
+import logging
 import tempfile
 from collections.abc import Callable, Iterable
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypeVar, cast
 
 from flask import current_app, g, request
 
 from qa.errors import TooLarge, Unauthenticated, UnsupportedMediaType
 from qa.limits import MAX_ANONYMOUS_BODY_BYTES, MAX_REQUEST_BODY_BYTES
 from web.extensions import services
+
+log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 MULTIPART = "multipart/form-data"
@@ -54,7 +58,7 @@ def check_body() -> None:
     length = request.content_length
     if length is not None and length > cap:
         raise TooLarge(f"the request body is {length} bytes; the limit is {cap} bytes")
-    if length is None and "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+    if length is None and _chunked():
         _read_unsized(cap)
 
 
@@ -105,10 +109,11 @@ def release(_exc: BaseException | None = None) -> None:
 
 
 def declared_body() -> bool:
-    return (
-        bool(request.content_length)
-        or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
-    )
+    return bool(request.content_length) or _chunked()
+
+
+def _chunked() -> bool:
+    return "chunked" in request.headers.get("Transfer-Encoding", "").lower()
 
 
 class CloseUnread:
@@ -118,7 +123,10 @@ class CloseUnread:
     and to read the next request it would first read (and discard) the rest of a body
     that was refused unread: 60 MB of it, for a refused anonymous upload. Its
     ``start_response`` is a method of its response object, whose ``force_close`` makes it
-    close instead (and say so). Other servers (werkzeug's) honour the header itself.
+    close instead (and say so). gunicorn documents no way for an application to ask for
+    this (27.0 ignores the header; its ``keepalive = 0`` setting would close every
+    connection), so this reaches for that method, and only on gunicorn's own object.
+    Other servers (werkzeug's) honour the header itself.
     """
 
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
@@ -126,10 +134,32 @@ class CloseUnread:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         def start(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
-            closes = any(k.lower() == "connection" and v.lower() == "close" for k, v in headers)
-            force_close = getattr(getattr(start_response, "__self__", None), "force_close", None)
-            if closes and callable(force_close):
-                force_close()
+            if any(k.lower() == "connection" and v.lower() == "close" for k, v in headers):
+                force_close = _gunicorn_force_close(start_response)
+                if force_close is not None:
+                    force_close()
             return start_response(status, headers, *exc)
 
         return self.app(environ, start)
+
+
+def _gunicorn_force_close(start_response: Any) -> Callable[[], object] | None:
+    """gunicorn's ``Response.force_close`` behind ``start_response``; None on any other
+    server, and on a gunicorn without it (then the refused body is drained as before,
+    which is slow but correct, and the log says so once)."""
+    owner = getattr(start_response, "__self__", None)
+    if owner is None or not type(owner).__module__.startswith("gunicorn."):
+        return None
+    force_close = getattr(owner, "force_close", None)
+    if callable(force_close):
+        return cast("Callable[[], object]", force_close)
+    _no_force_close()
+    return None
+
+
+@functools.cache
+def _no_force_close() -> None:
+    log.warning(
+        "this gunicorn's response has no force_close(): connections after a refused"
+        " body stay open and gunicorn reads the body to its end"
+    )
