@@ -23,7 +23,6 @@ which has one writer at a time, the first write of a transaction takes the write
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -66,17 +65,14 @@ class Released:
 
     freed: list[str] = field(default_factory=list)
     freed_bytes: int = 0
-    #: still the original of some document
-    kept: list[str] = field(default_factory=list)
 
 
-def release_unreferenced(
-    db: Database, blobs: BlobStore, shas: Iterable[str], *, older_than_s: float = 0.0
-) -> Released:
+def release_unreferenced(db: Database, blobs: BlobStore, shas: Iterable[str]) -> Released:
     """Delete the blobs of ``shas`` no document references (call after the deleting commit).
 
-    ``older_than_s`` spares files younger than that (``docqa gc`` sweeping the whole store
-    passes a grace period; a release right after a delete passes 0: the lock is enough).
+    No grace period, not even for ``docqa gc`` sweeping the whole store: an upload places
+    its file only while it holds the lock taken here, and writes its document row before
+    it lets go, so a file that no row references under the lock belongs to nobody.
     """
     out = Released()
     for sha in sorted(set(shas)):  # one order everywhere: two releases never deadlock
@@ -84,21 +80,17 @@ def release_unreferenced(
             claim_blob(session, sha)
             if references(session, sha):
                 session.commit()
-                out.kept.append(sha)
                 continue
             path = blobs.path_for(sha)
             try:
-                stat = path.stat()
+                size = path.stat().st_size
             except FileNotFoundError:
-                stat = None
-            if stat is not None and time.time() - stat.st_mtime < older_than_s:
-                session.rollback()
-                continue
+                size = None
             # The file goes before the commit, while the lock is held; if the commit then
             # failed, the row of a missing file with no reference is all that is left.
-            if stat is not None and blobs.delete(sha):
+            if size is not None and blobs.delete(sha):
                 out.freed.append(sha)
-                out.freed_bytes += stat.st_size
+                out.freed_bytes += size
             session.execute(delete(Blob).where(Blob.sha256 == sha))
             session.commit()
     if out.freed:

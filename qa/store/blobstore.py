@@ -44,9 +44,7 @@ class Staged:
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             if final.exists():
-                # Same bytes, same name: the copy there stays, its age says "in use".
-                os.utime(final)
-                return
+                return  # same bytes, same name: the copy there stays
             os.replace(self.tmp, final)
             fsync_path(final.parent)
         except OSError as exc:
