@@ -38,7 +38,7 @@ from qa.store.blob_refs import Released, after_delete, claim_blob
 from qa.store.blobstore import BlobStore, display_name
 from qa.store.catalog import (
     ChunkRow,
-    delete_document,
+    delete_documents,
     ensure_collection,
     find_document,
     get_document,
@@ -245,9 +245,7 @@ class IngestService:
                 Document.id != doc.id,
             )
         ).all()
-        for old in older:
-            delete_document(session, old)
-        return {old.sha256 for old in older}
+        return delete_documents(session, older)
 
     def _fail(self, doc_id: str, name: str, reason: str, started: float) -> Processed:
         log.info("document %s (%s) failed: %s", doc_id, name, reason)

@@ -13,7 +13,8 @@ from ingest.sandbox import ParseLimits
 from ingest.sources import Source, iter_sources
 from qa.errors import DocqaError, NotFound
 from qa.retrieval.publish import Published
-from qa.store.catalog import delete_document, get_collection, get_document
+from qa.store import catalog
+from qa.store.catalog import get_collection, get_document
 from qa.store.db.models import Collection, DocStatus, Document
 
 ProgressFn = Callable[[int, int, str], None]
@@ -99,24 +100,19 @@ def check_id_prefixes(id_prefixes: list[str]) -> None:
 def delete_documents(service: IngestService, id_prefixes: list[str]) -> list[str]:
     """Delete documents by id or unique id prefix; republish the touched collections."""
     check_id_prefixes(id_prefixes)
-    names: list[str] = []
-    touched: set[int] = set()
-    shas: set[str] = set()
+    docs: list[Document] = []
     with service.db.session() as session:
         for prefix in id_prefixes:
             matches = session.scalars(select(Document).where(Document.id.startswith(prefix))).all()
             if len(matches) != 1:
                 raise NotFound(f"{len(matches)} documents match {prefix!r}")
-            doc = matches[0]
-            names.append(doc.original_name)
-            touched.add(doc.collection_id)
-            shas.add(doc.sha256)
-            delete_document(session, doc)
+            docs.append(matches[0])
+        shas = catalog.delete_documents(session, docs)
         session.commit()
     service.forget(shas)
-    for coll_id in touched:
+    for coll_id in {doc.collection_id for doc in docs}:
         service.publish(coll_id)
-    return names
+    return [doc.original_name for doc in docs]
 
 
 def delete_collection(service: IngestService, name: str) -> int:
@@ -124,9 +120,7 @@ def delete_collection(service: IngestService, name: str) -> int:
         coll = get_collection(session, name)
         key = coll.index_key
         docs = session.scalars(select(Document).where(Document.collection_id == coll.id)).all()
-        shas = {doc.sha256 for doc in docs}
-        for doc in docs:
-            delete_document(session, doc)
+        shas = catalog.delete_documents(session, docs)
         session.delete(coll)
         session.commit()
     service.forget(shas)

@@ -24,10 +24,10 @@ from qa.accounts.users import Principal
 from qa.errors import Conflict, NotFound, PermissionDenied, Unavailable
 from qa.library.ingest_queue import IngestQueue, Upload
 from qa.retrieval.index_store import IndexStore
+from qa.store import catalog
 from qa.store.blob_refs import after_delete
 from qa.store.blobstore import BlobStore
 from qa.store.catalog import (
-    delete_document,
     ensure_collection,
     list_documents,
     validate_collection_name,
@@ -124,9 +124,7 @@ class LibraryService:
             coll = self._get_collection(session, collection_id)
             name, key = coll.name, coll.index_key
             docs = session.scalars(select(Document).where(Document.collection_id == coll.id)).all()
-            shas = {d.sha256 for d in docs}
-            for doc in docs:
-                delete_document(session, doc)
+            shas = catalog.delete_documents(session, docs)
             session.delete(coll)
             session.commit()
         # Rows go first: from here on the collection is in nobody's readable set, so its
@@ -204,16 +202,11 @@ class LibraryService:
         docs = [self.document(p, d) for d in doc_ids]
         for doc in docs:
             self.access.require_write(p, doc.collection_id)
-        touched: set[int] = set()
-        shas: set[str] = set()
         with self.db.session() as session:
-            for doc in docs:
-                row = session.get(Document, doc.id)
-                if row is None:  # deleted by someone else meanwhile: the goal is reached
-                    continue
-                touched.add(row.collection_id)
-                shas.add(row.sha256)
-                delete_document(session, row)
+            # One deleted by someone else meanwhile has no row: the goal is reached.
+            rows = [row for doc in docs if (row := session.get(Document, doc.id)) is not None]
+            touched = {row.collection_id for row in rows}
+            shas = catalog.delete_documents(session, rows)
             session.commit()
         # Retrieval hydrates every hit from the DB, so the deleted chunks stopped being
         # served at the commit above; republishing only makes the indexes smaller again.

@@ -204,13 +204,25 @@ def clear_document_content(session: Session, doc_id: str) -> None:
     session.execute(delete(PageText).where(PageText.document_id == doc_id))
 
 
-def delete_document(session: Session, doc: Document) -> None:
-    """The document's rows and everything derived from its text: pages, chunks, vectors,
-    its summaries (its own by cascade, collection summaries quoting it here). Its original
-    is released after the commit (``qa.store.blob_refs.release_unreferenced``)."""
-    clear_document_content(session, doc.id)
-    delete_jobs_citing(session, doc.collection_id, [doc.id])
-    session.delete(doc)
+def delete_documents(session: Session, docs: Sequence[Document]) -> set[str]:
+    """The documents' rows and everything derived from their text: pages, chunks, vectors,
+    their summaries (their own by cascade, collection summaries quoting them here, read
+    once per collection, not once per document). Returns their sha256s: the originals are
+    released after the commit (``qa.store.blob_refs.after_delete``)."""
+    by_collection: dict[int, list[str]] = {}
+    for doc in docs:
+        by_collection.setdefault(doc.collection_id, []).append(doc.id)
+    for collection_id, doc_ids in by_collection.items():
+        delete_jobs_citing(session, collection_id, doc_ids)
+    for doc in docs:
+        clear_document_content(session, doc.id)
+        session.delete(doc)
+    return {doc.sha256 for doc in docs}
+
+
+def delete_document(session: Session, doc: Document) -> set[str]:
+    """One document's rows (see ``delete_documents``)."""
+    return delete_documents(session, [doc])
 
 
 @dataclass(frozen=True)
