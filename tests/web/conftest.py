@@ -18,6 +18,7 @@ that data dir and a database made from the template, reset to the seed before ea
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import textwrap
@@ -427,15 +428,23 @@ def build_env(
     return env
 
 
-@pytest.fixture
-def web(seeded: Seeded, embedder: Embedder) -> Iterator[WebEnv]:
-    """The seeded service, extractive answers (no model), on a fresh copy of the data
-    (SQLite, and PostgreSQL too for tests marked ``both_databases``)."""
-    data, db_url = seeded.copy()
-    env = build_env(data, embedder, db_url=db_url)
+@contextlib.contextmanager
+def running_env(data_dir: Path, embedder: Embedder, **kwargs: Any) -> Iterator[WebEnv]:
+    """``build_env(data_dir, embedder, **kwargs)`` for a ``with`` block (or a fixture of
+    any scope); at its end the ingest queue drains and the services close."""
+    env = build_env(data_dir, embedder, **kwargs)
     try:
         yield env
     finally:
         # Nothing may still be writing when a PostgreSQL database goes back to the pool.
         env.queue.wait_idle(60)
         env.svc.close()
+
+
+@pytest.fixture
+def web(seeded: Seeded, embedder: Embedder) -> Iterator[WebEnv]:
+    """The seeded service, extractive answers (no model), on a fresh copy of the data
+    (SQLite, and PostgreSQL too for tests marked ``both_databases``)."""
+    data, db_url = seeded.copy()
+    with running_env(data, embedder, db_url=db_url) as env:
+        yield env

@@ -30,7 +30,8 @@ from schemathesis.checks import (
 )
 
 from qa.retrieval.embedder import Embedder
-from tests.web.conftest import WebEnv, build_env
+from tests.web.conftest import WebEnv, running_env
+from tests.web.live import copy_data_dir
 from web.openapi import openapi_spec
 
 EXAMPLES = int(os.environ.get("DOCQA_SCHEMATHESIS_EXAMPLES", "8"))
@@ -48,16 +49,10 @@ CHECKS = [
 def api_env(
     tmp_path_factory: pytest.TempPathFactory, seeded_template: Path, embedder: Embedder
 ) -> Iterator[WebEnv]:
-    import shutil
-
-    data = tmp_path_factory.mktemp("schemathesis") / "var"
-    shutil.copytree(seeded_template, data)
-    env = build_env(data, embedder)
-    try:
+    """What ``web`` gives a test (the seeded data, SQLite), one copy for the whole run."""
+    data = copy_data_dir(seeded_template, tmp_path_factory.mktemp("schemathesis") / "var")
+    with running_env(data, embedder) as env:
         yield env
-    finally:
-        env.queue.wait_idle(60)
-        env.svc.close()
 
 
 @pytest.fixture(scope="module")
