@@ -32,11 +32,11 @@ character bigrams in a passage; neither separated the sets better than the above
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Set
 from dataclasses import dataclass
 
 from qa.retrieval.lexical import analyze, question_terms
-from qa.retrieval.retriever import Passage, RetrievalResult
+from qa.retrieval.retriever import RetrievalResult
 
 # Calibrated on the developer sets (tests/qa/decline_calibration.py, `make eval`; see
 # docs/architecture.md, "Declining"), with the packaged MiniLM (onnx-int8), k = 6:
@@ -92,23 +92,23 @@ def _outermost(terms: Set[str]) -> set[str]:
     return {t for t in terms if not any(t != other and t in other for other in terms)}
 
 
-def gather(
-    question: str,
-    passages: Sequence[Passage],
-    term_idf: Mapping[str, float],
-    absent: Set[str] = frozenset(),
-) -> Evidence:
-    """The evidence the retrieved ``passages`` give for ``question``; ``absent``: terms
-    no searched chunk contains (weighed up only when there is no dense similarity)."""
+def gather(question: str, result: RetrievalResult) -> Evidence:
+    """The evidence ``result`` (retrieved for ``question`` or for a text containing it, see
+    ``qa.answering.followup``) gives for ``question``."""
     q_terms = list(dict.fromkeys(question_terms(question)))
+    passages = result.passages
     cosines = [p.dense_score for p in passages if p.dense_score is not None]
     similarity = max(cosines) if cosines else None
     terms = len(_outermost(set(q_terms)))
     if not q_terms or not passages:
         return Evidence(0.0, similarity, terms)
-    top_idf = max(term_idf.values(), default=1.0)
+    top_idf = max(result.term_idf.values(), default=1.0)
+    # Without a dense similarity a term the documents never contain weighs up (docstring)
     boost = ABSENT_WEIGHT if similarity is None else 1.0
-    weights = {t: term_idf.get(t, top_idf) * (boost if t in absent else 1.0) for t in q_terms}
+    weights = {
+        t: result.term_idf.get(t, top_idf) * (boost if t in result.absent_terms else 1.0)
+        for t in q_terms
+    }
     total = sum(weights.values()) or 1.0
     coverage, covered = 0.0, 0
     for p in passages:
@@ -127,7 +127,7 @@ class Verdict:
 
 def judge(question: str, result: RetrievalResult) -> Verdict:
     """Whether ``result`` supports an answer to ``question`` (see the module docstring)."""
-    evidence = gather(question, result.passages, result.term_idf, result.absent_terms)
+    evidence = gather(question, result)
     support, threshold = support_score(evidence)
     if evidence.similarity is not None:
         supported = support >= threshold or evidence.similarity >= PARAPHRASE_SIMILARITY

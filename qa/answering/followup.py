@@ -69,7 +69,7 @@ def ground(
         result = retrieve(condensed)
         spent = result.timings.total_ms
         verdict = judge(condensed, result)
-        own = gather(question, result.passages, result.term_idf)
+        own = gather(question, result)
         if verdict.supported and (own.terms == 0 or own.coverage >= FOLLOW_UP_COVERAGE):
             return Grounding(condensed, result, verdict, spent)
     result = retrieve(question)

@@ -283,7 +283,7 @@ class Retriever:
             rerank_ms,
             f"; stale {list(stale)}" if stale else "",
         )
-        searched = [index for _, index in indexes]
+        term_idf, absent_terms = _term_weights(about, [index for _, index in indexes])
         return RetrievalResult(
             passages,
             timings,
@@ -293,8 +293,8 @@ class Retriever:
             duplicates_dropped=dropped,
             language=language,
             dense_used=use_dense,
-            term_idf=_term_idf(about, searched),
-            absent_terms=_absent_terms(about, searched),
+            term_idf=term_idf,
+            absent_terms=absent_terms,
         )
 
     # -- steps -----------------------------------------------------------------------------
@@ -436,33 +436,33 @@ def _row(r: Any) -> _Row:
     )
 
 
-def _document_frequency(term: str, indexes: Sequence[PublishedIndex]) -> int:
-    return sum(index.lexical.document_frequency(term) for index in indexes)
-
-
-def _absent_terms(terms: Sequence[str], indexes: Sequence[PublishedIndex]) -> frozenset[str]:
-    """The ``terms`` no chunk of ``indexes`` contains (see ``RetrievalResult.absent_terms``)."""
-
-    def contained(term: str) -> bool:
-        if _document_frequency(term, indexes):
-            return True
-        # BM25 indexes every Chinese character bigram (qa.retrieval.lexical.bm25_terms)
-        bigrams = han_bigrams(term) if len(term) > 2 else set()
-        return bool(bigrams) and all(_document_frequency(b, indexes) for b in bigrams)
-
-    return frozenset(t for t in terms if not contained(t)) if indexes else frozenset()
-
-
-def _term_idf(terms: Sequence[str], indexes: Sequence[PublishedIndex]) -> dict[str, float]:
-    """BM25's idf of each distinct term, with the searched collections pooled."""
+def _term_weights(
+    terms: Sequence[str], indexes: Sequence[PublishedIndex]
+) -> tuple[dict[str, float], frozenset[str]]:
+    """BM25's idf of each distinct term, with the searched collections pooled, and the
+    terms no chunk contains (see ``RetrievalResult.absent_terms``)."""
     n = sum(len(index.lexical) for index in indexes)
-    out: dict[str, float] = {}
+    idf: dict[str, float] = {}
+    absent: set[str] = set()
     for term in dict.fromkeys(terms):
         df = _document_frequency(term, indexes)
+        if not df and indexes and not _bigrams_indexed(term, indexes):
+            absent.add(term)
         # Never seen: counted as seen once, so the weight stays finite and comparable.
         df = max(df, 1)
-        out[term] = math.log1p(max(n - df + 0.5, 0.5) / (df + 0.5))
-    return out
+        idf[term] = math.log1p(max(n - df + 0.5, 0.5) / (df + 0.5))
+    return idf, frozenset(absent)
+
+
+def _bigrams_indexed(term: str, indexes: Sequence[PublishedIndex]) -> bool:
+    """A Chinese word longer than two characters whose every character bigram is indexed
+    (BM25 indexes them all, ``bm25_terms``): jieba cut the documents differently."""
+    bigrams = han_bigrams(term) if len(term) > 2 else set()
+    return bool(bigrams) and all(_document_frequency(b, indexes) for b in bigrams)
+
+
+def _document_frequency(term: str, indexes: Sequence[PublishedIndex]) -> int:
+    return sum(index.lexical.document_frequency(term) for index in indexes)
 
 
 def _passage(
