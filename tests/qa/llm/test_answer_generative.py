@@ -124,16 +124,22 @@ def test_cancel_stops_within_a_token_and_frees_the_slot(setup: Setup) -> None:
     assert not service.slot.in_use
 
 
-def test_full_queue_is_refused_before_the_stream(setup: Setup) -> None:
-    service = setup.service
-    busy = AnswerService(
+def _model_held_elsewhere(service: AnswerService) -> AnswerService:
+    """The same answer service with no queue place, its model held by someone else: a
+    question that needs the model raises Busy (retry after 3 s) at once."""
+    held = AnswerService(
         service.db,
         service.retriever,
         service.embedder,
         service.generator,
         slot=ModelSlot(max_waiting=0, retry_after_s=3),
     )
-    assert list(busy.slot.wait_turn()) == []  # someone else holds the model
+    assert list(held.slot.wait_turn()) == []  # someone else holds the model
+    return held
+
+
+def test_full_queue_is_refused_before_the_stream(setup: Setup) -> None:
+    busy = _model_held_elsewhere(setup.service)
     with pytest.raises(Busy) as info:
         busy.ask(QUESTION, [setup.collection_id], GREEDY)
     assert info.value.retry_after_s == 3
@@ -212,15 +218,7 @@ def test_unsupported_question_is_declined_without_the_model(setup: Setup) -> Non
     """The retrieval gate answers before the model queue: with the model held by someone
     else and no queue place free, an off-topic question is still declined at once (a
     question that reached the model would raise Busy), and nothing was prefilled."""
-    service = setup.service
-    held = AnswerService(
-        service.db,
-        service.retriever,
-        service.embedder,
-        service.generator,
-        slot=ModelSlot(max_waiting=0, retry_after_s=3),
-    )
-    assert list(held.slot.wait_turn()) == []  # someone else holds the model
+    held = _model_held_elsewhere(setup.service)
     for question, sentence in (
         ("What is the capital of France?", DECLINE_SENTENCES["en"]),
         ("勾股定理的内容是什么？", DECLINE_SENTENCES["zh"]),
@@ -243,14 +241,7 @@ def test_follow_ups_pass_the_gate_on_their_own_terms(setup: Setup) -> None:
     to the model (Busy), and a whole prompt turn sent back as history counts as its
     question."""
     service = setup.service
-    held = AnswerService(
-        service.db,
-        service.retriever,
-        service.embedder,
-        service.generator,
-        slot=ModelSlot(max_waiting=0, retry_after_s=3),
-    )
-    assert list(held.slot.wait_turn()) == []  # someone else holds the model
+    held = _model_held_elsewhere(service)
     result = service.retriever.retrieve(QUESTION, [setup.collection_id], k=GREEDY.k)
     plan, _ = service.plan_prompt(QUESTION, result.passages, GREEDY)
     answer = {"role": "assistant", "content": TAUGHT_ANSWER}
