@@ -222,3 +222,60 @@ def test_the_decline_speaks_the_question_s_language() -> None:
     assert decline_sentence("What is the capital of France?") == EN
     assert decline_sentence("法国的首都是哪里？") == ZH
     assert decline_sentence("VPN 怎么设置？") == ZH
+
+
+# Chinese questions: no dense signal with the English MiniLM, so the evidence is words alone
+# (qa.answering.evidence: interrogatives left out, terms no chunk contains weighed up, two
+# covered terms needed). Each off-topic question below was answered with a quote before
+# those rules: it shares an everyday word or two with the documents (人口, 一年, 日本).
+
+
+def test_retrieval_names_the_terms_no_chunk_contains(
+    service: tuple[AnswerService, dict[str, int]],
+) -> None:
+    answers, ids = service
+    result = answers.retriever.retrieve("钢琴有多少个琴键？", [ids["shenzhen"]], k=6)
+    assert result.absent_terms == {"钢琴", "琴键"}
+    result = answers.retriever.retrieve("正式员工的带薪年假有几天？", [ids["shenzhen"]], k=6)
+    assert result.absent_terms == frozenset()
+    assert set(result.term_idf) == {"正式", "员工", "带薪", "年", "假"}  # no 几天
+
+
+@pytest.mark.parametrize(
+    ("collection", "question"),
+    [
+        ("shenzhen", "钢琴有多少个琴键？"),  # terms the documents never contain
+        ("shenzhen", "上海的人口有多少？"),
+        ("shenzhen", "日本的首都是哪里？"),
+        ("handbook", "一年有多少个节气？"),  # 一年 is everywhere, 节气 nowhere
+        ("handbook", "电动汽车的电池能用多少年？"),
+    ],
+)
+def test_chinese_off_topic_questions_are_declined(
+    service: tuple[AnswerService, dict[str, int]], collection: str, question: str
+) -> None:
+    answers, ids = service
+    result = answers.retriever.retrieve(question, [ids[collection]], k=6)
+    assert not result.dense_used
+    verdict = judge(question, result)
+    assert not verdict.supported, verdict
+    events = [e.to_json() for e in answers.ask(question, [ids[collection]])]
+    assert events[-1]["outcome"] == "not_found"
+    assert "".join(e["text"] for e in events if e["type"] == "token") == ZH
+
+
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        ("带薪年假有几天？", "十五天"),
+        ("正式员工每年有多少天带薪年假？", "十五天"),
+        ("員工的帶薪年假有幾天？", "十五天"),  # Traditional, against a Simplified guide
+    ],
+)
+def test_chinese_questions_the_guide_answers_are_answered(
+    service: tuple[AnswerService, dict[str, int]], question: str, expected: str
+) -> None:
+    answers, ids = service
+    events = [e.to_json() for e in answers.ask(question, [ids["shenzhen"]])]
+    assert events[-1]["outcome"] == "answered"
+    assert events[-2]["citations"] and expected in events[-2]["text"]

@@ -1,5 +1,6 @@
 """Lexical analysis: normalisation, stemming, stopwords, numbers, Chinese segmentation,
-Traditional and Simplified Chinese meeting, BM25's character n-grams."""
+Traditional and Simplified Chinese meeting, BM25's character n-grams, a question's terms
+without its interrogatives."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from qa.retrieval import lexical
 from qa.retrieval.bm25 import BM25Index
-from qa.retrieval.lexical import analyze, bm25_terms, to_simplified
+from qa.retrieval.lexical import analyze, bm25_terms, question_terms, to_simplified
 
 
 def test_english_is_stemmed_and_stopwords_dropped() -> None:
@@ -175,3 +176,25 @@ def test_han_bigrams_are_made_simplified_so_both_scripts_meet() -> None:
     assert {"带薪", "薪假"} <= han_bigrams("每年帶薪假期 27 天")
     assert han_bigrams("假 hotel 期") == {"假", "期"}  # a one-character run is itself
     assert han_bigrams("no Chinese here") == set()
+
+
+@pytest.mark.parametrize(
+    ("question", "terms"),
+    [
+        ("唐朝是哪一年建立的？", ["唐朝", "建立"]),  # not 一年 from inside 哪一年
+        ("上海的人口有多少？", ["上海", "人口"]),
+        ("長城有多長？", ["长城"]),  # Traditional: made Simplified first
+        ("為什麼貓喜歡曬太陽？", ["猫", "喜欢", "太阳", "晒太阳"]),
+        ("带薪年假有几天？", ["带薪", "年", "假"]),  # jieba's cut, 几天 gone
+        ("What is the hotel limit in London?", ["hotel", "limit", "london"]),
+    ],
+)
+def test_question_terms_leave_out_what_a_question_asks_with(
+    question: str, terms: list[str]
+) -> None:
+    assert list(dict.fromkeys(question_terms(question))) == terms
+
+
+def test_words_that_merely_start_like_interrogatives_stay() -> None:
+    terms = question_terms("几乎所有员工都有年假吗？哪怕只有一天？")
+    assert "几乎" in terms and "哪怕" in terms and "乎" not in terms and "怕" not in terms
