@@ -11,7 +11,7 @@ until they are revoked.
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from qa.accounts.users import Principal, principal_of
 from qa.errors import InvalidInput, Unauthenticated
@@ -28,11 +28,6 @@ from qa.store.user_sessions import (
 _SESSION_ENDED = "your session has ended; sign in again"
 #: session ids are 256 random bits, URL-safe (they travel in a signed cookie)
 _SESSION_ID_BYTES = 32
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything we store is UTC.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class SessionService:
@@ -64,11 +59,8 @@ class SessionService:
         if not isinstance(session_id, str) or not session_id:
             raise Unauthenticated(_SESSION_ENDED)
         with self.db.session() as session:
-            found = session_user(session, session_id)
-        if found is None:
-            raise Unauthenticated(_SESSION_ENDED)
-        user, expires_at = found
-        if user.disabled or _aware(expires_at) <= utcnow():
+            user = session_user(session, session_id, utcnow())
+        if user is None:
             raise Unauthenticated(_SESSION_ENDED)
         return principal_of(user)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, false, select
 from sqlalchemy.orm import Session
 
 from qa.store.db.models import User, UserSession, utcnow
@@ -27,14 +27,19 @@ def add_session(session: Session, session_id: str, user_id: int, expires_at: dat
     )
 
 
-def session_user(session: Session, session_id: str) -> tuple[User, datetime] | None:
-    """The user a session id belongs to and the session's end, or None if it was ended."""
-    row = session.execute(
-        select(User, UserSession.expires_at)
+def session_user(session: Session, session_id: str, now: datetime) -> User | None:
+    """The enabled user of a session that is still live at ``now``, else None (ended,
+    expired, or the user disabled). One query: the session's primary key joined to its
+    user, with the checks in the WHERE clause."""
+    return session.scalars(
+        select(User)
         .join(UserSession, UserSession.user_id == User.id)
-        .where(UserSession.id_hash == session_hash(session_id))
+        .where(
+            UserSession.id_hash == session_hash(session_id),
+            UserSession.expires_at > now,
+            User.disabled == false(),
+        )
     ).first()
-    return None if row is None else (row[0], row[1])
 
 
 def delete_session(session: Session, session_id: str) -> int:
