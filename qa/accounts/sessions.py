@@ -13,7 +13,7 @@ from __future__ import annotations
 import secrets
 from datetime import timedelta
 
-from qa.accounts.users import Principal, principal_of
+from qa.accounts.users import Principal, principal_of, secret_hash
 from qa.errors import InvalidInput, Unauthenticated
 from qa.store.db.engine import Database
 from qa.store.db.models import utcnow
@@ -49,7 +49,7 @@ class SessionService:
         now = utcnow()
         with self.db.session() as session:
             delete_expired_sessions(session, now)
-            add_session(session, session_id, user_id, now + self.lifetime)
+            add_session(session, secret_hash(session_id), user_id, now + self.lifetime)
             session.commit()
         return session_id
 
@@ -59,7 +59,7 @@ class SessionService:
         if not isinstance(session_id, str) or not session_id:
             raise Unauthenticated(_SESSION_ENDED)
         with self.db.session() as session:
-            user = session_user(session, session_id, utcnow())
+            user = session_user(session, secret_hash(session_id), utcnow())
         if user is None:
             raise Unauthenticated(_SESSION_ENDED)
         return principal_of(user)
@@ -67,7 +67,7 @@ class SessionService:
     def end(self, session_id: str) -> bool:
         """End one session (sign-out); whether it was still live."""
         with self.db.session() as session:
-            ended = delete_session(session, session_id)
+            ended = delete_session(session, secret_hash(session_id))
             session.commit()
         return ended > 0
 

@@ -124,7 +124,8 @@ def _random_password(length: int) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(length))
 
 
-def _token_hash(plaintext: str) -> str:
+def secret_hash(plaintext: str) -> str:
+    """What the database stores instead of a bearer secret (an API token, a session id)."""
     return hashlib.sha256(plaintext.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -541,7 +542,7 @@ class AccountService:
             token = ApiToken(
                 user_id=user_id,
                 name=name,
-                token_hash=_token_hash(plaintext),
+                token_hash=secret_hash(plaintext),
                 prefix=plaintext[:_TOKEN_DISPLAY_CHARS],
             )
             session.add(token)
@@ -555,7 +556,7 @@ class AccountService:
             row = session.execute(
                 select(ApiToken, User)
                 .join(User, User.id == ApiToken.user_id)
-                .where(ApiToken.token_hash == _token_hash(plaintext))
+                .where(ApiToken.token_hash == secret_hash(plaintext))
             ).first()
             if row is None:
                 raise Unauthenticated(_BAD_TOKEN)
