@@ -83,9 +83,6 @@ class RateLimiter:
         stats = _guarded(self.storage, self._window.get_window_stats, item, kind, key)
         raise RateLimited(max(1, math.ceil(stats.reset_time - time.time())))
 
-    def reset(self) -> None:
-        _guarded(self.storage, self.storage.reset)
-
 
 class SignInLockout:
     def __init__(self, storage: Storage, *, after: int, base_s: int, max_s: int) -> None:
