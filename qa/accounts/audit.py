@@ -22,7 +22,8 @@ from qa.errors import InvalidInput, StorageError
 from qa.store.db.engine import Database
 from qa.store.db.models import AuditEvent, utcnow
 
-# The actions the web layer records (the column takes any string up to 48 characters).
+# The actions recorded (the column takes any string up to 48 characters); the admin
+# audit page offers ACTIONS as its filter.
 SIGN_IN = "sign_in"
 SIGN_IN_FAILED = "sign_in_failed"
 SIGN_OUT = "sign_out"
@@ -51,6 +52,8 @@ TOKEN_REVOKE = "token_revoke"
 SETTINGS_CHANGE = "settings_change"
 SUMMARIZE = "summarize"
 SUMMARY_CANCEL = "summary_cancel"
+#: a ``docqa gc`` sweep (by the CLI or the reconciler; details: what it freed)
+GC = "gc"
 ACTIONS = (
     SIGN_IN,
     SIGN_IN_FAILED,
@@ -78,6 +81,7 @@ ACTIONS = (
     SETTINGS_CHANGE,
     SUMMARIZE,
     SUMMARY_CANCEL,
+    GC,
 )
 
 MAX_LIST_LIMIT = 1000

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from qa.accounts.audit import AuditLog
+from qa.accounts.audit import GC, AuditLog
 from qa.retrieval.index_store import TMP_PREFIX, IndexStore
 from qa.store.blob_refs import release_unreferenced, unreferenced_rows
 from qa.store.blobstore import BlobStore
@@ -43,9 +43,6 @@ log = logging.getLogger(__name__)
 GRACE_S = 3600.0
 #: how often the reconciler sweeps in scaled mode
 GC_INTERVAL_S = 3600.0
-
-#: the audit action of a sweep
-GC = "gc"
 
 _INDEX_KEY = re.compile(r"c(\d+)")
 

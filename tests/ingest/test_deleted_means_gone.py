@@ -18,8 +18,8 @@ from sqlalchemy import select
 
 from ingest.pipeline import IngestService, Outcome
 from ingest.runner import delete_collection, delete_documents
-from qa.accounts.audit import AuditLog
-from qa.library.gc import GC, collect_garbage, record_gc
+from qa.accounts.audit import GC, AuditLog
+from qa.library.gc import collect_garbage, record_gc
 from qa.retrieval.embedder import Embedder
 from qa.retrieval.index_store import IndexStore
 from qa.retrieval.lexical import bm25_terms
