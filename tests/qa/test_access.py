@@ -12,13 +12,7 @@ from qa.errors import InvalidInput, NotFound, PermissionDenied
 from qa.store.catalog import ensure_collection, get_collection
 from qa.store.db.engine import Database
 from qa.store.db.models import CollectionGrant, Document
-
-PASSWORD = "correct horse battery"
-
-
-@pytest.fixture
-def accounts(db: Database) -> AccountService:
-    return AccountService(db)
+from tests.qa.conftest import PASSWORD
 
 
 @pytest.fixture

@@ -28,13 +28,7 @@ from qa.answering.chats import ChatService
 from qa.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from qa.store.db.engine import MIGRATIONS_DIR, Database
 from qa.store.db.models import ApiToken, Base, Chat, GroupMember, User, utcnow
-
-PASSWORD = "correct horse battery"
-
-
-@pytest.fixture
-def accounts(db: Database) -> AccountService:
-    return AccountService(db)
+from tests.qa.conftest import PASSWORD
 
 
 def _count(db: Database, model: type[Base]) -> int:

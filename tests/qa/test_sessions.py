@@ -14,13 +14,7 @@ from qa.accounts.users import AccountService
 from qa.errors import Unauthenticated
 from qa.store.db.engine import Database
 from qa.store.db.models import UserSession, utcnow
-
-PASSWORD = "correct horse battery"
-
-
-@pytest.fixture
-def accounts(db: Database) -> AccountService:
-    return AccountService(db)
+from tests.qa.conftest import PASSWORD
 
 
 @pytest.fixture
