@@ -79,8 +79,12 @@ def test_gc_removes_orphans_reports_and_audits(tmp_path: Path) -> None:
     with sqlite3.connect(data / "docqa.db") as conn:
         (details,) = conn.execute("select details from audit_events where action = 'gc'").fetchone()
     assert json.loads(details)["originals"] == 1
-    again = docqa(data, "gc")
+    again = docqa(data, "gc", "--vacuum")
     assert again.returncode == 0 and "freed 0 bytes" in again.stdout
+    with sqlite3.connect(data / "docqa.db") as conn:
+        q = "select details from audit_events where action = 'gc' order by id"
+        rows = conn.execute(q).fetchall()
+    assert [json.loads(d)["vacuumed"] for (d,) in rows] == [False, True]
 
 
 @pytest.mark.parametrize(
