@@ -1,11 +1,11 @@
 """Tables of the metadata DB, the source of truth (indexes are derived from it).
 
-Collection and document ids are never reused (migration 0005): an old chat, summary or
-audit entry that names a deleted one can never come to mean a newer one. Collections count
-up (SQLite AUTOINCREMENT, a PostgreSQL sequence); a document id is random, and the same
-bytes in the same collection are found by (collection, sha256), unique. A chunk id derives
-from (document id, position, text), so a redelivered or repeated ingest of a document
-writes the same rows again instead of new ones.
+Collection, document and user ids are never reused (migrations 0005, 0007): an old chat,
+summary or audit entry that names a deleted one can never come to mean a newer one.
+Collections and users count up (SQLite AUTOINCREMENT, a PostgreSQL sequence); a document
+id is random, and the same bytes in the same collection are found by (collection, sha256),
+unique. A chunk id derives from (document id, position, text), so a redelivered or
+repeated ingest of a document writes the same rows again instead of new ones.
 """
 
 from __future__ import annotations
@@ -199,6 +199,9 @@ class Job(Base):
 
 class User(Base):
     __tablename__ = "users"
+    # Without AUTOINCREMENT SQLite hands the highest id out again once it is deleted, and
+    # the audit log (filtered by user id) outlives the account (migration 0007).
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
