@@ -10,7 +10,6 @@ import io
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,26 +19,11 @@ from ingest.pipeline import IngestService, Outcome
 from ingest.runner import delete_collection, delete_documents
 from qa.accounts.audit import GC, AuditLog
 from qa.library.gc import collect_garbage, record_gc
-from qa.retrieval.embedder import Embedder
-from qa.retrieval.index_store import IndexStore
 from qa.retrieval.lexical import bm25_terms
-from qa.settings import Settings
-from qa.store.blobstore import INCOMING_PREFIX, BlobStore
+from qa.store.blobstore import INCOMING_PREFIX
 from qa.store.catalog import ensure_collection, get_document
 from qa.store.db.engine import Database
 from qa.store.db.models import Collection, DocStatus, Document, Job
-
-
-@pytest.fixture
-def service(tmp_path: Path, db: Database, embedder: Embedder) -> Iterator[IngestService]:
-    settings = Settings(data_dir=tmp_path / "var", database_url=db.url, parse_timeout_s=30)
-    svc = IngestService(
-        settings, db, BlobStore(settings.blob_dir), embedder, IndexStore(settings.index_dir)
-    )
-    try:
-        yield svc
-    finally:
-        svc.close()
 
 
 def _ingest(service: IngestService, collection: str, name: str, text: str) -> Document:
@@ -211,30 +195,19 @@ def _hunt(root: Path, needles: list[bytes]) -> list[str]:
 def _add_summaries(db: Database, doc: Document, marker: str) -> None:
     """A document summary of ``doc`` and a collection summary quoting it."""
     statement = {"text": f"The {marker} procedure is reviewed in spring.", "pages": [1]}
+    own = {"document_id": doc.id, "statements": [statement]}
+    quoting = {"statements": [statement], "documents": [own]}
     with db.session() as session:
-        session.add(
+        session.add_all(
             Job(
-                id=f"d{doc.id[:30]}",
+                id=f"{prefix}{doc.id[:30]}",
                 kind="summary",
                 status="done",
                 collection_id=doc.collection_id,
-                document_id=doc.id,
-                payload={"result": {"document_id": doc.id, "statements": [statement]}},
+                document_id=document_id,
+                payload={"result": result},
             )
-        )
-        session.add(
-            Job(
-                id=f"c{doc.id[:30]}",
-                kind="summary",
-                status="done",
-                collection_id=doc.collection_id,
-                payload={
-                    "result": {
-                        "statements": [statement],
-                        "documents": [{"document_id": doc.id, "statements": [statement]}],
-                    }
-                },
-            )
+            for prefix, document_id, result in [("d", doc.id, own), ("c", None, quoting)]
         )
         session.commit()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import zipfile
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,31 +15,12 @@ from ingest.document import Page
 from ingest.pipeline import IngestService, Outcome
 from ingest.runner import delete_collection, delete_documents, reindex_collections, run_ingest
 from qa.errors import IndexUnavailable
-from qa.retrieval.embedder import Embedder
-from qa.retrieval.index_store import IndexReader, IndexStore
+from qa.retrieval.index_store import IndexReader
 from qa.retrieval.lexical import ANALYZER_VERSION, bm25_terms
-from qa.settings import Settings
-from qa.store.blobstore import BlobStore
 from qa.store.catalog import get_collection
 from qa.store.db.engine import Database
 from qa.store.db.models import Chunk, DocStatus, Document, Embedding, PageText
 from tests.conftest import SAMPLES
-
-
-@pytest.fixture
-def service(tmp_path: Path, db: Database, embedder: Embedder) -> Iterator[IngestService]:
-    settings = Settings(data_dir=tmp_path / "var", database_url=db.url, parse_timeout_s=30)
-    svc = IngestService(
-        settings,
-        db,
-        BlobStore(settings.blob_dir),
-        embedder,
-        IndexStore(settings.index_dir),
-    )
-    try:
-        yield svc
-    finally:
-        svc.close()
 
 
 def _counts(db: Database) -> tuple[int, int, int]:

@@ -17,12 +17,12 @@ from sqlalchemy import update
 
 from ingest.pipeline import IngestService, Outcome
 from qa.retrieval.embedder import Embedder
-from qa.retrieval.index_store import MANIFEST_FILE, IndexReader, IndexStore
+from qa.retrieval.index_store import MANIFEST_FILE, IndexReader
 from qa.retrieval.lexical import ANALYZER_VERSION, bm25_terms
 from qa.settings import Settings
-from qa.store.blobstore import BlobStore
 from qa.store.db.engine import Database
 from qa.store.db.models import Chunk, DocStatus, Document, Job, utcnow
+from tests.ingest.ingest_service import ingest_service
 from worker.reconcile import (
     mark_queued,
     processing_deadline_s,
@@ -44,13 +44,8 @@ def service(tmp_path: Path, db: Database, embedder: Embedder) -> Iterator[Ingest
         summarize_task_time_limit_s=300,
         max_processing_attempts=3,
     )
-    svc = IngestService(
-        settings, db, BlobStore(settings.blob_dir), embedder, IndexStore(settings.index_dir)
-    )
-    try:
+    with ingest_service(settings, db, embedder) as svc:
         yield svc
-    finally:
-        svc.close()
 
 
 def _submit(service: IngestService, name: str, text: str, collection: str = "docs") -> str:
