@@ -27,7 +27,7 @@ from qa.settings import Settings
 from qa.store.blobstore import BlobStore
 from qa.store.db.engine import Database
 from web.metrics import Metrics
-from web.ratelimit import RateLimiter, SignInLockout, build_limit_storage
+from web.ratelimit import LimitStore, RateLimiter, SignInLockout, build_limit_storage
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def build_web_services(
         answers, access, chats, audit, config=config, observer=metrics.observe_event
     )
     metrics.bind(answers=answers, db=db, ingest=ingest)
-    limit_storage = build_limit_storage(settings)
+    limit_store = LimitStore(build_limit_storage(settings))
     return WebServices(
         settings=settings,
         db=db,
@@ -106,9 +106,9 @@ def build_web_services(
         library=library,
         questions=questions,
         metrics=metrics,
-        limiter=RateLimiter(limit_storage),
+        limiter=RateLimiter(limit_store),
         lockout=SignInLockout(
-            limit_storage,
+            limit_store,
             after=settings.sign_in_lockout_after,
             base_s=settings.sign_in_lockout_base_s,
             max_s=settings.sign_in_lockout_max_s,

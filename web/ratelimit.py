@@ -15,13 +15,17 @@ allowing its own share.
   count is kept for any name typed, existing or not, so a lock reveals nothing about which
   accounts exist. A successful sign-in clears it.
 
-A storage that does not answer (Redis down) is ``Unavailable`` (503): limits that cannot
-be counted are not silently dropped.
+A shared storage that does not answer (Redis down) is replaced by this process's memory
+until it answers again (``LimitStore``; Flask-Limiter's in-memory fallback): the limits
+still hold, per process as in embedded mode, and the web app keeps serving what does not
+need Redis (reading documents and chats, uploads kept for later) instead of answering every
+request with a 503.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -31,15 +35,18 @@ from limits import RateLimitItemPerMinute
 from limits.storage import MemoryStorage, RedisStorage, Storage
 from limits.strategies import MovingWindowRateLimiter
 
-from qa.errors import RateLimited, Unavailable
+from qa.errors import RateLimited
 from qa.settings import Settings
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: keys of docqa's counters in a shared Redis start with this
 KEY_PREFIX = "docqa-limits"
 #: failures older than this (counted from the first of a run) are forgotten
 LOCKOUT_MEMORY_S = 3600
+#: while the shared storage is down, how long to count in memory before trying it again
+RECHECK_S = 5.0
 
 
 def limit_storage_url(settings: Settings) -> str:
@@ -60,33 +67,50 @@ def build_limit_storage(settings: Settings) -> Storage:
     return RedisStorage(url, key_prefix=KEY_PREFIX, socket_timeout=2.0, socket_connect_timeout=2.0)
 
 
-def _guarded(storage: Storage, call: Callable[..., T], *args: object) -> T:
-    """``call(*args)`` on the storage, its backend's errors translated at this one boundary."""
-    try:
-        return call(*args)
-    except storage.base_exceptions as exc:
-        raise Unavailable(
-            "the rate-limit store is not answering; try again shortly", retry_after_s=5
-        ) from exc
+class LimitStore:
+    """The storage counters go to: the shared one, or this process's memory while the
+    shared one does not answer (tried again every ``RECHECK_S``)."""
+
+    def __init__(self, shared: Storage) -> None:
+        self.shared = shared
+        self.local = shared if isinstance(shared, MemoryStorage) else MemoryStorage()
+        self._shared_window = MovingWindowRateLimiter(shared)
+        self._local_window = MovingWindowRateLimiter(self.local)
+        self._shared_down_until = 0.0
+
+    def run(self, call: Callable[[Storage, MovingWindowRateLimiter], T]) -> T:
+        """``call(storage, its moving window)`` on the shared storage, else locally."""
+        if time.monotonic() >= self._shared_down_until:
+            try:
+                return call(self.shared, self._shared_window)
+            except self.shared.base_exceptions as exc:
+                # Short socket timeouts (build_limit_storage) keep this from stalling requests
+                log.warning("rate-limit store not answering, counting in process: %s", exc)
+                self._shared_down_until = time.monotonic() + RECHECK_S
+        return call(self.local, self._local_window)
 
 
 class RateLimiter:
-    def __init__(self, storage: Storage) -> None:
-        self.storage = storage
-        self._window = MovingWindowRateLimiter(storage)
+    def __init__(self, store: LimitStore) -> None:
+        self.store = store
 
     def hit(self, kind: str, key: str, per_minute: int) -> None:
         """Count one hit of the (kind, key) window or raise ``RateLimited``."""
         item = RateLimitItemPerMinute(per_minute)
-        if _guarded(self.storage, self._window.hit, item, kind, key):
-            return
-        stats = _guarded(self.storage, self._window.get_window_stats, item, kind, key)
-        raise RateLimited(max(1, math.ceil(stats.reset_time - time.time())))
+
+        def count(_: Storage, window: MovingWindowRateLimiter) -> float | None:
+            if window.hit(item, kind, key):
+                return None
+            return window.get_window_stats(item, kind, key).reset_time
+
+        reset_time = self.store.run(count)
+        if reset_time is not None:
+            raise RateLimited(max(1, math.ceil(reset_time - time.time())))
 
 
 class SignInLockout:
-    def __init__(self, storage: Storage, *, after: int, base_s: int, max_s: int) -> None:
-        self.storage = storage
+    def __init__(self, store: LimitStore, *, after: int, base_s: int, max_s: int) -> None:
+        self.store = store
         self.after = after
         self.base_s = base_s
         self.max_s = max(max_s, base_s)
@@ -94,26 +118,38 @@ class SignInLockout:
     def check(self, username: str) -> None:
         """``RateLimited`` while the name is locked (before any password is checked)."""
         lock = self._key("lock", username)
-        if _guarded(self.storage, self.storage.get, lock) <= 0:
-            return
-        until = _guarded(self.storage, self.storage.get_expiry, lock)
-        raise RateLimited(max(1, math.ceil(until - time.time())))
+
+        def locked_until(storage: Storage, _: MovingWindowRateLimiter) -> float | None:
+            return storage.get_expiry(lock) if storage.get(lock) > 0 else None
+
+        until = self.store.run(locked_until)
+        if until is not None:
+            raise RateLimited(max(1, math.ceil(until - time.time())))
 
     def failed(self, username: str) -> int:
         """Count a failed sign-in; the seconds the name is now locked for (0: not locked)."""
-        fail = self._key("fail", username)
-        failures = _guarded(self.storage, self.storage.incr, fail, LOCKOUT_MEMORY_S)
-        if failures < self.after:
-            return 0
-        seconds = min(self.max_s, self.base_s << min(failures - self.after, 30))
-        lock = self._key("lock", username)
-        _guarded(self.storage, self.storage.clear, lock)
-        _guarded(self.storage, self.storage.incr, lock, seconds)
-        return seconds
+        fail, lock = self._key("fail", username), self._key("lock", username)
+
+        def count(storage: Storage, _: MovingWindowRateLimiter) -> int:
+            failures = storage.incr(fail, LOCKOUT_MEMORY_S)
+            if failures < self.after:
+                return 0
+            seconds = min(self.max_s, self.base_s << min(failures - self.after, 30))
+            # The storage has no "set": a lock is a counter that expires after `seconds`
+            storage.clear(lock)
+            storage.incr(lock, seconds)
+            return seconds
+
+        return self.store.run(count)
 
     def succeeded(self, username: str) -> None:
-        for kind in ("fail", "lock"):
-            _guarded(self.storage, self.storage.clear, self._key(kind, username))
+        keys = [self._key(kind, username) for kind in ("fail", "lock")]
+
+        def clear(storage: Storage, _: MovingWindowRateLimiter) -> None:
+            for key in keys:
+                storage.clear(key)
+
+        self.store.run(clear)
 
     @staticmethod
     def _key(kind: str, username: str) -> str:

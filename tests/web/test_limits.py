@@ -1,7 +1,8 @@
 """Limits that hold across processes (issue 12, deliverable 7): the per-username sign-in
 lockout with backoff, which says the same for accounts that exist and names that do not;
-a limit store that does not answer is 503; and two real web processes sharing one Redis
-count sign-ins, lockouts and requests together."""
+a limit store that does not answer is replaced by the process's memory until it answers
+again; and two real web processes sharing one Redis count sign-ins, lockouts and requests
+together."""
 
 from __future__ import annotations
 
@@ -15,10 +16,15 @@ from pathlib import Path
 
 import pytest
 import redis
+from limits.storage import RedisStorage
 
+from qa.errors import RateLimited
 from qa.retrieval.embedder import Embedder
 from tests.web.conftest import PASSWORDS, WebEnv, build_env
 from tests.web.live import LiveServer
+from tests.worker.celery_support import RedisServer
+from web import ratelimit
+from web.ratelimit import LimitStore, RateLimiter
 
 #: a Redis database no other test uses: flushed at the start of the shared-limit test
 SHARED_REDIS = "redis://127.0.0.1:6379/15"
@@ -82,18 +88,40 @@ def test_lockout_backs_off_and_does_not_reveal_accounts(lockout_env: WebEnv) -> 
     ]
 
 
-def test_limit_store_down_is_503(tmp_path: Path, seeded_template: Path, embedder: Embedder) -> None:
+def test_limit_store_down_counts_in_the_process(
+    tmp_path: Path, seeded_template: Path, embedder: Embedder
+) -> None:
     data = tmp_path / "var"
     shutil.copytree(seeded_template, data)
-    # Port 1 refuses connections: the limits cannot be counted, so nothing is let through.
-    env = build_env(data, embedder, rate_limit_storage_url="redis://127.0.0.1:1/0")
+    # Port 1 refuses connections: the shared counts cannot be kept, so this process keeps
+    # them (the limits still hold) and the app goes on answering.
+    env = build_env(
+        data, embedder, rate_limit_storage_url="redis://127.0.0.1:1/0", rate_requests_per_min=3
+    )
     try:
-        resp = env.app.test_client().get("/login")
-        assert resp.status_code == 503
-        assert resp.headers["Retry-After"] == "5"
+        client = env.app.test_client()
+        assert [client.get("/login").status_code for _ in range(4)] == [200, 200, 200, 429]
         assert env.app.test_client().get("/healthz").status_code == 200  # not limited
     finally:
         env.svc.close()
+
+
+def test_counts_go_back_to_the_shared_store_once_it_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ratelimit, "RECHECK_S", 0.0)
+    with RedisServer(tmp_path / "redis") as server:
+        limiter = RateLimiter(LimitStore(RedisStorage(server.url(), socket_timeout=1.0)))
+        limiter.hit("request", "ip:a", 2)
+        assert redis.Redis.from_url(server.url()).keys("*ip:a*")  # where every process counts
+        server.stop()
+        limiter.hit("request", "ip:b", 2)  # down: counted here, the request goes through
+        limiter.hit("request", "ip:b", 2)
+        with pytest.raises(RateLimited):
+            limiter.hit("request", "ip:b", 2)
+        server.start()
+        limiter.hit("request", "ip:c", 2)
+        assert redis.Redis.from_url(server.url()).keys("*ip:c*")  # shared again
 
 
 # --- two web processes, one Redis ---------------------------------------------------------

@@ -171,12 +171,9 @@ def test_serve_with_a_broker_enqueues_and_answers_503_while_it_is_down(
     # (for an earlier test's broker) would stay: drop them, as Celery does after a fork.
     process_app._after_fork()
     with RedisServer(tmp_path / "redis") as broker:
-        # The rate limits count in this process: on the broker's Redis (the default) every
-        # request is a 503 from the limiter while it is down (tests/web/test_limits.py),
-        # before the upload this test is about is tried.
-        env = worker_env(
-            tmp_path / "var", broker.url(), postgres_url, DOCQA_RATE_LIMIT_STORAGE_URL="memory://"
-        )
+        # The rate limits count on the broker's Redis (the default); while it is down they
+        # count in this process (web.ratelimit.LimitStore), so the upload is still tried.
+        env = worker_env(tmp_path / "var", broker.url(), postgres_url)
         app = build_app(Settings(**settings_overrides(env)))
         svc: WebServices = app.extensions["docqa"]
         try:
