@@ -173,6 +173,19 @@ class UserUpdate:
     sessions_ended: int = 0
 
 
+def _stored_preferences(user: User) -> dict[str, Any]:
+    """A copy of the user's stored preferences, as every reader of them must see them.
+
+    Preferences stored before the web refused lone surrogates (issue 12) made every later
+    answer that showed them fail: they are repaired here, for the caller to commit (the
+    column is set only when a repair changed something)."""
+    prefs = dict(user.preferences or {})
+    fixed = repaired(prefs)
+    if fixed != prefs:
+        user.preferences = fixed
+    return dict(fixed)
+
+
 # --- input checks -------------------------------------------------------------------------
 
 
@@ -439,25 +452,20 @@ class AccountService:
     # preferences
 
     def preferences(self, user_id: int) -> dict[str, Any]:
-        """Only the keys the user has set; a missing key means "use the default".
-
-        Preferences stored before the web refused lone surrogates (issue 12) made every
-        later answer that showed them fail; they are repaired here, once, on read."""
+        """Only the keys the user has set; a missing key means "use the default"."""
         with self.db.session() as session:
             user = _get_user(session, user_id)
-            prefs = dict(user.preferences or {})
-            fixed = repaired(prefs)
-            if fixed != prefs:
-                user.preferences = fixed
+            prefs = _stored_preferences(user)
+            if session.dirty:  # repaired
                 session.commit()
-            return dict(fixed)
+            return prefs
 
     def set_preferences(self, user_id: int, prefs: Mapping[str, Any]) -> dict[str, Any]:
         """Merge ``prefs`` into the stored ones (all or nothing); a ``None`` value resets."""
         cleaned = _check_preferences(prefs)
         with self.db.session() as session:
             user = _get_user(session, user_id)
-            merged = dict(user.preferences or {})
+            merged = _stored_preferences(user)
             for key, value in cleaned.items():
                 if value is None:
                     merged.pop(key, None)

@@ -153,3 +153,24 @@ def test_stored_preferences_with_lone_surrogates_are_repaired(web: WebEnv) -> No
         assert stored is not None
         json.dumps(stored.preferences).encode("utf-8")
         assert stored.preferences["system_prompt"] == "be brief \ufffd please"
+
+
+def test_stored_preferences_with_lone_surrogates_are_repaired_when_changed(web: WebEnv) -> None:
+    """Changing such preferences before any read of them merges into the repaired ones:
+    the answer (and what is stored) is Unicode text, not a 500 when it is encoded."""
+    uid = web.users["alice"].user_id
+    with web.svc.db.session() as session:
+        prefs = {"system_prompt": "be brief \ud800 please"}
+        session.execute(sa.update(User).where(User.id == uid).values(preferences=prefs))
+        session.commit()
+    alice = web.client("alice")
+    resp = alice.put("/api/v1/me/preferences", json={"theme": "dark"})
+    assert resp.status_code == 200, resp.get_data(as_text=True)[:300]
+    assert resp.get_json()["preferences"] == {
+        "system_prompt": "be brief \ufffd please",
+        "theme": "dark",
+    }
+    with web.svc.db.session() as session:
+        stored = session.get(User, uid)
+        assert stored is not None
+        assert stored.preferences["system_prompt"] == "be brief \ufffd please"
