@@ -69,24 +69,26 @@ def job_ids(session: Session, kind: str, statuses: Sequence[str]) -> list[str]:
 
 
 def delete_jobs_citing(session: Session, collection_id: int, doc_ids: Sequence[str]) -> int:
-    """Delete the collection's jobs whose stored result quotes one of ``doc_ids``.
+    """Delete the collection's jobs whose stored result names one of ``doc_ids``.
 
     A document's own jobs go with it (ON DELETE CASCADE); a collection summary holds
-    statements taken from each of its documents, so deleting a document must take it too.
+    statements taken from each of its documents, and the name of each one it skipped (not
+    indexed yet, failed), so deleting a document must take it too.
     """
     gone = set(doc_ids)
     jobs = session.scalars(
         select(Job).where(Job.collection_id == collection_id, Job.document_id.is_(None))
     ).all()
-    doomed = [job for job in jobs if _cited_documents(job) & gone]
+    doomed = [job for job in jobs if _named_documents(job) & gone]
     for job in doomed:
         session.delete(job)
     return len(doomed)
 
 
-def _cited_documents(job: Job) -> set[str]:
+def _named_documents(job: Job) -> set[str]:
+    """The documents a collection summary's result quotes or lists as skipped."""
     result = (job.payload or {}).get("result")
-    parts = result.get("documents") if isinstance(result, dict) else None
-    if not isinstance(parts, list):
+    if not isinstance(result, dict):
         return set()
-    return {str(p.get("document_id")) for p in parts if isinstance(p, dict)}
+    parts = [p for key in ("documents", "skipped") if isinstance(p := result.get(key), list)]
+    return {str(d.get("document_id")) for part in parts for d in part if isinstance(d, dict)}

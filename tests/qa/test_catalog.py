@@ -14,6 +14,7 @@ from qa.store.catalog import (
     chunk_id,
     chunk_positions,
     delete_document,
+    delete_documents,
     ensure_collection,
     get_collection,
     get_collection_by_id,
@@ -116,6 +117,28 @@ def test_delete_document_removes_chunks_embeddings_and_pages(db: Database) -> No
         s.commit()
         for model in (Chunk, Embedding, PageText, Document):
             assert s.scalar(select(func.count()).select_from(model)) == 0
+
+
+def test_deleting_documents_takes_the_collection_summaries_naming_them(db: Database) -> None:
+    """Quoted or listed as skipped, a deleted document's name is in the summary: it goes."""
+    quoted, skipped, other = (_doc(db, f"{n}.md", n[0] * 64) for n in ("q", "s", "o"))
+
+    def summary(key: str, doc_id: str) -> dict[str, object]:
+        return {"result": {key: [{"document_id": doc_id, "document_name": "x"}]}}
+
+    with db.session() as s:
+        coll_id = get_collection(s, "handbook").id
+        jobs = {"quotes": summary("documents", quoted), "skips": summary("skipped", skipped)}
+        jobs["other"] = summary("documents", other)
+        s.add_all(
+            Job(id=i, kind="summary", status="done", collection_id=coll_id, payload=p)
+            for i, p in jobs.items()
+        )
+        s.commit()
+        docs = [s.get(Document, quoted), s.get(Document, skipped)]
+        assert delete_documents(s, [d for d in docs if d is not None]) == {"q" * 64, "s" * 64}
+        s.commit()
+        assert s.scalars(select(Job.id)).all() == ["other"]
 
 
 def test_collections_listing_and_validation(db: Database) -> None:
