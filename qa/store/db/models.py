@@ -64,6 +64,11 @@ class Collection(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: a reindex asked for and not yet published (cleared by the publish that started
+    #: after it): the row, not the broker message, carries the request (migration 0008)
+    reindex_requested_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), default=None
+    )
 
     documents: Mapped[list[Document]] = relationship(
         back_populates="collection", cascade="all, delete-orphan", passive_deletes=True
@@ -96,6 +101,9 @@ class Document(Base):
     page_count: Mapped[int] = mapped_column(Integer, default=0)
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: the worker node that last started processing it (``docqa worker --name``): its
+    #: restart, or the expiry of its heartbeat, hands the document on (migration 0008)
+    claimed_by: Mapped[str | None] = mapped_column(String(255), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
