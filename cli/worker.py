@@ -11,6 +11,13 @@ A summarize worker sends its generations to the generation workers as batch requ
 they interrupt for any question; consuming both queues in one process would let a whole
 summary hold the process that questions need.
 
+A worker's node name (``--name``; default ``docqa-<queues>@<host name>``) must be unique
+among running workers and stay the same across its restarts: the documents it is
+processing are recorded under it, and a worker starting under that name sends again those
+its killed run left behind. Run two alike workers on one host with distinct ``--name``s.
+Each worker also renews a heartbeat in Redis (``worker.heartbeat``); the reconciler hands
+the documents of a worker whose heartbeat expired to the others.
+
 The ``index`` queue has exactly one consumer process, so collections are published by one
 writer: a worker consuming it refuses ``--concurrency`` above 1 (run ingest separately).
 ``--beat`` embeds the scheduler of the periodic reconciler; run it in exactly one worker
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 
 import click
@@ -74,6 +82,13 @@ def _sigterm_is_cold_shutdown() -> None:
     default=None,
     help="Worker processes (default: one per core for ingest; 1 for index/generate/summarize).",
 )
+@click.option(
+    "--name",
+    default=None,
+    help="Node name, unique among running workers and the same across restarts: a restarted"
+    " worker takes back the documents its killed run was processing (default"
+    " docqa-<queues>@<host name>).",
+)
 @click.option("--beat", is_flag=True, help="Also run the periodic reconciler's scheduler.")
 @click.option(
     "--stop-grace",
@@ -94,6 +109,7 @@ def worker_command(
     settings: Settings,
     queues: str,
     concurrency: int | None,
+    name: str | None,
     beat: bool,
     stop_grace: float | None,
     loglevel: str,
@@ -128,8 +144,14 @@ def worker_command(
 
     from worker.celery_app import configure
     from worker.context import THREADS_KEY
+    from worker.lifecycle import NODE_KEY, QUEUES_KEY, release_claims
 
+    node = name or f"docqa-{'-'.join(names)}@{socket.gethostname()}"
+    if "@" not in node:
+        raise InvalidInput(f"--name must look like name@host, got {node!r}")
     app = configure(settings)
+    app.conf[NODE_KEY] = node
+    app.conf[QUEUES_KEY] = names
     # Each pool process embeds with torch; N processes x all cores would oversubscribe.
     app.conf[THREADS_KEY] = max(1, cores // concurrency)
     if stop_grace is not None:
@@ -145,11 +167,18 @@ def worker_command(
         f"--concurrency={concurrency}",
         "--pool=prefork",
         f"--loglevel={loglevel.upper()}",
-        f"--hostname=docqa-{'-'.join(names)}-{os.getpid()}@%h",
+        f"--hostname={node}",
         # No worker-to-worker chatter: nothing here uses it, and it slows every start.
         "--without-mingle",
         "--without-gossip",
     ]
     if beat:
         argv += ["--beat", f"--schedule={settings.data_dir / 'celerybeat-schedule'}"]
-    app.worker_main(argv)
+    try:
+        app.worker_main(argv)
+    finally:
+        if "ingest" in names:
+            try:
+                release_claims(settings, node)
+            except Exception:  # a restart takes them back instead (a duplicate is a no-op)
+                logging.getLogger(__name__).exception("could not release %s's claims", node)

@@ -164,8 +164,12 @@ class IngestService:
 
     # -- process --------------------------------------------------------------------------
 
-    def process(self, doc_id: str) -> Processed:
-        """Parse, chunk, embed and store one document. Never raises for a bad file."""
+    def process(self, doc_id: str, worker: str | None = None) -> Processed:
+        """Parse, chunk, embed and store one document. Never raises for a bad file.
+
+        ``worker``: the node name of the worker processing it, recorded with the
+        ``processing`` status, so that the worker's restart (or the expiry of its heartbeat)
+        hands the document on at once (``worker.reconcile``)."""
         started = time.perf_counter()
         with self.db.session() as session:
             doc = get_document(session, doc_id)
@@ -189,6 +193,7 @@ class IngestService:
             if not quarantine:
                 doc.status = DocStatus.PROCESSING
                 doc.attempts += 1
+                doc.claimed_by = worker
                 session.commit()
         if quarantine:
             # Worded like the sandbox's own ParserCrashed reasons ("parser crashed (...)").

@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     #: a document (summary job) processing (running) this long past its hard time limit
     #: has no live worker: the reconciler sends it again
     reconcile_processing_grace_s: int = Field(default=15, ge=0)
+    #: a worker renews its heartbeat in Redis every third of this; the reconciler hands
+    #: the documents of a worker whose heartbeat expired to another one
+    worker_heartbeat_ttl_s: int = Field(default=30, ge=3, le=3600)
 
     # web serving (``docqa serve``)
     host: str = "127.0.0.1"

@@ -36,8 +36,13 @@ ROUTES = {
     "docqa.summarize": "summarize",
 }
 
-#: modules whose import registers tasks on ``app``
-TASK_MODULES = ["worker.tasks", "worker.tasks_generate", "worker.tasks_summarize"]
+#: modules whose import registers tasks (and worker signal handlers) on ``app``
+TASK_MODULES = [
+    "worker.tasks",
+    "worker.tasks_generate",
+    "worker.tasks_summarize",
+    "worker.lifecycle",
+]
 
 #: seconds a worker told to stop (SIGTERM) lets its running tasks finish before requeueing
 WORKER_SOFT_SHUTDOWN_S = 10.0

@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ingest.pipeline import IngestService
 from qa.errors import Unavailable
 from qa.library.ingest_queue import IngestQueue, Upload
+from qa.store.catalog import request_reindex
 from qa.store.db.models import DocStatus, Document
 from worker.reconcile import mark_queued
 from worker.uploads import store_upload
@@ -66,11 +67,16 @@ class CeleryIngestQueue(IngestQueue):
         )
 
     def reindex(self, collection_id: int) -> None:
+        # The row carries the request: a message lost with the broker, or with an index
+        # worker killed while it held it, is sent again by the reconciler.
+        with self.service.db.session() as session:
+            request_reindex(session, collection_id)
+            session.commit()
         self._send(
             "docqa.publish_collection",
             [collection_id],
             {"force": True},
-            "the task queue is unreachable; reindex again when it is back",
+            "the task queue is unreachable; the reindex is recorded and will run when it is back",
         )
 
     def summarize(self, job_id: str) -> None:

@@ -7,12 +7,22 @@ DB still says what is unfinished, so a periodic reconciler redoes it:
 * a document ``queued`` longer than ``reconcile_stuck_after_s`` while the ingest queue is
   empty lost its message: enqueue it again. (While the queue holds messages the document is
   most likely still waiting in it; re-enqueueing then would only duplicate work.)
+* a document ``processing`` claimed by a worker whose heartbeat expired
+  (``worker.heartbeat``) has no worker: enqueue it again, within seconds of the worker's
+  death instead of after the task time limit. A worker that restarts under the same node
+  name takes back its own ``processing`` documents at once (``reclaim_own``, on start).
 * a document ``processing`` for longer than the hard task time limit (plus a grace period)
-  cannot still be running anywhere: its worker died. Enqueue it again; ``process`` itself
-  quarantines a file that has killed its worker ``max_processing_attempts`` times.
-* a collection with nothing pending whose published index does not hold the DB's chunk
-  count lost its publish: publish it. So is one whose index an older lexical analyzer
-  built (``ANALYZER_VERSION``, after an upgrade): the publish re-derives its terms.
+  cannot still be running anywhere (this also covers rows claimed before heartbeats, and a
+  Redis that cannot tell): enqueue it again. ``process`` itself quarantines a file that
+  has killed its worker ``max_processing_attempts`` times.
+* a collection whose published index is behind the DB (another chunk count, or an
+  ``indexed`` document newer than the version) lost its publish: publish it, pending
+  documents or not (an ``indexed`` document is searchable after the next publish, never
+  held back by a stuck one). So is one whose index an older lexical analyzer built
+  (``ANALYZER_VERSION``, after an upgrade): the publish re-derives its terms.
+* a reindex request (``collections.reindex_requested_at``) older than
+  ``reconcile_stuck_after_s``, or any, when the index worker starts: its message was lost
+  (with the index worker that held it, say): send it again.
 * a summary job ``queued`` that long while the summarize queue is empty, or ``running``
   with no progress for longer than its hard time limit (plus grace), lost its message or
   its worker: send it again. ``SummaryRunner.run`` restarts a job left running and skips a
@@ -28,7 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -45,8 +55,8 @@ from qa.summaries.jobs import RUNNING as JOB_RUNNING
 
 log = logging.getLogger(__name__)
 
-#: while documents of a collection are still pending, publish it at most this often
-PUBLISH_MIN_INTERVAL_S = 30.0
+#: which of some worker nodes have a live heartbeat (None: cannot tell); see worker.heartbeat
+AliveNodes = Callable[[Set[str]], "set[str] | None"]
 
 PENDING = (DocStatus.QUEUED, DocStatus.PROCESSING)
 
@@ -67,12 +77,14 @@ class ReconcileReport:
     requeued: list[str] = field(default_factory=list)
     republished: list[int] = field(default_factory=list)
     summaries: list[str] = field(default_factory=list)
+    reindexed: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
         return {
             "requeued": self.requeued,
             "republished": self.republished,
             "summaries": self.summaries,
+            "reindexed": self.reindexed,
         }
 
 
@@ -100,6 +112,56 @@ def stuck_documents(
         return list(
             session.scalars(select(Document.id).where(stuck).order_by(Document.created_at)).all()
         )
+
+
+def orphaned_documents(db: Database, alive: AliveNodes, *, claimed_before: datetime) -> list[str]:
+    """Documents ``processing`` on a worker whose heartbeat expired (claimed before
+    ``claimed_before``: one re-send per heartbeat TTL). None of them when Redis cannot
+    tell which workers are alive: the processing deadline still applies."""
+    with db.session() as session:
+        rows = session.execute(
+            select(Document.id, Document.claimed_by)
+            .where(
+                Document.status == DocStatus.PROCESSING,
+                Document.claimed_by.is_not(None),
+                Document.updated_at < claimed_before,
+            )
+            .order_by(Document.created_at)
+        ).all()
+    if not rows:
+        return []
+    live = alive({node for _, node in rows if node is not None})
+    if live is None:
+        return []
+    return [doc_id for doc_id, node in rows if node not in live]
+
+
+def reclaim_own(db: Database, node: str, enqueue_document: Callable[[str], None]) -> list[str]:
+    """On a worker's start: send again the documents an earlier run of the same node left
+    ``processing`` (it was killed: a node name belongs to one live worker at a time)."""
+    with db.session() as session:
+        own = list(
+            session.scalars(
+                select(Document.id).where(
+                    Document.status == DocStatus.PROCESSING, Document.claimed_by == node
+                )
+            ).all()
+        )
+    for doc_id in own:
+        enqueue_document(doc_id)
+        touch(db, [doc_id])
+    if own:
+        log.warning("%s: took back %d documents its earlier run left processing", node, len(own))
+    return own
+
+
+def reindex_requests(db: Database, *, requested_before: datetime | None) -> list[int]:
+    """Collections with a reindex request older than ``requested_before`` (None: any)."""
+    query = select(Collection.id).where(Collection.reindex_requested_at.is_not(None))
+    if requested_before is not None:
+        query = query.where(Collection.reindex_requested_at < requested_before)
+    with db.session() as session:
+        return list(session.scalars(query.order_by(Collection.id)).all())
 
 
 def summary_deadline_s(settings: Settings) -> int:
@@ -179,46 +241,41 @@ def published(store: IndexStore, collection_key: str) -> Published | None:
         return None  # garbage-collected meanwhile, or unreadable: treat as not published
 
 
-def publish_due(
-    db: Database,
-    store: IndexStore,
-    collection_id: int,
-    *,
-    now: datetime | None = None,
-    min_interval_s: float = PUBLISH_MIN_INTERVAL_S,
-) -> bool:
+def publish_due(db: Database, store: IndexStore, collection_id: int) -> bool:
     """Whether a publish requested after one document finished should run now.
 
-    Every finished document asks for a publish; a batch of 500 must not rebuild the index
-    500 times. Skipped are requests that come after a publish that already holds every
-    change (requests pile up in the index queue during a batch), and, while other
-    documents of the collection are pending, requests less than ``min_interval_s`` after
-    the last publish: a pending document asks again when it finishes, so the request of
-    the last document to finish always runs (it is enqueued after that document's commit).
-    The reconciler's check of published counts catches what a wrong skip would leave.
+    Every finished document asks for a publish, whatever else of its collection is still
+    pending: an ``indexed`` document must be searchable after the next publish, not when
+    its whole batch (or a document stuck on a dead worker) is done. Requests are coalesced:
+    skipped when a version written after the change already holds it (requests pile up in
+    the index queue while one publish runs; the next one holds all their documents), so
+    during a long batch the one index writer publishes back to back, never once per file.
     """
     with db.session() as session:
         coll = session.get(Collection, collection_id)
         if coll is None:
             return False
         key = coll.index_key
-        docs = Document.collection_id == collection_id
-        pending = session.scalar(
-            select(func.count()).select_from(Document).where(docs, Document.status.in_(PENDING))
+        latest = session.scalar(
+            select(func.max(Document.updated_at)).where(
+                Document.collection_id == collection_id, Document.status == DocStatus.INDEXED
+            )
         )
-        latest = session.scalar(select(func.max(Document.updated_at)).where(docs))
         chunks = session.scalar(
             select(func.count()).select_from(Chunk).where(Chunk.collection_id == collection_id)
         )
-    current = published(store, key)
-    if current is None or current.analyzer != ANALYZER_VERSION:
+    return _behind(published(store, key), chunks or 0, latest)
+
+
+def _behind(current: Published | None, chunks: int, latest_indexed: datetime | None) -> bool:
+    """Whether a collection's published version lacks something the DB holds: another
+    chunk count (never published counts as 0: an empty collection needs no index), an
+    ``indexed`` document newer than the version, or terms of an older analyzer."""
+    if current is None:
+        return chunks > 0
+    if current.analyzer != ANALYZER_VERSION or current.count != chunks:
         return True
-    if current.count == chunks and latest is not None and current.created_at > _aware(latest):
-        return False  # nothing changed since that version was written
-    if not pending:
-        return True
-    age = ((now or utcnow()) - current.created_at).total_seconds()
-    return age >= min_interval_s
+    return latest_indexed is not None and _aware(latest_indexed) >= current.created_at
 
 
 def _aware(moment: datetime) -> datetime:
@@ -227,7 +284,7 @@ def _aware(moment: datetime) -> datetime:
 
 
 def stale_collections(db: Database, store: IndexStore) -> list[int]:
-    """Collections with nothing pending whose published index disagrees with the DB."""
+    """Collections whose published index is behind the DB, pending documents or not."""
     with db.session() as session:
         keys = {c.id: c.index_key for c in session.scalars(select(Collection)).all()}
         chunks = dict(
@@ -235,22 +292,18 @@ def stale_collections(db: Database, store: IndexStore) -> list[int]:
                 select(Chunk.collection_id, func.count()).group_by(Chunk.collection_id)
             ).all()
         )
-        busy = set(
-            session.scalars(
-                select(Document.collection_id).where(Document.status.in_(PENDING)).distinct()
+        latest = dict(
+            session.execute(
+                select(Document.collection_id, func.max(Document.updated_at))
+                .where(Document.status == DocStatus.INDEXED)
+                .group_by(Document.collection_id)
             ).all()
         )
-    stale = []
-    for cid, key in keys.items():
-        if cid in busy:
-            continue
-        current = published(store, key)
-        # Never published counts as 0 chunks: an empty collection needs no index.
-        if chunks.get(cid, 0) != (current.count if current is not None else 0) or (
-            current is not None and current.analyzer != ANALYZER_VERSION
-        ):
-            stale.append(cid)
-    return stale
+    return [
+        cid
+        for cid, key in keys.items()
+        if _behind(published(store, key), chunks.get(cid, 0), latest.get(cid))
+    ]
 
 
 def reconcile(
@@ -263,13 +316,20 @@ def reconcile(
     backlog: int | None,
     enqueue_summary: Callable[[str], None] | None = None,
     summary_backlog: int | None = None,
+    alive: AliveNodes | None = None,
+    enqueue_reindex: Callable[[int], None] | None = None,
+    startup: bool = False,
     now: datetime | None = None,
 ) -> ReconcileReport:
     """Re-enqueue what the broker lost (see the module docstring).
 
     ``backlog`` / ``summary_backlog`` are the numbers of messages waiting in the ingest /
     summarize queue (None: unknown, taken as empty, so that nothing stays stuck forever
-    when the broker cannot say). Without ``enqueue_summary`` jobs are left alone.
+    when the broker cannot say). Without ``enqueue_summary`` jobs are left alone; without
+    ``alive`` (the worker heartbeats) only the processing deadline applies; without
+    ``enqueue_reindex`` reindex requests are left alone. ``startup``: the index worker has
+    just started, so every reindex request is sent again (the message of one it was
+    running when it died is held by the broker until the visibility timeout).
     """
     now = now or utcnow()
     queued_before = (
@@ -277,16 +337,27 @@ def reconcile(
     )
     processing_before = now - timedelta(seconds=processing_deadline_s(settings))
     report = ReconcileReport()
-    for doc_id in stuck_documents(
-        db, queued_before=queued_before, processing_before=processing_before
-    ):
+    stuck = stuck_documents(db, queued_before=queued_before, processing_before=processing_before)
+    if alive is not None:
+        claimed_before = now - timedelta(seconds=settings.worker_heartbeat_ttl_s)
+        orphans = orphaned_documents(db, alive, claimed_before=claimed_before)
+        stuck += [doc_id for doc_id in orphans if doc_id not in set(stuck)]
+    for doc_id in stuck:
         enqueue_document(doc_id)
         # One row at a time: if the broker fails halfway, the rest keep their old clock.
         touch(db, [doc_id])
         report.requeued.append(doc_id)
+    if enqueue_reindex is not None:
+        stuck_after = timedelta(seconds=settings.reconcile_stuck_after_s)
+        for collection_id in reindex_requests(
+            db, requested_before=None if startup else now - stuck_after
+        ):
+            enqueue_reindex(collection_id)
+            report.reindexed.append(collection_id)
     for collection_id in stale_collections(db, store):
-        enqueue_publish(collection_id)
-        report.republished.append(collection_id)
+        if collection_id not in report.reindexed:
+            enqueue_publish(collection_id)
+            report.republished.append(collection_id)
     if enqueue_summary is not None:
         stuck_after = timedelta(seconds=settings.reconcile_stuck_after_s)
         for job_id in stuck_summaries(
@@ -297,12 +368,13 @@ def reconcile(
             enqueue_summary(job_id)
             touch_job(db, job_id)
             report.summaries.append(job_id)
-    if report.requeued or report.republished or report.summaries:
+    if report.requeued or report.republished or report.summaries or report.reindexed:
         log.warning(
             "reconciler: re-enqueued %d stuck documents and %d summary jobs, republishing"
-            " %d collections",
+            " %d collections, reindexing %d",
             len(report.requeued),
             len(report.summaries),
             len(report.republished),
+            len(report.reindexed),
         )
     return report

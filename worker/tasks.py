@@ -5,9 +5,10 @@
     docqa.publish_collection(coll_id)    queue index    IngestService.publish (one writer:
                                                         run that queue with concurrency 1)
     docqa.reconcile()                    queue index    periodic (beat): re-enqueue documents
-                                                        and summary jobs the broker lost
-                                                        (``worker.reconcile``); every hour
-                                                        also ``docqa gc``'s sweep
+                                                        and summary jobs the broker lost or
+                                                        a dead worker held, and reindex
+                                                        requests (``worker.reconcile``);
+                                                        every hour also ``docqa gc``'s sweep
 
 Arguments are ids; everything else is read from the metadata DB, so a redelivered or
 duplicated message finds the document as it is now (an ``indexed`` one is a no-op).
@@ -37,7 +38,9 @@ from qa.errors import NotFound
 from qa.library.gc import GC_INTERVAL_S, collect_garbage, record_gc
 from qa.store.db.models import Document
 from worker import context
-from worker.celery_app import ROUTES, app
+from worker.celery_app import ROUTES, app, app_settings
+from worker.heartbeat import Heartbeats
+from worker.per_process import PerProcess
 from worker.reconcile import publish_due
 from worker.reconcile import reconcile as reconcile_db
 
@@ -95,7 +98,7 @@ def ingest_document(self: Task, doc_id: str) -> dict[str, Any]:
                 return {"document_id": doc_id, "outcome": "deleted"}
             collection_id = doc.collection_id
         try:
-            result = service.process(doc_id)
+            result = service.process(doc_id, worker=self.request.hostname)
         except SoftTimeLimitExceeded:
             # Too costly a document: record it (a retry would only hit the limit again).
             context.reset()
@@ -148,8 +151,9 @@ def publish_collection(self: Task, collection_id: int, force: bool = False) -> d
 
 
 @app.task(name="docqa.reconcile", ignore_result=True)  # type: ignore[untyped-decorator]
-def reconcile() -> dict[str, object]:
-    """Re-enqueue stuck documents and lost publishes (beat runs this periodically)."""
+def reconcile(startup: bool = False) -> dict[str, object]:
+    """Re-enqueue stuck documents, lost publishes and reindex requests (beat runs this
+    periodically; the index worker once when it starts, with ``startup``)."""
     service = context.ingest_service()
     report = reconcile_db(
         service.db,
@@ -161,8 +165,23 @@ def reconcile() -> dict[str, object]:
         # by name: the summarize task module loads what only summarize workers need
         enqueue_summary=lambda job_id: app.send_task(SUMMARIZE_TASK, args=[job_id]),
         summary_backlog=queue_backlog(ROUTES[SUMMARIZE_TASK]),
+        alive=_heartbeats.get().alive,
+        enqueue_reindex=lambda cid: publish_collection.apply_async(
+            args=[cid], kwargs={"force": True}
+        ),
+        startup=startup,
     )
     return {**report.to_dict(), "gc": sweep_if_due(service)}
+
+
+def _build_heartbeats() -> Heartbeats:
+    settings = app_settings()
+    assert settings.broker_url is not None  # a Celery worker has a broker
+    return Heartbeats.from_url(settings.broker_url, settings.worker_heartbeat_ttl_s)
+
+
+#: this pool process's reader of the worker heartbeats (the reconciler's)
+_heartbeats: PerProcess[Heartbeats] = PerProcess(_build_heartbeats, Heartbeats.close)
 
 
 #: when this process last swept (beat sends reconcile to the one index worker)

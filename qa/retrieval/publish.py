@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from qa.retrieval.index_store import IndexStore, manifest_analyzer
 from qa.retrieval.lexical import ANALYZER_VERSION, bm25_terms
-from qa.store.catalog import chunk_texts, index_material, set_chunk_terms
+from qa.store.catalog import chunk_texts, index_material, reindex_done, set_chunk_terms
 from qa.store.db.engine import Database
 from qa.store.db.models import Collection
 
@@ -61,14 +61,17 @@ def publish_collection(
     dim: int,
     kind: str = "flat",
 ) -> Published:
-    """Rebuild both indexes of one collection from the DB; never re-embeds anything."""
+    """Rebuild both indexes of one collection from the DB; never re-embeds anything.
+
+    Any publish satisfies a reindex request made before it read the DB (the request is
+    cleared once the new version is in place; a newer one stays)."""
     with db.session() as session:
         coll = session.get(Collection, collection_id)
         if coll is None:
             from qa.errors import NotFound
 
             raise NotFound(f"no collection with id {collection_id}")
-        name, key = coll.name, coll.index_key
+        name, key, requested = coll.name, coll.index_key, coll.reindex_requested_at
     reanalyzed = reanalyze_chunks(db, collection_id) if terms_outdated(store, key) else 0
     with db.session() as session:
         material = index_material(session, collection_id, dim, model_id)
@@ -81,4 +84,8 @@ def publish_collection(
         kind=kind,  # type: ignore[arg-type]
         analyzer=ANALYZER_VERSION,
     )
+    if requested is not None:
+        with db.session() as session:
+            reindex_done(session, collection_id, requested)
+            session.commit()
     return Published(name, version, len(material.ids), reanalyzed)

@@ -11,6 +11,7 @@ import re
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 from sqlalchemy import delete, func, select, update
@@ -18,7 +19,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from qa.errors import InvalidInput, NotFound
-from qa.store.db.models import Chunk, Collection, DocStatus, Document, Embedding, PageText
+from qa.store.db.models import (
+    Chunk,
+    Collection,
+    DocStatus,
+    Document,
+    Embedding,
+    PageText,
+    utcnow,
+)
 from qa.store.jobs import delete_jobs_citing
 
 _COLLECTION_NAME = re.compile(r"^[\w][\w .\-]{0,99}$", re.UNICODE)
@@ -64,6 +73,24 @@ def get_collection_by_id(session: Session, collection_id: int) -> Collection:
     if coll is None:
         raise NotFound(f"no collection with id {collection_id}")
     return coll
+
+
+def request_reindex(session: Session, collection_id: int) -> datetime:
+    """Record that a collection's indexes are to be rebuilt; the request stays until a
+    publish that started after it has finished (``reindex_done``)."""
+    coll = get_collection_by_id(session, collection_id)
+    coll.reindex_requested_at = utcnow()
+    return coll.reindex_requested_at
+
+
+def reindex_done(session: Session, collection_id: int, requested_at: datetime) -> None:
+    """A publish that read ``requested_at`` before it started has finished: clear that
+    request, not a newer one made meanwhile."""
+    session.execute(
+        update(Collection)
+        .where(Collection.id == collection_id, Collection.reindex_requested_at == requested_at)
+        .values(reindex_requested_at=None)
+    )
 
 
 def ensure_collection(session: Session, name: str) -> Collection:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import uuid
-from collections.abc import Iterator
-from datetime import UTC, timedelta
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,15 +21,23 @@ from qa.retrieval.embedder import Embedder
 from qa.retrieval.index_store import MANIFEST_FILE, IndexReader
 from qa.retrieval.lexical import ANALYZER_VERSION, bm25_terms
 from qa.settings import Settings
+from qa.store.catalog import reindex_done, request_reindex
 from qa.store.db.engine import Database
 from qa.store.db.models import Chunk, DocStatus, Document, Job, utcnow
 from tests.ingest.ingest_service import ingest_service
+from tests.worker.celery_support import private_redis_db
+from worker.heartbeat import Heartbeats
+from worker.lifecycle import release_claims
 from worker.reconcile import (
+    AliveNodes,
     mark_queued,
+    orphaned_documents,
     processing_deadline_s,
     publish_due,
     published,
+    reclaim_own,
     reconcile,
+    reindex_requests,
     stale_collections,
     summary_deadline_s,
 )
@@ -43,6 +52,7 @@ def service(tmp_path: Path, db: Database, embedder: Embedder) -> Iterator[Ingest
         ingest_task_time_limit_s=120,
         summarize_task_time_limit_s=300,
         max_processing_attempts=3,
+        worker_heartbeat_ttl_s=3,
     )
     with ingest_service(settings, db, embedder) as svc:
         yield svc
@@ -90,7 +100,15 @@ class Broker:
         self.summaries: list[str] = []
 
     def run(
-        self, service: IngestService, backlog: int | None = 0, summary_backlog: int | None = 0
+        self,
+        service: IngestService,
+        backlog: int | None = 0,
+        summary_backlog: int | None = 0,
+        *,
+        alive: AliveNodes | None = None,
+        enqueue_reindex: Callable[[int], None] | None = None,
+        startup: bool = False,
+        now: datetime | None = None,
     ) -> None:
         reconcile(
             service.db,
@@ -101,6 +119,10 @@ class Broker:
             backlog=backlog,
             enqueue_summary=self.summaries.append,
             summary_backlog=summary_backlog,
+            alive=alive,
+            enqueue_reindex=enqueue_reindex,
+            startup=startup,
+            now=now,
         )
 
 
@@ -206,31 +228,37 @@ def test_an_index_built_by_an_older_analyzer_is_republished_with_terms_derived_a
     assert service.publish(coll).reanalyzed == 0
 
 
-def test_publish_requests_are_coalesced_during_a_batch(service: IngestService) -> None:
+def test_an_indexed_document_is_published_while_others_of_its_collection_are_pending(
+    service: IngestService,
+) -> None:
+    """Issue 12 defect 6: a document stuck ``processing`` (its worker killed) held back
+    every publish of its collection, so documents shown as ``indexed`` were not searchable
+    until the stuck one ended. Each publish request now runs unless a newer version holds
+    the change, and the reconciler republishes a stale collection, pending documents or not."""
     db, store = service.db, service.indexes
     first = _submit(service, "first.md", "# One\n\nThe first document of a long batch.\n")
-    others = [_submit(service, f"n{i}.md", f"Document number {i} of the batch.") for i in range(2)]
+    later = _submit(service, "later.md", "# Two\n\nIndexed while another one is stuck.\n")
+    stuck = _submit(service, "stuck.md", "Its worker was killed mid-way.")
     coll = _doc(db, first).collection_id
     assert service.process(first).outcome == Outcome.INDEXED
-    assert publish_due(db, store, coll)  # nothing published yet: show the first results
+    assert publish_due(db, store, coll)  # nothing published yet
     service.publish(coll)
     key = f"c{coll}"
-    assert published(store, key) is not None
 
-    # Others pending and the index is fresh: skip; a pending document asks again later.
-    assert service.process(others[0]).outcome == Outcome.INDEXED
-    assert not publish_due(db, store, coll)
-    # ... unless the index is older than the interval (progress during long batches).
-    later = utcnow() + timedelta(seconds=31)
-    assert publish_due(db, store, coll, now=later)
+    _set(db, stuck, status=DocStatus.PROCESSING, attempts=1)
+    assert service.process(later).outcome == Outcome.INDEXED
+    assert publish_due(db, store, coll)  # not held back by the stuck document
+    assert stale_collections(db, store) == [coll]
+    broker = Broker()
+    broker.run(service)
+    assert broker.publishes == [coll] and broker.documents == []
 
-    # The last document's request runs; requests piled up behind it are skipped.
-    assert service.process(others[1]).outcome == Outcome.INDEXED
-    assert publish_due(db, store, coll)
     version = service.publish(coll).version
-    assert not publish_due(db, store, coll)
     current = published(store, key)
-    assert current is not None and (current.version, current.count) == (version, 3)
+    assert current is not None and (current.version, current.count) == (version, 2)
+    # Requests that piled up behind that publish are coalesced away.
+    assert not publish_due(db, store, coll)
+    assert stale_collections(db, store) == []
 
 
 def test_retry_marks_failed_documents_queued_but_leaves_processing_ones(
@@ -343,3 +371,112 @@ def test_queued_summaries_wait_while_the_summarize_queue_has_a_backlog(
         now=utcnow() + timedelta(days=1),
     )
     assert report.summaries == []
+
+
+# -- a dead worker's documents, reindex requests (issue 12 defects 7, 8) ----------------
+
+#: the shared Redis, a database of this module's own (flushed before and after each test)
+REDIS_URL = os.environ.get("DOCQA_TEST_REDIS_URL_RECONCILE", "redis://127.0.0.1:6379/9")
+
+
+@pytest.fixture
+def heartbeats() -> Iterator[Heartbeats]:
+    for url in private_redis_db(REDIS_URL):
+        beats = Heartbeats.from_url(url, ttl_s=3)  # as the service's settings say
+        try:
+            yield beats
+        finally:
+            beats.close()
+
+
+def test_documents_of_a_worker_whose_heartbeat_expired_are_sent_again_at_once(
+    service: IngestService, heartbeats: Heartbeats
+) -> None:
+    """Defect 7: a killed worker's document waited for the 15-minute stuck limit. Claimed
+    by a node with no heartbeat in Redis, it is sent again by the next reconciler run."""
+    db = service.db
+    assert processing_deadline_s(service.settings) > 100  # not what sends these
+    dead = _submit(service, "dead.md", "its worker was killed")
+    live = _submit(service, "live.md", "its worker is still on it")
+    fresh = _submit(service, "fresh.md", "claimed a moment ago")
+    legacy = _submit(service, "legacy.md", "claimed before heartbeats existed")
+    _set(db, dead, age_s=5, status=DocStatus.PROCESSING, claimed_by="ingest-a@h")
+    _set(db, live, age_s=5, status=DocStatus.PROCESSING, claimed_by="ingest-b@h")
+    _set(db, fresh, age_s=0, status=DocStatus.PROCESSING, claimed_by="ingest-a@h")
+    _set(db, legacy, age_s=5, status=DocStatus.PROCESSING)
+    # ingest-b beats (with a TTL that outlasts the test); ingest-a's heartbeat is gone.
+    Heartbeats(heartbeats.client, ttl_s=60).beat("ingest-b@h")
+
+    broker = Broker()
+    broker.run(service, alive=heartbeats.alive)
+    assert broker.documents == [dead]
+    again = Broker()  # sent once per heartbeat TTL: its clock restarted
+    again.run(service, alive=heartbeats.alive)
+    assert again.documents == []
+    assert orphaned_documents(
+        db, heartbeats.alive, claimed_before=utcnow() + timedelta(seconds=1)
+    ) == [dead, fresh]
+    # A Redis up for less than a TTL (restarted: every heartbeat lost) proves nothing.
+    restarted = Heartbeats(heartbeats.client, ttl_s=10**9)
+    assert restarted.alive({"ingest-b@h"}) is None
+    late = utcnow() + timedelta(seconds=60)
+    assert orphaned_documents(db, restarted.alive, claimed_before=late) == []
+
+
+def test_a_restarted_worker_takes_back_its_own_documents_and_a_stopped_one_releases_them(
+    service: IngestService,
+) -> None:
+    db = service.db
+    mine = _submit(service, "mine.md", "# Mine\n\nIts worker was killed mid-way.\n")
+    other = _submit(service, "other.md", "another worker is on it")
+    done = _submit(service, "done.md", "finished before the kill")
+    _set(db, other, status=DocStatus.PROCESSING, claimed_by="ingest@h2")
+    _set(db, done, status=DocStatus.INDEXED, claimed_by="ingest@h1")
+    # The claim is recorded by the start of processing (the worker was killed after it).
+    with service.db.session() as session:
+        session.execute(update(Document).where(Document.id == mine).values(attempts=0))
+        session.commit()
+    _set(db, mine, status=DocStatus.PROCESSING, attempts=1, claimed_by="ingest@h1")
+
+    sent: list[str] = []
+    assert reclaim_own(db, "ingest@h1", sent.append) == [mine] == sent
+    assert service.process(mine, worker="ingest@h1").outcome == Outcome.INDEXED
+    assert _doc(db, mine).claimed_by == "ingest@h1" and _doc(db, mine).attempts == 2
+
+    # A worker that stopped cleanly (Celery requeued its tasks) leaves nothing to take back.
+    _set(db, mine, status=DocStatus.PROCESSING)
+    settings = Settings(data_dir=service.settings.data_dir, database_url=db.url)
+    assert release_claims(settings, "ingest@h1") == 1
+    assert _doc(db, mine).claimed_by is None and _doc(db, other).claimed_by == "ingest@h2"
+    assert reclaim_own(db, "ingest@h1", sent.append) == []
+
+
+def test_a_reindex_request_outlives_its_message(service: IngestService) -> None:
+    """Defect 8: an index worker killed while it held the reindex message dropped the
+    request. The row carries it; the index worker's start sends every one again, the
+    periodic run those older than the stuck limit; a publish that started after the
+    request clears it, a newer request stays."""
+    db = service.db
+    doc = _submit(service, "a.md", "# Tides\n\nHigh water twice a day.\n")
+    assert service.process(doc).outcome == Outcome.INDEXED
+    coll = _doc(db, doc).collection_id
+    service.publish(coll)
+    with db.session() as session:
+        requested = request_reindex(session, coll)
+        session.commit()
+
+    reindexes: list[int] = []
+    broker = Broker()
+    broker.run(service, enqueue_reindex=reindexes.append)
+    assert reindexes == []  # its message is most likely still in the index queue
+    broker.run(service, enqueue_reindex=reindexes.append, startup=True)
+    assert reindexes == [coll] and broker.publishes == []
+    broker.run(service, enqueue_reindex=reindexes.append, now=utcnow() + timedelta(seconds=61))
+    assert reindexes == [coll, coll]
+
+    with db.session() as session:  # a request made while a publish ran is not cleared
+        reindex_done(session, coll, requested - timedelta(seconds=1))
+        session.commit()
+    assert reindex_requests(db, requested_before=None) == [coll]
+    service.publish(coll)
+    assert reindex_requests(db, requested_before=None) == []
