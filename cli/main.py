@@ -516,6 +516,7 @@ def serve(settings: Settings, host: str | None, port: int | None, threads: int |
     run_server(settings, host=host, port=port, threads=threads or settings.web_threads)
 
 
+from cli.backup import backup_command, restore_command  # noqa: E402
 from cli.evaluate import eval_answers_command  # noqa: E402  (registered below)
 from cli.summarize import summarize_command  # noqa: E402  (it registers on main below)
 from cli.worker import worker_command  # noqa: E402
@@ -523,6 +524,8 @@ from cli.worker import worker_command  # noqa: E402
 eval_group.add_command(eval_answers_command)
 main.add_command(worker_command)
 main.add_command(summarize_command)
+main.add_command(backup_command)
+main.add_command(restore_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

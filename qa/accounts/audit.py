@@ -54,6 +54,10 @@ SUMMARIZE = "summarize"
 SUMMARY_CANCEL = "summary_cancel"
 #: a ``docqa gc`` sweep (by the CLI or the reconciler; details: what it freed)
 GC = "gc"
+#: ``docqa backup`` wrote a backup (details: database kind, counts, index versions)
+BACKUP = "backup"
+#: ``docqa restore`` rebuilt this data dir from a backup (recorded in the restored log)
+RESTORE = "restore"
 ACTIONS = (
     SIGN_IN,
     SIGN_IN_FAILED,
@@ -82,6 +86,8 @@ ACTIONS = (
     SUMMARIZE,
     SUMMARY_CANCEL,
     GC,
+    BACKUP,
+    RESTORE,
 )
 
 MAX_LIST_LIMIT = 1000

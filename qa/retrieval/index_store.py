@@ -371,6 +371,18 @@ class IndexStore:
             return None  # garbage-collected meanwhile, or unreadable
         return manifest if isinstance(manifest, dict) else None
 
+    @contextlib.contextmanager
+    def holding_current(self, collection_key: str) -> Iterator[tuple[str, Path] | None]:
+        """The current version and its directory, with publishing held off meanwhile (a
+        backup copies it: a publish would otherwise garbage-collect it mid-copy); None
+        when nothing is published. Readers are not held up: they never lock."""
+        if not self.collection_dir(collection_key).is_dir():
+            yield None
+            return
+        with self._locked(collection_key) as cdir:
+            version = _read_current(cdir)
+            yield None if version is None else (version, cdir / "versions" / version)
+
     def drop(self, collection_key: str) -> None:
         """Remove every index of the collection. Readers see ``IndexUnavailable`` next."""
         cdir = self.collection_dir(collection_key)
