@@ -11,6 +11,9 @@ Blobs are stored under their hash, so the cue is the file's first bytes, not its
     #segfault       the parser child segfaults (the sandbox reports "parser crashed")
     #killworker     the parser child SIGKILLs its parent, the worker pool process itself
                     (a file that takes its worker down, as an OOM kill would)
+
+With ``TEST_PUBLISH_SLEEP_S`` in its environment, the worker sleeps that long before each
+publish (an index worker that holds a publish message long enough to be killed with it).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ingest.pipeline import IngestService
+    from qa.retrieval.publish import Published
     from qa.settings import Settings
 
 
@@ -46,6 +50,15 @@ def _service(settings: Settings) -> IngestService:
     service.parser = SandboxedParser(
         ParseLimits.from_settings(settings), before_parse=act_on_content
     )
+    delay = float(os.environ.get("TEST_PUBLISH_SLEEP_S", "0"))
+    if delay:
+        publish = service.publish
+
+        def slow_publish(collection_id: int) -> Published:
+            time.sleep(delay)
+            return publish(collection_id)
+
+        service.publish = slow_publish  # type: ignore[method-assign]
     return service
 
 
