@@ -300,6 +300,9 @@ def test_pending_uploads_are_restored_with_their_originals(
         assert [(p.id, p.name, p.status) for p in restored.pending] == [
             (queued.document_id, "queued.md", "queued")
         ]
+        # nothing was published before the backup: restore publishes the index itself
+        assert [p.collection for p in restored.republished] == ["handbook"]
+        assert restored.kept_indexes == []
         # what docqa serve does at start: the pending document is processed again
         svc = stack.enter_context(
             ingest_service(
