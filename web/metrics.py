@@ -24,6 +24,8 @@ from sqlalchemy import func, select
 from qa.answering.answer_service import AnswerService
 from qa.answering.events import AnswerEvent, Done, ErrorEvent
 from qa.library.ingest_queue import IngestQueue
+from qa.retrieval.index_store import IndexStore
+from qa.retrieval.publish import unpublished_chunks
 from qa.store.db.engine import Database
 from qa.store.db.models import Document
 
@@ -53,6 +55,14 @@ class _DocumentCounts(Collector):
         for status, n in rows:
             family.add_metric([status], n)
         yield family
+
+
+def _unpublished_total(db: Database, store: IndexStore) -> float:
+    try:
+        return float(sum(unpublished_chunks(db, store).values()))
+    except Exception:  # a scrape must not fail because the DB hiccups
+        log.warning("metrics: could not count unpublished chunks", exc_info=True)
+        return -1.0
 
 
 class Metrics:
@@ -113,11 +123,24 @@ class Metrics:
         self._ingest_depth = Gauge(
             "docqa_ingest_queue_depth", "Documents waiting for or in ingestion", registry=r
         )
+        self._stuck = Gauge(
+            "docqa_documents_stuck_processing",
+            "Documents processing on a worker that died, not handed on yet (-1: unknown)",
+            registry=r,
+        )
+        self._unpublished = Gauge(
+            "docqa_unpublished_chunks",
+            "Chunks of indexed documents not in the published indexes yet (-1: unknown)",
+            registry=r,
+        )
 
     def bind(self, *, answers: AnswerService, db: Database, ingest: IngestQueue | None) -> None:
         self._queue_depth.set_function(lambda: answers.slot.queue_depth)
         self._model_busy.set_function(lambda: 1.0 if answers.slot.in_use else 0.0)
         self._ingest_depth.set_function(lambda: ingest.depth() if ingest is not None else 0)
+        self._stuck.set_function(lambda: ingest.stuck_processing() if ingest is not None else 0)
+        store = answers.retriever.reader.store
+        self._unpublished.set_function(lambda: _unpublished_total(db, store))
         self.registry.register(_DocumentCounts(db))
 
     def observe_event(self, event: AnswerEvent) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import IO, Any
 
 import kombu.exceptions
@@ -24,8 +25,14 @@ from ingest.pipeline import IngestService
 from qa.errors import Unavailable
 from qa.library.ingest_queue import IngestQueue, Upload
 from qa.store.catalog import request_reindex
-from qa.store.db.models import DocStatus, Document
-from worker.reconcile import mark_queued
+from qa.store.db.models import DocStatus, Document, utcnow
+from worker.heartbeat import Heartbeats
+from worker.reconcile import (
+    mark_queued,
+    orphaned_documents,
+    processing_deadline_s,
+    stuck_documents,
+)
 from worker.uploads import store_upload
 
 log = logging.getLogger(__name__)
@@ -51,6 +58,12 @@ class CeleryIngestQueue(IngestQueue):
         self.service = service
         self.app = app
         self._spool = service.settings.data_dir / "uploads"
+        # Asked at /readyz and scrape time: a Redis that does not answer must not hold them.
+        self._heartbeats = Heartbeats.from_url(
+            service.settings.broker_url or str(app.conf.broker_url),
+            service.settings.worker_heartbeat_ttl_s,
+            timeout_s=1.0,
+        )
 
     def submit(self, collection: str, stream: IO[bytes], name: str) -> list[Upload]:
         uploads, pending = store_upload(self.service, collection, stream, name, self._spool)
@@ -100,7 +113,28 @@ class CeleryIngestQueue(IngestQueue):
             return -1
         return int(count or 0)
 
+    def stuck_processing(self) -> int:
+        """``processing`` documents of a worker whose heartbeat expired, or past the
+        processing deadline: what the reconciler will send again on its next run."""
+        settings = self.service.settings
+        now = utcnow()
+        try:
+            stuck = stuck_documents(
+                self.service.db,
+                queued_before=None,
+                processing_before=now - timedelta(seconds=processing_deadline_s(settings)),
+            )
+            orphans = orphaned_documents(
+                self.service.db,
+                self._heartbeats.alive,
+                claimed_before=now - timedelta(seconds=settings.worker_heartbeat_ttl_s),
+            )
+        except SQLAlchemyError:
+            return -1
+        return len(set(stuck) | set(orphans))
+
     def close(self) -> None:
+        self._heartbeats.close()
         self.service.close()
 
     # -- internals ------------------------------------------------------------------------

@@ -17,14 +17,18 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
+from datetime import timedelta
 from typing import IO
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from ingest.pipeline import IngestService
 from qa.errors import NotFound
 from qa.library.ingest_queue import IngestQueue, Upload
-from qa.store.db.models import Document
+from qa.store.db.models import Document, utcnow
 from qa.summaries.service import SummaryService
 from worker.embedded_summaries import EmbeddedSummaries
+from worker.reconcile import processing_deadline_s, stuck_documents
 from worker.uploads import store_upload
 
 log = logging.getLogger(__name__)
@@ -82,6 +86,19 @@ class EmbeddedIngestQueue(IngestQueue):
     def depth(self) -> int:
         with self._lock:
             return self._inflight
+
+    def stuck_processing(self) -> int:
+        """``processing`` past the deadline a worker's task would have (this process
+        resumes what an earlier run left at ``start``, so this stays 0 unless a parse hangs
+        beyond its own limits)."""
+        settings = self.service.settings
+        before = utcnow() - timedelta(seconds=processing_deadline_s(settings))
+        try:
+            return len(
+                stuck_documents(self.service.db, queued_before=None, processing_before=before)
+            )
+        except SQLAlchemyError:
+            return -1
 
     def close(self) -> None:
         with self._lock:

@@ -31,8 +31,11 @@ class Heartbeats:
         self.ttl_s = ttl_s
 
     @classmethod
-    def from_url(cls, url: str, ttl_s: int) -> Heartbeats:
-        return cls(redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5), ttl_s)
+    def from_url(cls, url: str, ttl_s: int, *, timeout_s: float = 5.0) -> Heartbeats:
+        client = redis.Redis.from_url(
+            url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
+        )
+        return cls(client, ttl_s)
 
     def beat(self, node: str) -> None:
         self.client.set(KEY_PREFIX + node, str(time.time()), ex=self.ttl_s)

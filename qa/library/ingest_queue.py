@@ -53,5 +53,10 @@ class IngestQueue(abc.ABC):
         """Documents waiting or being processed (for metrics); -1 when unknown."""
         return -1
 
+    def stuck_processing(self) -> int:
+        """Documents left ``processing`` that no worker is on any more (its worker died and
+        nothing has handed them on yet); -1 when unknown. For /readyz and /metrics."""
+        return -1
+
     def close(self) -> None:  # noqa: B027 - optional hook, most queues hold nothing
         """Stop accepting work and release threads or connections."""

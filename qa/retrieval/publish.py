@@ -15,11 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy import func, select
+
 from qa.retrieval.index_store import IndexStore, manifest_analyzer
 from qa.retrieval.lexical import ANALYZER_VERSION, bm25_terms
 from qa.store.catalog import chunk_texts, index_material, reindex_done, set_chunk_terms
 from qa.store.db.engine import Database
-from qa.store.db.models import Collection
+from qa.store.db.models import Chunk, Collection
 
 
 @dataclass(frozen=True)
@@ -89,3 +91,25 @@ def publish_collection(
             reindex_done(session, collection_id, requested)
             session.commit()
     return Published(name, version, len(material.ids), reanalyzed)
+
+
+def unpublished_chunks(db: Database, store: IndexStore) -> dict[str, int]:
+    """Per collection name: chunks of indexed documents its published version does not
+    hold yet, as a count difference (the DB's chunks minus the version's; a version still
+    holding deleted chunks counts 0). Only collections with such chunks are listed."""
+    with db.session() as session:
+        counts = [
+            (coll.name, coll.index_key, int(chunks))
+            for coll, chunks in session.execute(
+                select(Collection, func.count(Chunk.id))
+                .join(Chunk, Chunk.collection_id == Collection.id)
+                .group_by(Collection.id)
+            ).all()
+        ]
+    behind = {}
+    for name, key, chunks in counts:
+        manifest = store.current_manifest(key)
+        published = int(manifest.get("count", 0)) if manifest is not None else 0
+        if chunks > published:
+            behind[name] = chunks - published
+    return behind

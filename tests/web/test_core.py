@@ -26,6 +26,9 @@ def test_healthz_and_readyz(web: WebEnv) -> None:
     assert checks["indexes"]["published"] == 2
     assert checks["model"]["mode"] == "extractive"
     assert checks["ingest"]["running"] is True
+    # issue 12: what a crash left behind (nothing here: every document is published)
+    assert checks["ingest"]["stuck_processing"] == 0
+    assert (checks["indexes"]["unpublished_chunks"], checks["indexes"]["behind"]) == (0, [])
 
 
 def test_metrics_expose_requests_and_documents(web: WebEnv) -> None:
@@ -35,6 +38,8 @@ def test_metrics_expose_requests_and_documents(web: WebEnv) -> None:
     assert 'docqa_http_requests_total{endpoint="ops.healthz",method="GET",status="200"}' in text
     assert 'docqa_documents{status="indexed"} 5.0' in text
     assert "docqa_model_queue_depth 0.0" in text
+    assert "docqa_documents_stuck_processing 0.0" in text
+    assert "docqa_unpublished_chunks 0.0" in text
 
 
 def test_pages_need_sign_in(web: WebEnv) -> None:

@@ -87,7 +87,7 @@ def test_kill9_of_a_worker_mid_task_is_taken_back_by_its_restart_and_indexed_onc
     slow_text = "#sleep 4\n\n" + LONG_TEXT
     expected = _expected_chunks(tmp_path, embedder, "slow.txt", slow_text)
     assert expected > 40
-    side = _scaled(tmp_path, redis_server, postgres_url, embedder)
+    side = _scaled(tmp_path, redis_server, postgres_url, embedder, DOCQA_WORKER_HEARTBEAT_TTL_S="3")
     visibility_s = side.settings.broker_visibility_timeout_s
     try:
         slow = side.submit_text("slow.txt", slow_text)
@@ -104,6 +104,8 @@ def test_kill9_of_a_worker_mid_task_is_taken_back_by_its_restart_and_indexed_onc
         finally:
             first.stop()
         assert documents(side.db_url)["slow.txt"].chunks == 0  # nothing half-written
+        # /readyz and /metrics count it once the dead worker's heartbeat expired (3 s)
+        wait_until(lambda: side.queue.stuck_processing() == 1, 15, "the heartbeat to expire")
 
         with WorkerProcess(side.env, tmp_path / "b.log") as second:
             restarted = time.monotonic()

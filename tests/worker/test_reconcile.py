@@ -20,6 +20,7 @@ from ingest.pipeline import IngestService, Outcome
 from qa.retrieval.embedder import Embedder
 from qa.retrieval.index_store import MANIFEST_FILE, IndexReader
 from qa.retrieval.lexical import ANALYZER_VERSION, bm25_terms
+from qa.retrieval.publish import unpublished_chunks
 from qa.settings import Settings
 from qa.store.catalog import reindex_done, request_reindex
 from qa.store.db.engine import Database
@@ -249,6 +250,7 @@ def test_an_indexed_document_is_published_while_others_of_its_collection_are_pen
     assert service.process(later).outcome == Outcome.INDEXED
     assert publish_due(db, store, coll)  # not held back by the stuck document
     assert stale_collections(db, store) == [coll]
+    assert unpublished_chunks(db, store) == {"docs": 1}  # what /readyz and /metrics say
     broker = Broker()
     broker.run(service)
     assert broker.publishes == [coll] and broker.documents == []
@@ -259,6 +261,7 @@ def test_an_indexed_document_is_published_while_others_of_its_collection_are_pen
     # Requests that piled up behind that publish are coalesced away.
     assert not publish_due(db, store, coll)
     assert stale_collections(db, store) == []
+    assert unpublished_chunks(db, store) == {}
 
 
 def test_retry_marks_failed_documents_queued_but_leaves_processing_ones(
