@@ -28,6 +28,7 @@ from qa.accounts.users import EDITOR, AccountService
 from qa.answering.assembly import build_answer_service
 from qa.answering.chats import ChatService
 from qa.answering.events import Citations, Sources
+from qa.errors import Conflict
 from qa.library import backup
 from qa.library.backup import create_backup, restore_backup
 from qa.retrieval.embedder import Embedder
@@ -265,6 +266,16 @@ def test_a_backup_during_an_ingest_restores_the_same_library(
         assert [e.details["backup_created_at"] for e in AuditLog(db).list(action=RESTORE)] == [
             restored.created_at
         ]
+        # a second restore into what the first one filled is refused before it starts
+        again = tmp_path / "again"
+        with pytest.raises(Conflict, match="not empty"):
+            restore_backup(
+                out,
+                data_dir=again if target_url else target,
+                database_url=target_url,
+                publisher=_publisher(stack, settings, embedder),
+                run_by="test",
+            )
 
 
 @contextmanager
@@ -431,6 +442,12 @@ def test_bad_archives_are_refused(good_backup: Path, tmp_path: Path) -> None:
         return None if name.startswith("db/") else data
 
     _refused(restore(_rewritten(good_backup, tmp_path / "short.tar", dropped)), "incomplete")
+    other_kind = CliRunner().invoke(
+        docqa,
+        ["--data-dir", str(target), "restore", str(good_backup)],
+        env={"DOCQA_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"},
+    )
+    _refused(other_kind, "holds a sqlite database but DOCQA_DATABASE_URL is postgresql")
 
     def smuggled(name: str, data: bytes) -> bytes:
         return data
