@@ -513,6 +513,28 @@ def _open_archive(source: Path) -> Iterator[tarfile.TarFile]:
         yield archive
 
 
+def _check_schema(manifest: dict[str, Any], source: Path) -> None:
+    """A backup from a newer docqa has a schema revision this one cannot migrate from:
+    refused before anything is restored, not after."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    from qa.store.db.engine import MIGRATIONS_DIR
+
+    revision = manifest.get("schema_revision")
+    if revision is None:
+        return
+    try:
+        known = ScriptDirectory(str(MIGRATIONS_DIR)).get_revision(str(revision)) is not None
+    except CommandError:
+        known = False
+    if not known:
+        raise InvalidInput(
+            f"{source} was made by a newer docqa ({manifest.get('docqa_version')}, schema"
+            f" {revision!r}) than this one ({docqa_version()}); restore it with that version"
+        )
+
+
 def _check_empty_target(data_dir: Path, kind: str, database_url: str | None) -> None:
     if data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):
         raise Conflict(f"{data_dir} is not empty; restore only into an empty or new data dir")
@@ -559,6 +581,7 @@ def restore_backup(
         kind = str(manifest.get("database"))
         if kind not in ("sqlite", "postgresql"):
             raise InvalidInput(f"{source}: unknown database kind {kind!r}")
+        _check_schema(manifest, source)
         _check_empty_target(data_dir, kind, database_url)
         data_dir.mkdir(parents=True, exist_ok=True)
         staging = data_dir / f".restoring-{uuid.uuid4().hex[:8]}"

@@ -433,6 +433,13 @@ def test_bad_archives_are_refused(good_backup: Path, tmp_path: Path) -> None:
 
     _refused(restore(_rewritten(good_backup, tmp_path / "v2.tar", version_2)), "format version 2")
 
+    def future(name: str, data: bytes) -> bytes:
+        if name != "manifest.json":
+            return data
+        return json.dumps({**json.loads(data), "schema_revision": "9999_future"}).encode()
+
+    _refused(restore(_rewritten(good_backup, tmp_path / "new.tar", future)), "by a newer docqa")
+
     def damaged(name: str, data: bytes) -> bytes:
         return data[:-1] + bytes([data[-1] ^ 1]) if name.startswith("db/") else data
 
