@@ -157,8 +157,8 @@ def docqa_version() -> str:
 
 
 def database_kind(url: str) -> str:
-    backend = make_url(url).get_backend_name()
-    return "postgresql" if backend == "postgresql" else backend
+    """``sqlite`` or ``postgresql`` (whatever the driver part of the URL says)."""
+    return str(make_url(url).get_backend_name())
 
 
 # -- backup ----------------------------------------------------------------------------------
@@ -582,6 +582,7 @@ def restore_backup(
         if kind not in ("sqlite", "postgresql"):
             raise InvalidInput(f"{source}: unknown database kind {kind!r}")
         _check_schema(manifest, source)
+        report = _report_of(manifest, source, data_dir, kind)
         _check_empty_target(data_dir, kind, database_url)
         data_dir.mkdir(parents=True, exist_ok=True)
         staging = data_dir / f".restoring-{uuid.uuid4().hex[:8]}"
@@ -623,14 +624,6 @@ def restore_backup(
     url = database_url or f"sqlite:///{data_dir / 'docqa.db'}"
     db = Database(url)  # migrations run: a backup of an older docqa is brought up to date
     try:
-        report = RestoreReport(
-            data_dir,
-            kind,
-            str(manifest.get("created_at")),
-            {k: int(v) for k, v in dict(manifest.get("counts") or {}).items()},
-            int(manifest.get("originals") or 0),
-            pending=[PendingDocument(**p) for p in manifest.get("pending_documents") or []],
-        )
         _republish_stale(db, IndexStore(data_dir / "indexes"), publisher, report)
         AuditLog(db).record(
             RESTORE,
@@ -650,6 +643,25 @@ def restore_backup(
         return report
     finally:
         db.dispose()
+
+
+def _report_of(manifest: dict[str, Any], source: Path, data_dir: Path, kind: str) -> RestoreReport:
+    """The restore's report as far as the manifest tells it (read before anything is
+    restored: a manifest edited into nonsense is refused, not half-restored)."""
+    try:
+        return RestoreReport(
+            data_dir,
+            kind,
+            str(manifest["created_at"]),
+            {str(k): int(v) for k, v in dict(manifest["counts"]).items()},
+            int(manifest["originals"]),
+            pending=[
+                PendingDocument(str(p["id"]), str(p["name"]), str(p["status"]))
+                for p in manifest["pending_documents"]
+            ],
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidInput(f"{source} has a damaged {MANIFEST}: {exc!r}") from exc
 
 
 def _extract_verified(

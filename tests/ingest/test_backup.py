@@ -358,6 +358,24 @@ def test_an_original_deleted_during_the_backup_starts_it_again(
     ]
 
 
+def test_a_backup_that_keeps_losing_originals_gives_up_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data_dir = tmp_path / "var"
+    Database(f"sqlite:///{data_dir / 'docqa.db'}").dispose()
+    tries = []
+
+    def always_vanished(tmp: Path, *args: Any) -> Any:
+        tries.append(tmp)
+        tmp.write_bytes(b"partial")
+        raise backup._OriginalVanished("0" * 64)
+
+    monkeypatch.setattr(backup, "_write", always_vanished)
+    _refused(_cli(data_dir, "backup", str(tmp_path / "b.tar")), "kept being deleted")
+    assert len(tries) == backup.ATTEMPTS
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["var"]  # no partial file left
+
+
 # -- bad input: a clear docqa error and exit status 1, never a traceback ------------------
 
 
@@ -439,6 +457,13 @@ def test_bad_archives_are_refused(good_backup: Path, tmp_path: Path) -> None:
         return json.dumps({**json.loads(data), "schema_revision": "9999_future"}).encode()
 
     _refused(restore(_rewritten(good_backup, tmp_path / "new.tar", future)), "by a newer docqa")
+
+    def nonsense(name: str, data: bytes) -> bytes:
+        if name != "manifest.json":
+            return data
+        return json.dumps({**json.loads(data), "pending_documents": [7]}).encode()
+
+    _refused(restore(_rewritten(good_backup, tmp_path / "odd.tar", nonsense)), "damaged manifest")
 
     def damaged(name: str, data: bytes) -> bytes:
         return data[:-1] + bytes([data[-1] ^ 1]) if name.startswith("db/") else data
