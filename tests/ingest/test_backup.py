@@ -332,11 +332,12 @@ def test_an_original_deleted_during_the_backup_starts_it_again(
     the backup takes a new snapshot instead of leaving that document without its file."""
     keep = _ingest(service, "handbook", "hotels.md", HANDBOOK["hotels.md"].encode())
     gone = _ingest(service, "handbook", "leave.md", HANDBOOK["leave.md"].encode())
+    handbook = service.collection_id("handbook")
     real_snapshot = backup._snapshot
 
     def snapshot_then_delete(*args: Any) -> Any:
         snap = real_snapshot(*args)
-        if gone in [d[0] for d in _library(service.db, 1)["documents"]]:
+        if gone in [d[0] for d in _library(service.db, handbook)["documents"]]:
             delete_documents(service, [gone])
         return snap
 
