@@ -19,6 +19,14 @@ from tests.qa.llm.tiny_qwen import make_tiny_qwen3
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Under pytest-xdist the test processes share 2 cores with the workers, servers and CLIs
+# they start, and torch's OpenMP pool (one thread per core in every process) then spins
+# against the others: a query embedding took 170 ms instead of 12 ms, and the CI retrieval
+# slice 107 s instead of 30 s (Intel Xeon, 2 cores). One thread each, inherited by every
+# process a test starts. The serial phase (latency bounds) keeps the product's defaults.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 # jieba's dictionary cache and the like stay in the clone, never in the user's home.
