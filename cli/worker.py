@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import sys
 
 import click
@@ -142,11 +141,15 @@ def worker_command(
     _sigterm_is_cold_shutdown()
     logging.getLogger().setLevel(loglevel.upper())
 
+    from celery.utils.nodenames import host_format
+
     from worker.celery_app import configure
     from worker.context import THREADS_KEY
     from worker.lifecycle import NODE_KEY, QUEUES_KEY, release_claims
 
-    node = name or f"docqa-{'-'.join(names)}@{socket.gethostname()}"
+    # Expanded here (%h, %n, %d as Celery would): the name stored with a claim must be
+    # the one the tasks see.
+    node = host_format(name or f"docqa-{'-'.join(names)}@%h")
     if "@" not in node:
         raise InvalidInput(f"--name must look like name@host, got {node!r}")
     app = configure(settings)
