@@ -132,14 +132,27 @@ def test_deeply_nested_json_is_400(web: WebEnv) -> None:
         assert "nested" in resp.get_json()["error"]["message"]
 
 
+def _store_preferences(web: WebEnv, username: str, prefs: dict[str, str]) -> int:
+    """Write ``prefs`` straight to the user's row, as an older docqa could; its user id."""
+    uid = web.users[username].user_id
+    with web.svc.db.session() as session:
+        session.execute(sa.update(User).where(User.id == uid).values(preferences=prefs))
+        session.commit()
+    return uid
+
+
+def _stored_preferences(web: WebEnv, uid: int) -> dict[str, str]:
+    with web.svc.db.session() as session:
+        stored = session.get(User, uid)
+        assert stored is not None
+        return dict(stored.preferences)
+
+
 def test_stored_preferences_with_lone_surrogates_are_repaired(web: WebEnv) -> None:
     """Before the boundary refused them, such preferences were stored (JSON columns keep
     the escape), and every later GET /me of that user failed; they are repaired on read."""
-    uid = web.users["alice"].user_id
-    with web.svc.db.session() as session:
-        prefs = {"system_prompt": "be brief \ud800 please", "theme": "light"}
-        session.execute(sa.update(User).where(User.id == uid).values(preferences=prefs))
-        session.commit()
+    prefs = {"system_prompt": "be brief \ud800 please", "theme": "light"}
+    uid = _store_preferences(web, "alice", prefs)
     alice = web.client("alice")
     me = alice.get("/api/v1/me")
     assert me.status_code == 200
@@ -148,21 +161,15 @@ def test_stored_preferences_with_lone_surrogates_are_repaired(web: WebEnv) -> No
         "theme": "light",
     }
     # Repaired in the database too, not only in the answer.
-    with web.svc.db.session() as session:
-        stored = session.get(User, uid)
-        assert stored is not None
-        json.dumps(stored.preferences).encode("utf-8")
-        assert stored.preferences["system_prompt"] == "be brief \ufffd please"
+    stored = _stored_preferences(web, uid)
+    json.dumps(stored).encode("utf-8")
+    assert stored["system_prompt"] == "be brief \ufffd please"
 
 
 def test_stored_preferences_with_lone_surrogates_are_repaired_when_changed(web: WebEnv) -> None:
     """Changing such preferences before any read of them merges into the repaired ones:
     the answer (and what is stored) is Unicode text, not a 500 when it is encoded."""
-    uid = web.users["alice"].user_id
-    with web.svc.db.session() as session:
-        prefs = {"system_prompt": "be brief \ud800 please"}
-        session.execute(sa.update(User).where(User.id == uid).values(preferences=prefs))
-        session.commit()
+    uid = _store_preferences(web, "alice", {"system_prompt": "be brief \ud800 please"})
     alice = web.client("alice")
     resp = alice.put("/api/v1/me/preferences", json={"theme": "dark"})
     assert resp.status_code == 200, resp.get_data(as_text=True)[:300]
@@ -170,7 +177,4 @@ def test_stored_preferences_with_lone_surrogates_are_repaired_when_changed(web: 
         "system_prompt": "be brief \ufffd please",
         "theme": "dark",
     }
-    with web.svc.db.session() as session:
-        stored = session.get(User, uid)
-        assert stored is not None
-        assert stored.preferences["system_prompt"] == "be brief \ufffd please"
+    assert _stored_preferences(web, uid)["system_prompt"] == "be brief \ufffd please"
