@@ -297,7 +297,7 @@ def _sqlite_snapshot(db: Database, scratch: Path) -> _Snapshot:
             source.backup(target)
             target.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
             target.commit()
-            snap = _read_snapshot(target)
+            snap = _read_snapshot(lambda sql: list(target.execute(sql).fetchall()))
         finally:
             target.close()
             source.close()
@@ -307,11 +307,10 @@ def _sqlite_snapshot(db: Database, scratch: Path) -> _Snapshot:
 
 
 def _read_snapshot(
-    conn: sqlite3.Connection,
+    rows: Callable[[str], list[tuple[Any, ...]]],
 ) -> tuple[str | None, dict[str, int], list[str], list[int], list[PendingDocument]]:
-    def rows(sql: str) -> list[tuple[Any, ...]]:
-        return list(conn.execute(sql).fetchall())
-
+    """What the manifest says of a snapshot, read by ``rows`` from that same snapshot
+    (the SQLite copy, or the transaction pg_dump dumps)."""
     revision = rows("SELECT version_num FROM alembic_version")
     return (
         str(revision[0][0]) if revision else None,
@@ -375,25 +374,8 @@ def _postgres_snapshot(db: Database, scratch: Path) -> _Snapshot:
                 "backup",
             )
 
-            def rows(sql: str) -> list[tuple[Any, ...]]:
-                return [tuple(r) for r in conn.execute(text(sql)).all()]
-
-            revision = rows("SELECT version_num FROM alembic_version")
-            counts = {t: int(rows(f"SELECT count(*) FROM {t}")[0][0]) for t in COUNTED}
-            shas = [
-                str(r[0]) for r in rows("SELECT DISTINCT sha256 FROM documents ORDER BY sha256")
-            ]
-            ids = [int(r[0]) for r in rows("SELECT id FROM collections ORDER BY id")]
-            pending = [
-                PendingDocument(str(i), str(n), str(s))
-                for i, n, s in rows(
-                    "SELECT id, original_name, status FROM documents"
-                    f" WHERE status IN ('{DocStatus.QUEUED}', '{DocStatus.PROCESSING}') ORDER BY id"
-                )
-            ]
-    return _Snapshot(
-        dump, PG_MEMBER, str(revision[0][0]) if revision else None, counts, shas, ids, pending
-    )
+            snap = _read_snapshot(lambda sql: [tuple(r) for r in conn.execute(text(sql)).all()])
+    return _Snapshot(dump, PG_MEMBER, *snap)
 
 
 class _Hashing:
