@@ -36,7 +36,6 @@ Nothing here imports Celery: the caller passes the enqueue functions (tests pass
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
 
-from qa.retrieval.index_store import MANIFEST_FILE, IndexStore, manifest_analyzer
+from qa.retrieval.index_store import IndexStore, manifest_analyzer
 from qa.retrieval.lexical import ANALYZER_VERSION
 from qa.settings import Settings
 from qa.store.db.engine import Database
@@ -225,20 +224,18 @@ def mark_queued(db: Database, doc_ids: Sequence[str]) -> None:
 
 def published(store: IndexStore, collection_key: str) -> Published | None:
     """The current version's manifest, or None when nothing (readable) is published."""
-    version = store.current_version(collection_key)
-    if version is None:
+    manifest = store.current_manifest(collection_key)
+    if manifest is None:
         return None
-    path = store.collection_dir(collection_key) / "versions" / version / MANIFEST_FILE
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
         return Published(
-            version,
+            str(manifest["version"]),
             int(manifest["count"]),
             datetime.fromisoformat(manifest["created_at"]),
             manifest_analyzer(manifest),
         )
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # garbage-collected meanwhile, or unreadable: treat as not published
+    except (ValueError, KeyError, TypeError):
+        return None  # a manifest without them is unreadable: treat as not published
 
 
 def publish_due(db: Database, store: IndexStore, collection_id: int) -> bool:
