@@ -28,8 +28,7 @@ def backup_command(settings: Settings, out_path: Path) -> None:
     from qa.store.blobstore import BlobStore
     from qa.store.db.engine import Database
 
-    db_file = settings.data_dir / "docqa.db"
-    if settings.database_url is None and not db_file.is_file():
+    if settings.database_url is None and not settings.sqlite_file.is_file():
         # opening it would create an empty database, and back that up
         raise InvalidInput(f"no docqa database in {settings.data_dir} (is --data-dir right?)")
     db = Database(settings.db_url)

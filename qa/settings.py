@@ -149,7 +149,12 @@ class Settings(BaseSettings):
     def db_url(self) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite:///{(self.data_dir / 'docqa.db').resolve()}"
+        return f"sqlite:///{self.sqlite_file.resolve()}"
+
+    @property
+    def sqlite_file(self) -> Path:
+        """The SQLite database file (used when no DOCQA_DATABASE_URL is set)."""
+        return self.data_dir / "docqa.db"
 
     @property
     def blob_dir(self) -> Path:

@@ -65,6 +65,7 @@ from qa.errors import Conflict, IndexUnavailable, InvalidInput, StorageError
 from qa.retrieval.bm25 import BM25Index
 from qa.retrieval.index_store import CURRENT_FILE, IndexStore
 from qa.retrieval.publish import Published
+from qa.settings import Settings
 from qa.store.blobstore import BlobStore
 from qa.store.db.engine import Database
 from qa.store.db.models import Chunk, Collection, DocStatus, Document, Embedding, utcnow
@@ -558,6 +559,9 @@ def restore_backup(
     matching the restored chunks are republished through ``publisher(db)``, the same
     publish step as ``docqa reindex``."""
     source, data_dir = source.absolute(), data_dir.absolute()
+    # Where each part goes is the data dir layout Settings defines (read from no environment).
+    layout = Settings.model_construct(data_dir=data_dir, database_url=database_url)
+    placed = {"blobs": layout.blob_dir, "indexes": layout.index_dir}
     with _open_archive(source) as archive:
         manifest = read_manifest(archive, source)
         kind = str(manifest.get("database"))
@@ -572,7 +576,7 @@ def restore_backup(
             _extract_verified(archive, manifest, source, staging)
             db_file = staging / (SQLITE_MEMBER if kind == "sqlite" else PG_MEMBER)
             if kind == "sqlite":
-                os.replace(db_file, data_dir / "docqa.db")
+                os.replace(db_file, layout.sqlite_file)
             else:
                 assert database_url is not None
                 dsn, env = _libpq(database_url)
@@ -590,12 +594,11 @@ def restore_backup(
                     "restore",
                 )
                 db_file.unlink()
-            for part in ("blobs", "indexes"):
+            for part, target in placed.items():
                 if (staging / part).is_dir():
-                    os.replace(staging / part, data_dir / part)
+                    os.replace(staging / part, target)
         except BaseException:
-            for part in ("docqa.db", "blobs", "indexes"):
-                target = data_dir / part
+            for target in (layout.sqlite_file, *placed.values()):
                 if target.is_dir():
                     shutil.rmtree(target, ignore_errors=True)
                 else:
@@ -603,10 +606,9 @@ def restore_backup(
             raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    url = database_url or f"sqlite:///{data_dir / 'docqa.db'}"
-    db = Database(url)  # migrations run: a backup of an older docqa is brought up to date
+    db = Database(layout.db_url)  # migrations run: a backup of an older docqa is brought up to date
     try:
-        _republish_stale(db, IndexStore(data_dir / "indexes"), publisher, report)
+        _republish_stale(db, IndexStore(layout.index_dir), publisher, report)
         AuditLog(db).record(
             RESTORE,
             username=run_by,
