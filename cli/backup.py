@@ -23,7 +23,7 @@ from qa.settings import Settings
 def backup_command(settings: Settings, out_path: Path) -> None:
     """Write one consistent backup (database, originals, current indexes) to the new
     file OUT, while the service keeps running."""
-    from qa.library.backup import create_backup, database_kind
+    from qa.library.backup import create_backup
     from qa.retrieval.index_store import IndexStore
     from qa.store.blobstore import BlobStore
     from qa.store.db.engine import Database
@@ -44,7 +44,7 @@ def backup_command(settings: Settings, out_path: Path) -> None:
         db.dispose()
     c = report.counts
     out.print(
-        f"backed up {database_kind(settings.db_url)} database ({c['collections']} collections,"
+        f"backed up {report.database} database ({c['collections']} collections,"
         f" {c['documents']} documents, {c['chunks']} chunks, {c['users']} users,"
         f" {c['chats']} chats), {report.originals} originals and"
         f" {len(report.index_versions)} indexes to {report.path} ({report.bytes:,} bytes)"
