@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import IO, Any
 
 import kombu.exceptions
@@ -27,12 +26,7 @@ from qa.library.ingest_queue import IngestQueue, Upload
 from qa.store.catalog import request_reindex
 from qa.store.db.models import DocStatus, Document, utcnow
 from worker.heartbeat import Heartbeats
-from worker.reconcile import (
-    mark_queued,
-    orphaned_documents,
-    processing_deadline_s,
-    stuck_documents,
-)
+from worker.reconcile import documents_to_resend, mark_queued
 from worker.uploads import store_upload
 
 log = logging.getLogger(__name__)
@@ -116,22 +110,18 @@ class CeleryIngestQueue(IngestQueue):
     def stuck_processing(self) -> int:
         """``processing`` documents of a worker whose heartbeat expired, or past the
         processing deadline: what the reconciler will send again on its next run."""
-        settings = self.service.settings
-        now = utcnow()
         try:
-            stuck = stuck_documents(
-                self.service.db,
-                queued_before=None,
-                processing_before=now - timedelta(seconds=processing_deadline_s(settings)),
-            )
-            orphans = orphaned_documents(
-                self.service.db,
-                self._heartbeats.alive,
-                claimed_before=now - timedelta(seconds=settings.worker_heartbeat_ttl_s),
+            return len(
+                documents_to_resend(
+                    self.service.db,
+                    self.service.settings,
+                    self._heartbeats.alive,
+                    queued_before=None,
+                    now=utcnow(),
+                )
             )
         except SQLAlchemyError:
             return -1
-        return len(set(stuck) | set(orphans))
 
     def close(self) -> None:
         self._heartbeats.close()

@@ -135,6 +135,31 @@ def orphaned_documents(db: Database, alive: AliveNodes, *, claimed_before: datet
     return [doc_id for doc_id, node in rows if node not in live]
 
 
+def documents_to_resend(
+    db: Database,
+    settings: Settings,
+    alive: AliveNodes | None,
+    *,
+    queued_before: datetime | None,
+    now: datetime,
+) -> list[str]:
+    """What the reconciler sends again: documents ``stuck_documents`` finds (``processing``
+    past the processing deadline; ``queued`` too if ``queued_before``), then those of a dead
+    worker (``orphaned_documents``, when ``alive`` can tell)."""
+    stuck = stuck_documents(
+        db,
+        queued_before=queued_before,
+        processing_before=now - timedelta(seconds=processing_deadline_s(settings)),
+    )
+    if alive is not None:
+        claimed_before = now - timedelta(seconds=settings.worker_heartbeat_ttl_s)
+        seen = set(stuck)
+        stuck += [
+            d for d in orphaned_documents(db, alive, claimed_before=claimed_before) if d not in seen
+        ]
+    return stuck
+
+
 def reclaim_own(db: Database, node: str, enqueue_document: Callable[[str], None]) -> list[str]:
     """On a worker's start: send again the documents an earlier run of the same node left
     ``processing`` (it was killed: a node name belongs to one live worker at a time)."""
@@ -332,14 +357,8 @@ def reconcile(
     queued_before = (
         now - timedelta(seconds=settings.reconcile_stuck_after_s) if not backlog else None
     )
-    processing_before = now - timedelta(seconds=processing_deadline_s(settings))
     report = ReconcileReport()
-    stuck = stuck_documents(db, queued_before=queued_before, processing_before=processing_before)
-    if alive is not None:
-        claimed_before = now - timedelta(seconds=settings.worker_heartbeat_ttl_s)
-        orphans = orphaned_documents(db, alive, claimed_before=claimed_before)
-        stuck += [doc_id for doc_id in orphans if doc_id not in set(stuck)]
-    for doc_id in stuck:
+    for doc_id in documents_to_resend(db, settings, alive, queued_before=queued_before, now=now):
         enqueue_document(doc_id)
         # One row at a time: if the broker fails halfway, the rest keep their old clock.
         touch(db, [doc_id])
