@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import re
@@ -421,8 +422,6 @@ def _add_file(
 def _add_bytes(
     archive: tarfile.TarFile, members: dict[str, dict[str, Any]], name: str, data: bytes
 ) -> None:
-    import io
-
     _add_stream(archive, members, name, io.BytesIO(data), len(data))
 
 
