@@ -380,6 +380,12 @@ def _postgres_snapshot(db: Database, scratch: Path) -> _Snapshot:
     return _Snapshot(dump, PG_MEMBER, *snap)
 
 
+def _blob_member(sha: str) -> str:
+    """An original's member name: restore moves ``blobs/`` into the blob dir as it is, so
+    the name is the blob store's own layout under ``blobs/``."""
+    return BlobStore(Path("blobs")).path_for(sha).as_posix()
+
+
 class _Hashing:
     """A reader that hashes what passes through it (tarfile copies from it)."""
 
@@ -445,7 +451,7 @@ def _add_original(
             " (docqa gc reports such documents); the backup was not written"
         ) from None
     with fh:
-        name = f"blobs/{sha[:2]}/{sha[2:4]}/{sha}"
+        name = _blob_member(sha)
         digest = _add_stream(archive, members, name, fh, os.fstat(fh.fileno()).st_size)
     if digest != sha:
         raise StorageError(
@@ -682,7 +688,7 @@ def _extract_verified(
                 os.fsync(out.fileno())
             digest = sha.hexdigest()
             if digest != meta.get("sha256") or (
-                name.startswith("blobs/") and name != f"blobs/{digest[:2]}/{digest[2:4]}/{digest}"
+                name.startswith("blobs/") and name != _blob_member(digest)
             ):
                 raise InvalidInput(f"{source} is damaged: {name} does not match its checksum")
             seen.add(name)
