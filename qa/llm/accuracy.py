@@ -25,16 +25,16 @@ near-tie top-1 agreement >= 0.9. Why these:
   keeps the gate meaningful for both; damage still shows (planted outliers x100: 0.50
   strict, 0.78 near-tie; x1000: 0.22 / 0.28). Strict top-1 is recorded too.
 
-When the check fails, ``diagnose`` finds the layers to blame: a probe graph (the built
-graph plus outputs of every layer's residual stream at the probe positions) is run once
-and compared with the reference's states layer by layer; a layer whose relative error
+The built graph runs stage by stage (``staged.py``: one layer's weights in memory at a
+time, so the check keeps the build under 1 GB), which also yields every layer's residual
+stream at the probe positions. When the check fails, those states are compared with the
+reference's layer by layer to find the layers to blame: a layer whose relative error
 jumps by at least half the largest jump is an offender. ``build.py`` then rebuilds with
 those layers on the blockwise kernel (a mixed build) and checks again.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -44,16 +44,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from qa.errors import ModelAccuracyError, ModelBuildError
+from qa.errors import ModelAccuracyError
 from qa.llm.calibration import CALIBRATION_TOKENS, calibration_ids
-from qa.llm.manifest import MODEL_FILE
 from qa.llm.reference import ReferenceQwen3
 from qa.llm.safetensors_io import SafetensorsCheckpoint
 from qa.llm.spec import Qwen3Spec
+from qa.llm.staged import run_staged
 
 F32 = npt.NDArray[np.float32]
 WINDOW = 16  # tokens per prefill window; each window's last position is a probe
-PROBE_FILE = ".accuracy-probe.onnx"  # written next to model.onnx, deleted after use
 NEAR_TIE = 0.1  # logits: exp(-0.1) = 0.90, "at least 90% as likely"
 
 
@@ -134,82 +133,6 @@ def probe_positions(tokens: int, window: int = WINDOW) -> list[int]:
     return ends
 
 
-def _session(path: Path) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = len(os.sched_getaffinity(0))
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own untyped errors
-        raise ModelBuildError(f"{path}: the built model does not load ({exc})") from exc
-
-
-def _feeds(spec: Qwen3Spec, tokens: list[int], past: list[F32], past_len: int) -> dict[str, Any]:
-    total = past_len + len(tokens)
-    feeds: dict[str, Any] = {
-        "input_ids": np.array([tokens], np.int64),
-        "seqlens_k": np.array([total - 1], np.int32),
-        "total_sequence_length": np.array(total, np.int32),
-    }
-    for i in range(spec.num_layers):
-        feeds[f"past_key_values.{i}.key"] = past[2 * i]
-        feeds[f"past_key_values.{i}.value"] = past[2 * i + 1]
-    return feeds
-
-
-def _empty_past(spec: Qwen3Spec) -> list[F32]:
-    shape = (1, spec.num_kv_heads, 0, spec.head_dim)
-    return [np.zeros(shape, np.float32) for _ in range(2 * spec.num_layers)]
-
-
-def graph_probe_logits(model_dir: Path, spec: Qwen3Spec, ids: list[int], probes: list[int]) -> F32:
-    """Last-position logits of the built graph after each window ending at a probe."""
-    session = _session(model_dir / MODEL_FILE)
-    past = _empty_past(spec)
-    rows: list[F32] = []
-    start = 0
-    for end in probes:
-        chunk = ids[start : end + 1]
-        logits, *past = session.run(None, _feeds(spec, chunk, past, start))
-        rows.append(np.asarray(logits[0, -1], np.float32))
-        start = end + 1
-    return np.stack(rows)
-
-
-def graph_layer_states(model_dir: Path, spec: Qwen3Spec, ids: list[int], probes: list[int]) -> F32:
-    """(layers, P, hidden): the built graph's residual stream after each layer, at probes.
-
-    The probe graph is the built graph with extra outputs (``l{i}.down + l{i}.res_mlp`` is
-    layer i's output; see graph.py), saved beside ``model.onnx`` so that it finds the same
-    external data file, and deleted afterwards.
-    """
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    model = onnx.load(str(model_dir / MODEL_FILE), load_external_data=False)
-    g = model.graph
-    g.initializer.append(numpy_helper.from_array(np.array(probes, np.int64), "probe.positions"))
-    for i in range(spec.num_layers):
-        g.node.append(helper.make_node("Add", [f"l{i}.down", f"l{i}.res_mlp"], [f"probe.x{i}"]))
-        g.node.append(
-            helper.make_node("Gather", [f"probe.x{i}", "probe.positions"], [f"probe.s{i}"], axis=1)
-        )
-        g.output.append(helper.make_tensor_value_info(f"probe.s{i}", TensorProto.FLOAT, None))
-    path = model_dir / PROBE_FILE
-    onnx.save_model(model, str(path))
-    del model
-    try:
-        session = _session(path)
-        names = [f"probe.s{i}" for i in range(spec.num_layers)]
-        outs = session.run(names, _feeds(spec, ids, _empty_past(spec), 0))
-    finally:
-        path.unlink(missing_ok=True)
-    return np.stack([np.asarray(o[0], np.float32) for o in outs])
-
-
 def relative_errors(reference: F32, got: F32) -> list[float]:
     """Per layer: ||got - reference|| / ||reference|| over all probe positions."""
     diff = np.linalg.norm((got - reference).reshape(len(reference), -1), axis=1)
@@ -259,8 +182,8 @@ class AccuracyCheck:
 
     def run(self, model_dir: Path) -> CheckResult:
         started = time.monotonic()
-        got = graph_probe_logits(model_dir, self.spec, self.ids, self.probes)
-        m = compare_logits(self.reference.logits, got)
+        got = run_staged(model_dir, self.spec, self.ids, self.probes)
+        m = compare_logits(self.reference.logits, got.logits)
         t = self.thresholds
         min_cos = min(m.cosines)
         top1 = sum(m.top1) / len(m.top1)
@@ -269,8 +192,7 @@ class AccuracyCheck:
         errors: list[float] | None = None
         offenders: list[int] = []
         if not passed:
-            states = graph_layer_states(model_dir, self.spec, self.ids, self.probes)
-            errors = relative_errors(self.reference.layer_states, states)
+            errors = relative_errors(self.reference.layer_states, got.states)
             offenders = offending_layers(errors)
         report = AccuracyReport(
             tokens=len(self.ids),

@@ -21,6 +21,7 @@ from qa.llm.manifest import ModelManifest
 from qa.llm.reference import ReferenceQwen3
 from qa.llm.safetensors_io import SafetensorsCheckpoint
 from qa.llm.spec import read_qwen3_config
+from qa.llm.staged import STAGE_FILE, run_staged, session
 from tests.conftest import SAMPLES
 from tests.qa.llm.planted_qwen import make_wide_qwen3, plant_outliers
 from tests.qa.llm.test_parity import _has_vnni
@@ -81,6 +82,34 @@ def test_healthy_dynamic_build_passes_and_the_figures_are_recorded(
     assert time.monotonic() - started < 60
 
 
+def test_the_staged_run_gives_the_whole_graph_s_logits(built_int8: Path, tiny_hf: Path) -> None:
+    """The check runs the built graph one layer at a time (to stay under 1 GB on the full
+    model); cut at the layer boundaries, it must compute what the whole graph computes."""
+    spec, _ = read_qwen3_config(tiny_hf)
+    ids = calibration_ids(tiny_hf, 80)
+    probes = probe_positions(len(ids))
+    staged = run_staged(built_int8, spec, ids, probes)
+    whole = session(built_int8 / "model.onnx")
+    kv = (1, spec.num_kv_heads, 0, spec.head_dim)
+    past = [np.zeros(kv, np.float32) for _ in range(2 * spec.num_layers)]
+    start, rows = 0, []
+    for end in probes:
+        feeds: dict[str, Any] = {
+            "input_ids": np.array([ids[start : end + 1]], np.int64),
+            "seqlens_k": np.array([end], np.int32),
+            "total_sequence_length": np.array(end + 1, np.int32),
+        }
+        for i in range(spec.num_layers):
+            feeds[f"past_key_values.{i}.key"] = past[2 * i]
+            feeds[f"past_key_values.{i}.value"] = past[2 * i + 1]
+        logits, *past = whole.run(None, feeds)
+        rows.append(logits[0, -1])
+        start = end + 1
+    np.testing.assert_allclose(staged.logits, np.stack(rows), rtol=0, atol=1e-5)
+    assert staged.states.shape == (spec.num_layers, len(probes), spec.hidden_size)
+    assert not (built_int8 / STAGE_FILE).exists()
+
+
 def test_no_check_and_fp32_record_no_accuracy(tiny_hf: Path, tmp_path: Path) -> None:
     build_model(tiny_hf, tmp_path / "a", check_accuracy=False)
     assert ModelManifest.read(tmp_path / "a").accuracy is None
@@ -136,7 +165,7 @@ def test_planted_outliers_are_caught_and_blamed_on_their_layer(
     assert result.offenders == [OUTLIER_LAYER]
     assert result.layer_errors is not None
     assert result.layer_errors[OUTLIER_LAYER] > 2 * result.layer_errors[OUTLIER_LAYER - 1]
-    assert not (tmp_path / "raw" / ".accuracy-probe.onnx").exists()
+    assert not (tmp_path / "raw" / STAGE_FILE).exists()
 
 
 def test_planted_outliers_get_a_mixed_build_that_passes(wide_hf: Path, tmp_path: Path) -> None:

@@ -1,0 +1,165 @@
+"""Run a built graph one stage at a time, so checking it needs one layer's memory, not the model's.
+
+The build's accuracy check must run the *built* INT8 graph (the kernels that will serve),
+yet ``docqa model build`` stays under 1 GB of RAM for the full 4B model. Loading the whole
+graph into onnxruntime would cost what serving costs (about 5 GB: the mapped weights plus
+the kernels' prepacked copies). So the graph is cut at its layer boundaries into stages
+(the embedding, each decoder layer, the final norm and lm_head); each stage is a small
+ONNX file beside ``model.onnx`` that points into the same external data file, is loaded
+alone, fed every prefill window in order (with its own KV cache), and freed before the
+next. The ops, kernels and prepacking are those of the whole graph, so the logits are the
+same (``tests/qa/llm/test_accuracy_check.py`` compares them); the residual stream after
+each layer comes for free, which is what the check's diagnosis needs.
+
+Stage boundaries follow ``graph.py``'s names: ``embeds``; layer i reads layer i-1's
+``l{i-1}.down`` and ``l{i-1}.res_mlp`` (layer 0 reads ``embeds``) and writes its own; the
+head reads the last layer's pair and writes ``logits``.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+from onnx import ModelProto, TensorProto, helper
+
+from qa.errors import ModelBuildError
+from qa.llm.manifest import MODEL_FILE
+from qa.llm.spec import Qwen3Spec
+
+F32 = npt.NDArray[np.float32]
+STAGE_FILE = ".stage.onnx"  # written next to model.onnx (same external data), then deleted
+
+
+@dataclass(frozen=True)
+class StagedRun:
+    logits: F32  # (P, vocab): the last position of each window
+    states: F32  # (layers, P, hidden): the residual stream after each layer, at the probes
+
+
+def _layer_io(i: int) -> tuple[list[str], list[str]]:
+    inputs = ["embeds"] if i == 0 else [f"l{i - 1}.down", f"l{i - 1}.res_mlp"]
+    return inputs, [f"l{i}.down", f"l{i}.res_mlp", f"present.{i}.key", f"present.{i}.value"]
+
+
+def cut(model: ModelProto, inputs: list[str], outputs: list[str]) -> ModelProto:
+    """The part of ``model`` that computes ``outputs`` from ``inputs`` (plus whatever graph
+    inputs and initializers it reads). Initializers keep their external-data references."""
+    g = model.graph
+    producer = {out: node for node in g.node for out in node.output if out}
+    inits = {t.name: t for t in g.initializer}
+    graph_inputs = {v.name: v for v in g.input}
+    wanted: set[int] = set()
+    needed_inits: set[str] = set()
+    needed_inputs: list[str] = []
+    stack, seen = list(outputs), set(inputs)
+    while stack:
+        name = stack.pop()
+        if name in seen or not name:
+            continue
+        seen.add(name)
+        if name in inits:
+            needed_inits.add(name)
+        elif name in graph_inputs:
+            needed_inputs.append(name)
+        elif name in producer:
+            node = producer[name]
+            wanted.add(id(node))
+            stack.extend(node.input)
+        else:
+            raise ModelBuildError(f"the built graph has no tensor {name!r} to cut at")
+    f32 = TensorProto.FLOAT
+    graph = helper.make_graph(
+        [n for n in g.node if id(n) in wanted],
+        g.name,
+        [helper.make_tensor_value_info(n, f32, None) for n in inputs]
+        + [graph_inputs[n] for n in sorted(needed_inputs)],
+        [helper.make_tensor_value_info(n, f32, None) for n in outputs],
+        initializer=[t for t in g.initializer if t.name in needed_inits],
+    )
+    part = helper.make_model(graph, opset_imports=model.opset_import, producer_name="docqa")
+    part.ir_version = model.ir_version
+    return part
+
+
+def session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = len(os.sched_getaffinity(0))
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise ModelBuildError(f"{path}: the built model does not load ({exc})") from exc
+
+
+@contextmanager
+def _stage(model_dir: Path, part: ModelProto) -> Iterator[Any]:
+    path = model_dir / STAGE_FILE
+    onnx.save_model(part, str(path))
+    try:
+        sess = session(path)
+        yield sess
+    finally:
+        path.unlink(missing_ok=True)
+        gc.collect()  # the session's mapped weights and prepacked copies go before the next
+
+
+def _windows(probes: list[int]) -> list[tuple[int, int]]:
+    starts = [0, *(p + 1 for p in probes[:-1])]
+    return [(s, e + 1) for s, e in zip(starts, probes, strict=True)]
+
+
+def _kv_feeds(
+    spec: Qwen3Spec, i: int, past: tuple[F32, F32], past_len: int, n: int
+) -> dict[str, Any]:
+    return {
+        "seqlens_k": np.array([past_len + n - 1], np.int32),
+        "total_sequence_length": np.array(past_len + n, np.int32),
+        f"past_key_values.{i}.key": past[0],
+        f"past_key_values.{i}.value": past[1],
+    }
+
+
+def run_staged(model_dir: Path, spec: Qwen3Spec, ids: list[int], probes: list[int]) -> StagedRun:
+    """Prefill ``ids`` in windows ending at ``probes``, the way the service does, stage by stage."""
+    model = onnx.load(str(model_dir / MODEL_FILE), load_external_data=False)
+    windows = _windows(probes)
+    with _stage(model_dir, cut(model, [], ["embeds"])) as sess:
+        x: list[list[F32]] = [
+            sess.run(None, {"input_ids": np.array([ids[s:e]], np.int64)}) for s, e in windows
+        ]
+    states: list[F32] = []
+    for i in range(spec.num_layers):
+        names, outs = _layer_io(i)
+        with _stage(model_dir, cut(model, names, outs)) as sess:
+            kv_shape = (1, spec.num_kv_heads, 0, spec.head_dim)
+            past = (np.zeros(kv_shape, np.float32), np.zeros(kv_shape, np.float32))
+            nxt: list[list[F32]] = []
+            for (s, e), arrays in zip(windows, x, strict=True):
+                feeds = {
+                    **dict(zip(names, arrays, strict=True)),
+                    **_kv_feeds(spec, i, past, s, e - s),
+                }
+                down, res, key, value = sess.run(None, feeds)
+                past = (key, value)
+                nxt.append([down, res])
+        x = nxt
+        states.append(np.stack([np.asarray(d[0, -1] + r[0, -1], np.float32) for d, r in x]))
+    last = _layer_io(spec.num_layers)[0]
+    with _stage(model_dir, cut(model, last, ["logits"])) as sess:
+        rows = [
+            np.asarray(sess.run(None, dict(zip(last, a, strict=True)))[0][0, -1], np.float32)
+            for a in x
+        ]
+    return StagedRun(logits=np.stack(rows), states=np.stack(states))
