@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +35,7 @@ from qa.llm.manifest import MODEL_FILE
 from qa.llm.spec import Qwen3Spec
 
 F32 = npt.NDArray[np.float32]
+T = TypeVar("T")
 STAGE_FILE = ".stage.onnx"  # written next to model.onnx (same external data), then deleted
 
 
@@ -103,16 +103,16 @@ def session(path: Path) -> Any:
         raise ModelBuildError(f"{path}: the built model does not load ({exc})") from exc
 
 
-@contextmanager
-def _stage(model_dir: Path, part: ModelProto) -> Iterator[Any]:
+def _in_stage(model_dir: Path, part: ModelProto, work: Callable[[Any], T]) -> T:
+    """``work(session)`` on ``part`` loaded alone; the session is gone when this returns
+    (nothing outside holds it), so two stages' weights are never resident together."""
     path = model_dir / STAGE_FILE
     onnx.save_model(part, str(path))
     try:
-        sess = session(path)
-        yield sess
+        return work(session(path))
     finally:
         path.unlink(missing_ok=True)
-        gc.collect()  # the session's mapped weights and prepacked copies go before the next
+        gc.collect()
 
 
 def _windows(probes: list[int]) -> list[tuple[int, int]]:
@@ -135,17 +135,21 @@ def run_staged(model_dir: Path, spec: Qwen3Spec, ids: list[int], probes: list[in
     """Prefill ``ids`` in windows ending at ``probes``, the way the service does, stage by stage."""
     model = onnx.load(str(model_dir / MODEL_FILE), load_external_data=False)
     windows = _windows(probes)
-    with _stage(model_dir, cut(model, [], ["embeds"])) as sess:
-        x: list[list[F32]] = [
-            sess.run(None, {"input_ids": np.array([ids[s:e]], np.int64)}) for s, e in windows
-        ]
+
+    def embed(sess: Any) -> list[list[F32]]:
+        return [sess.run(None, {"input_ids": np.array([ids[s:e]], np.int64)}) for s, e in windows]
+
+    x = _in_stage(model_dir, cut(model, [], ["embeds"]), embed)
     states: list[F32] = []
     for i in range(spec.num_layers):
         names, outs = _layer_io(i)
-        with _stage(model_dir, cut(model, names, outs)) as sess:
+
+        def layer(
+            sess: Any, i: int = i, names: list[str] = names, x: list[list[F32]] = x
+        ) -> list[list[F32]]:
             kv_shape = (1, spec.num_kv_heads, 0, spec.head_dim)
             past = (np.zeros(kv_shape, np.float32), np.zeros(kv_shape, np.float32))
-            nxt: list[list[F32]] = []
+            out: list[list[F32]] = []
             for (s, e), arrays in zip(windows, x, strict=True):
                 feeds = {
                     **dict(zip(names, arrays, strict=True)),
@@ -153,13 +157,18 @@ def run_staged(model_dir: Path, spec: Qwen3Spec, ids: list[int], probes: list[in
                 }
                 down, res, key, value = sess.run(None, feeds)
                 past = (key, value)
-                nxt.append([down, res])
-        x = nxt
+                out.append([down, res])
+            return out
+
+        x = _in_stage(model_dir, cut(model, names, outs), layer)
         states.append(np.stack([np.asarray(d[0, -1] + r[0, -1], np.float32) for d, r in x]))
     last = _layer_io(spec.num_layers)[0]
-    with _stage(model_dir, cut(model, last, ["logits"])) as sess:
-        rows = [
+
+    def head(sess: Any) -> list[F32]:
+        return [
             np.asarray(sess.run(None, dict(zip(last, a, strict=True)))[0][0, -1], np.float32)
             for a in x
         ]
+
+    rows = _in_stage(model_dir, cut(model, last, ["logits"]), head)
     return StagedRun(logits=np.stack(rows), states=np.stack(states))

@@ -184,7 +184,7 @@ def test_planted_outliers_get_a_mixed_build_that_passes(wide_hf: Path, tmp_path:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
 
-def test_hopeless_build_fails_naming_blockwise_and_keeps_the_previous_model(
+def test_hopeless_build_tries_every_layer_blockwise_then_fails_and_keeps_the_previous_model(
     wide_hf: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "m"
@@ -192,6 +192,13 @@ def test_hopeless_build_fails_naming_blockwise_and_keeps_the_previous_model(
     before = (out / "docqa_model.json").read_bytes()
     with pytest.raises(ModelAccuracyError) as err:
         build_model(planted(wide_hf, 1000), out, int8_kernel="dynamic")
-    assert "--kernel blockwise" in str(err.value) and "--kernel dynamic:" in str(err.value)
+    # tried: dynamic, dynamic with the blamed layer blockwise, then every layer blockwise
+    message = str(err.value)
+    assert (
+        "  --kernel dynamic:" in message
+        and "  --kernel dynamic with layers 1 blockwise:" in message
+    )
+    assert "  --kernel dynamic with every layer blockwise:" in message
+    assert "build with --precision fp32" in message
     assert (out / "docqa_model.json").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
