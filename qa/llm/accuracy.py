@@ -26,8 +26,8 @@ near-tie top-1 agreement >= 0.9. Why these:
   strict, 0.78 near-tie; x1000: 0.22 / 0.28). Strict top-1 is recorded too.
 
 The built graph runs stage by stage (``staged.py``: one layer's weights in memory at a
-time; the full 4B check peaks at about 1.6 GB, in the vocabulary head's stage, against
-the serving memory of a whole-graph session), which also yields every layer's residual
+time, the lm_head in vocabulary blocks; a whole-graph session would cost the serving
+memory), which also yields every layer's residual
 stream at the probe positions. When the check fails, those states are compared with the
 reference's layer by layer to find the layers to blame: a layer whose relative error
 jumps by at least half the largest jump is an offender. ``build.py`` then rebuilds with

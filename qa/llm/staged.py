@@ -1,14 +1,14 @@
 """Run a built graph one stage at a time, so checking it needs one layer's memory, not the model's.
 
 The build's accuracy check must run the *built* INT8 graph (the kernels that will serve),
-yet ``docqa model build`` stays under 1 GB of RAM for the full 4B model. Loading the whole
+yet ``docqa model build`` must keep a small footprint on the full 4B model. Loading the whole
 graph into onnxruntime would cost what serving costs (about 5 GB: the mapped weights plus
 the kernels' prepacked copies). So the graph is cut at its layer boundaries into stages
-(the embedding, each decoder layer, the final norm and lm_head); each stage is a small
-ONNX file beside ``model.onnx`` that points into the same external data file, is loaded
-alone, fed every prefill window in order (with its own KV cache), and freed before the
+(the embedding, each decoder layer, the final norm and lm_head, the last in vocabulary
+blocks: ``head_blocks``); each stage is a small ONNX file beside ``model.onnx`` that points into the same external data file,
+is loaded alone, fed every prefill window in order (with its own KV cache), and freed before the
 next. The ops, kernels and prepacking are those of the whole graph, so the logits are the
-same (``tests/qa/llm/test_accuracy_check.py`` compares them); the residual stream after
+same (``tests/qa/llm/test_accuracy.py`` compares them); the residual stream after
 each layer comes for free, which is what the check's diagnosis needs.
 
 Stage boundaries follow ``graph.py``'s names: ``embeds``; layer i reads layer i-1's
@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 import onnx
-from onnx import ModelProto, TensorProto, helper
+from onnx import ModelProto, TensorProto, helper, numpy_helper
 
 from qa.errors import ModelBuildError
 from qa.llm.manifest import MODEL_FILE
@@ -37,6 +37,10 @@ from qa.llm.spec import Qwen3Spec
 F32 = npt.NDArray[np.float32]
 T = TypeVar("T")
 STAGE_FILE = ".stage.onnx"  # written next to model.onnx (same external data), then deleted
+#: the lm_head runs in this many vocabulary blocks, so its prepacked weights (the largest
+#: matrix) are resident one block at a time; whole, its stage was the check's peak on the
+#: full 4B model (1.59 GB RSS, against 0.2-0.3 GB per layer stage)
+HEAD_BLOCKS = 8
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,55 @@ def cut(model: ModelProto, inputs: list[str], outputs: list[str]) -> ModelProto:
     part = helper.make_model(graph, opset_imports=model.opset_import, producer_name="docqa")
     part.ir_version = model.ir_version
     return part
+
+
+def _rows(t: TensorProto, start: int, stop: int, n: int) -> TensorProto:
+    """Rows ``[start, stop)`` of ``t``, whose leading extent is ``n`` rows of equal size
+    (MatMulNBits' B, scales, zero points and bias all are), as a tensor of the same name;
+    an external tensor keeps pointing into the data file, at those rows' bytes only."""
+    if t.data_location != TensorProto.EXTERNAL:
+        flat = numpy_helper.to_array(t).reshape(n, -1)[start:stop]
+        shape = (stop - start, *t.dims[1:]) if len(t.dims) > 1 else (flat.size,)
+        return numpy_helper.from_array(flat.reshape(shape), t.name)
+    ref = {e.key: e.value for e in t.external_data}
+    row = int(ref["length"]) // n
+    out = TensorProto()
+    out.CopyFrom(t)
+    out.dims[0] = (stop - start) if len(t.dims) > 1 else (stop - start) * (int(t.dims[0]) // n)
+    for e in out.external_data:
+        if e.key == "offset":
+            e.value = str(int(ref.get("offset", "0")) + start * row)
+        elif e.key == "length":
+            e.value = str((stop - start) * row)
+    return out
+
+
+def head_blocks(head: ModelProto, blocks: int) -> list[ModelProto]:
+    """``head`` (final norm + lm_head) split into up to ``blocks`` parts by vocabulary rows,
+    each computing ``logits`` for its rows only; concatenated along the last axis they are
+    the whole head's logits. Why: onnxruntime prepacks the lm_head weights (151,936 x
+    2,560 on the 4B model) into a second copy when the session loads; a block prepacks
+    only its share, which keeps the check's peak near a layer's. A head that is not a
+    MatMulNBits (the fp32 build) is returned whole."""
+    node = next(n for n in head.graph.node if "logits" in n.output)
+    if node.op_type != "MatMulNBits" or blocks < 2:
+        return [head]
+    n = next(a.i for a in node.attribute if a.name == "N")
+    sliced = {name for j, name in enumerate(node.input) if name and j in (1, 2, 3, 5)}
+    inits = {t.name: t for t in head.graph.initializer}
+    step = -(-n // blocks)
+    parts: list[ModelProto] = []
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        part = ModelProto()
+        part.CopyFrom(head)
+        block = next(x for x in part.graph.node if "logits" in x.output)
+        next(a for a in block.attribute if a.name == "N").i = stop - start
+        for t in part.graph.initializer:
+            if t.name in sliced:
+                t.CopyFrom(_rows(inits[t.name], start, stop, n))
+        parts.append(part)
+    return parts
 
 
 def session(path: Path) -> Any:
@@ -170,5 +223,7 @@ def run_staged(model_dir: Path, spec: Qwen3Spec, ids: list[int], probes: list[in
             for a in x
         ]
 
-    rows = _in_stage(model_dir, cut(model, last, ["logits"]), head)
+    parts = head_blocks(cut(model, last, ["logits"]), HEAD_BLOCKS)
+    columns = [_in_stage(model_dir, part, head) for part in parts]
+    rows = [np.concatenate([c[p] for c in columns]) for p in range(len(windows))]
     return StagedRun(logits=np.stack(rows), states=np.stack(states))

@@ -21,7 +21,7 @@ from qa.llm.manifest import ModelManifest
 from qa.llm.reference import ReferenceQwen3
 from qa.llm.safetensors_io import SafetensorsCheckpoint
 from qa.llm.spec import read_qwen3_config
-from qa.llm.staged import STAGE_FILE, run_staged, session
+from qa.llm.staged import HEAD_BLOCKS, STAGE_FILE, cut, head_blocks, run_staged, session
 from tests.conftest import SAMPLES
 from tests.qa.llm.planted_qwen import make_wide_qwen3, plant_outliers
 from tests.qa.llm.test_parity import _has_vnni
@@ -83,8 +83,9 @@ def test_healthy_dynamic_build_passes_and_the_figures_are_recorded(
 
 
 def test_the_staged_run_gives_the_whole_graph_s_logits(built_int8: Path, tiny_hf: Path) -> None:
-    """The check runs the built graph one layer at a time (to stay under 1 GB on the full
-    model); cut at the layer boundaries, it must compute what the whole graph computes."""
+    """The check runs the built graph one layer at a time and the lm_head in vocabulary
+    blocks (to keep the check's memory near one layer's on the full model); cut at those
+    boundaries, it must compute what the whole graph computes."""
     spec, _ = read_qwen3_config(tiny_hf)
     ids = calibration_ids(tiny_hf, 80)
     probes = probe_positions(len(ids))
@@ -108,6 +109,34 @@ def test_the_staged_run_gives_the_whole_graph_s_logits(built_int8: Path, tiny_hf
     np.testing.assert_allclose(staged.logits, np.stack(rows), rtol=0, atol=1e-5)
     assert staged.states.shape == (spec.num_layers, len(probes), spec.hidden_size)
     assert not (built_int8 / STAGE_FILE).exists()
+
+
+def test_head_blocks_partition_the_vocabulary_and_its_weight_bytes(
+    built_int8: Path, tiny_hf: Path
+) -> None:
+    last = read_qwen3_config(tiny_hf)[0].num_layers - 1
+    model = onnx.load(str(built_int8 / "model.onnx"), load_external_data=False)
+    head = cut(model, [f"l{last}.down", f"l{last}.res_mlp"], ["logits"])
+    parts = head_blocks(head, HEAD_BLOCKS)
+    assert len(parts) == HEAD_BLOCKS
+
+    def matmul_n(m: onnx.ModelProto) -> int:
+        node = next(n for n in m.graph.node if n.op_type == "MatMulNBits")
+        return next(a.i for a in node.attribute if a.name == "N")
+
+    def spans(m: onnx.ModelProto, name: str) -> tuple[int, int]:
+        t = next(t for t in m.graph.initializer if t.name == name)
+        ref = {e.key: int(e.value) for e in t.external_data if e.key != "location"}
+        return ref["offset"], ref["length"]
+
+    assert sum(matmul_n(p) for p in parts) == matmul_n(head)
+    weights = next(n for n in head.graph.node if n.op_type == "MatMulNBits").input[1]
+    offset, length = spans(head, weights)
+    for part in parts:  # consecutive row ranges of the one table, nothing copied
+        start, size = spans(part, weights)
+        assert start == offset
+        offset += size
+    assert offset == spans(head, weights)[0] + length
 
 
 def test_no_check_and_fp32_record_no_accuracy(tiny_hf: Path, tmp_path: Path) -> None:
