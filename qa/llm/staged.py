@@ -1,15 +1,16 @@
 """Run a built graph one stage at a time, so checking it needs one layer's memory, not the model's.
 
 The build's accuracy check must run the *built* INT8 graph (the kernels that will serve),
-yet ``docqa model build`` must keep a small footprint on the full 4B model. Loading the whole
-graph into onnxruntime would cost what serving costs (about 5 GB: the mapped weights plus
-the kernels' prepacked copies). So the graph is cut at its layer boundaries into stages
-(the embedding, each decoder layer, the final norm and lm_head, the last in vocabulary
-blocks: ``head_blocks``); each stage is a small ONNX file beside ``model.onnx`` that points into the same external data file,
-is loaded alone, fed every prefill window in order (with its own KV cache), and freed before the
-next. The ops, kernels and prepacking are those of the whole graph, so the logits are the
-same (``tests/qa/llm/test_accuracy.py`` compares them); the residual stream after
-each layer comes for free, which is what the check's diagnosis needs.
+yet ``docqa model build`` must keep a small footprint on the full 4B model. Loading the
+whole graph into onnxruntime would cost what serving costs (about 5 GB: the mapped weights
+plus the kernels' prepacked copies). So the graph is cut at its layer boundaries into
+stages (the embedding, each decoder layer, the final norm and lm_head, the last in
+vocabulary blocks: ``head_blocks``); each stage is a small ONNX file beside ``model.onnx``
+that points into the same external data file, is loaded alone, fed every prefill window
+in order (with its own KV cache), and freed before the next. The ops, kernels and
+prepacking are those of the whole graph, so the logits are the same
+(``tests/qa/llm/test_accuracy.py`` compares them); the residual stream after each layer
+comes for free, which is what the check's diagnosis needs.
 
 Stage boundaries follow ``graph.py``'s names: ``embeds``; layer i reads layer i-1's
 ``l{i-1}.down`` and ``l{i-1}.res_mlp`` (layer 0 reads ``embeds``) and writes its own; the
