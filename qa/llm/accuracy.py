@@ -259,7 +259,7 @@ def build_checked(
             return CheckedBuild(data_bytes, tuple(sorted(blockwise)), result.report, tuple(tried))
         tried.append(f"{_kernel_label(kernel, blockwise, every)}: {result.report.summary()}")
         if kernel != "dynamic" or blockwise == every:
-            raise ModelAccuracyError(_failure(tried, kernel, blockwise == every, check.thresholds))
+            raise ModelAccuracyError(_failure(tried, check.thresholds))
         more = frozenset(result.offenders) - blockwise
         blockwise = blockwise | more if more and len(tried) <= MIXED_TRIES else every
         data_bytes = write(blockwise)
@@ -273,18 +273,14 @@ def _kernel_label(kernel: str, blockwise: frozenset[int], every: frozenset[int])
     return f"--kernel {kernel} with layers {', '.join(map(str, sorted(blockwise)))} blockwise"
 
 
-def _failure(tried: list[str], kernel: str, all_blockwise: bool, t: Thresholds) -> str:
+def _failure(tried: list[str], t: Thresholds) -> str:
+    # reached only once every layer was on the blockwise kernel: the fallbacks are spent
     lines = [
         "the INT8 model is not accurate enough against the float32 reference (it needs "
         f"logit cosine >= {t.min_cosine} at every probe and top-1 agreement >= "
         f"{t.top1_agreement}, near ties aside); the previous model, if any, is kept.",
         *(f"  {line}" for line in tried),
+        "Even the blockwise kernel fails: build with --precision fp32 (--no-check skips "
+        "the check at your own risk).",
     ]
-    if kernel == "dynamic" and not all_blockwise:
-        lines.append(
-            "Build with `--kernel blockwise` (activations quantized per block of 32, robust "
-            "to outlier channels); --no-check skips the check at your own risk."
-        )
-    else:
-        lines.append("Even the blockwise kernel fails: build with --precision fp32.")
     return "\n".join(lines)

@@ -60,20 +60,7 @@ class ExternalDataWriter:
 
         Two protos may point at the same bytes (the tied embedding / lm_head).
         """
-        t = TensorProto()
-        t.name = name
-        t.data_type = dtype
-        t.dims.extend(dims)
-        t.data_location = TensorProto.EXTERNAL
-        for key, value in (
-            ("location", self.location),
-            ("offset", str(offset)),
-            ("length", str(length)),
-        ):
-            entry = t.external_data.add()
-            entry.key = key
-            entry.value = value
-        return t
+        return external_tensor(name, dtype, dims, self.location, offset, length)
 
     def tensor(self, name: str, array: npt.NDArray[np.generic]) -> TensorProto:
         """Write a whole array now (inline in the graph when tiny)."""
@@ -89,3 +76,25 @@ class ExternalDataWriter:
 
 def onnx_dtype(array_dtype: np.dtype[np.generic]) -> int:
     return _NP_TO_ONNX[array_dtype]
+
+
+def external_tensor(
+    name: str, dtype: int, dims: tuple[int, ...], location: str, offset: int, length: int
+) -> TensorProto:
+    """A TensorProto that records only where its bytes are in ``location``."""
+    t = TensorProto()
+    t.name = name
+    t.data_type = dtype
+    t.dims.extend(dims)
+    t.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        entry = t.external_data.add()
+        entry.key = key
+        entry.value = value
+    return t
+
+
+def external_span(t: TensorProto) -> tuple[str, int, int]:
+    """(location, offset, length) of an external-data tensor."""
+    ref = {e.key: e.value for e in t.external_data}
+    return ref["location"], int(ref.get("offset", "0")), int(ref["length"])

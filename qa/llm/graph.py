@@ -33,7 +33,7 @@ import numpy.typing as npt
 from onnx import ModelProto, NodeProto, TensorProto, helper
 
 from qa.errors import ModelBuildError
-from qa.llm.external_data import ExternalDataWriter
+from qa.llm.external_data import ExternalDataWriter, external_span
 from qa.llm.quant import k_blocks, quantize_rows
 from qa.llm.safetensors_io import SafetensorsCheckpoint
 from qa.llm.spec import Qwen3Spec
@@ -376,7 +376,7 @@ class Qwen3GraphBuilder:
         bq, scales = self._write_quantized("embed", [(embed_name, s.vocab_size)], s.hidden_size)
         nb = k_blocks(s.hidden_size, self.block_size)
         src = self.inits[-2]
-        offset = int(next(e.value for e in src.external_data if e.key == "offset"))
+        offset = external_span(src)[1]
         table = "embed.table"
         self.inits.append(
             self.w.proto(

@@ -29,9 +29,10 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 import onnx
-from onnx import ModelProto, TensorProto, helper, numpy_helper
+from onnx import ModelProto, TensorProto, helper
 
 from qa.errors import ModelBuildError
+from qa.llm.external_data import external_span, external_tensor
 from qa.llm.manifest import MODEL_FILE
 from qa.llm.spec import Qwen3Spec
 
@@ -96,24 +97,17 @@ def cut(model: ModelProto, inputs: list[str], outputs: list[str]) -> ModelProto:
 
 
 def _rows(t: TensorProto, start: int, stop: int, n: int) -> TensorProto:
-    """Rows ``[start, stop)`` of ``t``, whose leading extent is ``n`` rows of equal size
-    (MatMulNBits' B, scales, zero points and bias all are), as a tensor of the same name;
-    an external tensor keeps pointing into the data file, at those rows' bytes only."""
+    """Rows ``[start, stop)`` of the external tensor ``t``, whose leading extent is ``n``
+    rows of equal size (MatMulNBits' B, scales, zero points and bias all are), under the
+    same name and still pointing into the data file, at those rows' bytes only."""
     if t.data_location != TensorProto.EXTERNAL:
-        flat = numpy_helper.to_array(t).reshape(n, -1)[start:stop]
-        shape = (stop - start, *t.dims[1:]) if len(t.dims) > 1 else (flat.size,)
-        return numpy_helper.from_array(flat.reshape(shape), t.name)
-    ref = {e.key: e.value for e in t.external_data}
-    row = int(ref["length"]) // n
-    out = TensorProto()
-    out.CopyFrom(t)
-    out.dims[0] = (stop - start) if len(t.dims) > 1 else (stop - start) * (int(t.dims[0]) // n)
-    for e in out.external_data:
-        if e.key == "offset":
-            e.value = str(int(ref.get("offset", "0")) + start * row)
-        elif e.key == "length":
-            e.value = str((stop - start) * row)
-    return out
+        raise ModelBuildError(f"lm_head tensor {t.name!r} is not in the external data file")
+    location, offset, length = external_span(t)
+    row = length // n
+    dims = (int(t.dims[0]) // n * (stop - start), *t.dims[1:])
+    return external_tensor(
+        t.name, t.data_type, dims, location, offset + start * row, (stop - start) * row
+    )
 
 
 def head_blocks(head: ModelProto, blocks: int) -> list[ModelProto]:

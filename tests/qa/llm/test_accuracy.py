@@ -17,6 +17,7 @@ from qa.errors import ModelAccuracyError
 from qa.llm.accuracy import THRESHOLDS, AccuracyCheck, AccuracyReport, probe_positions
 from qa.llm.build import build_model
 from qa.llm.calibration import CHINESE, ENGLISH, calibration_ids
+from qa.llm.external_data import external_span
 from qa.llm.manifest import ModelManifest
 from qa.llm.reference import ReferenceQwen3
 from qa.llm.safetensors_io import SafetensorsCheckpoint
@@ -125,9 +126,8 @@ def test_head_blocks_partition_the_vocabulary_and_its_weight_bytes(
         return next(a.i for a in node.attribute if a.name == "N")
 
     def spans(m: onnx.ModelProto, name: str) -> tuple[int, int]:
-        t = next(t for t in m.graph.initializer if t.name == name)
-        ref = {e.key: int(e.value) for e in t.external_data if e.key != "location"}
-        return ref["offset"], ref["length"]
+        _, offset, length = external_span(next(t for t in m.graph.initializer if t.name == name))
+        return offset, length
 
     assert sum(matmul_n(p) for p in parts) == matmul_n(head)
     weights = next(n for n in head.graph.node if n.op_type == "MatMulNBits").input[1]
