@@ -13,6 +13,9 @@ every build of the same model is checked on exactly the same tokens.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from qa.errors import ConfigError
@@ -153,11 +156,24 @@ _CACHE: dict[tuple[str, int], tuple[int, ...]] = {}
 
 
 def _ids(hf_dir: Path, tokens: int) -> tuple[int, ...]:
+    # In a child process: transformers, and the torch it imports, never leave a process
+    # once loaded (0.34 GB of anonymous memory), and the build that needs these 512 ids
+    # must stay under 1 GB while it writes and checks the full 4B model.
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        with pool:
+            return pool.submit(_tokenize, str(hf_dir), tokens).result()
+    except BrokenProcessPool as exc:
+        raise ConfigError(f"{hf_dir}: the tokenizer process died ({exc})") from exc
+
+
+def _tokenize(hf_dir: str, tokens: int) -> tuple[int, ...]:
     from transformers import AutoTokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(hf_dir, local_files_only=True)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # transformers raises OSError, ValueError, TypeError...: all
+        # mean the folder's tokenizer is unusable, and only our error crosses the process
         raise ConfigError(f"{hf_dir}: tokenizer does not load ({exc})") from exc
     half = tokens // 2
     en = tok(ENGLISH, add_special_tokens=False)["input_ids"][:half]

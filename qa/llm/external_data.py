@@ -49,9 +49,10 @@ class ExternalDataWriter:
         return self.bytes_written
 
     def append(self, array: npt.NDArray[np.generic]) -> None:
-        data = np.ascontiguousarray(array).tobytes()
+        # the array's own buffer, not a tobytes() copy of it (50 MB for a gate+up table)
+        data = np.ascontiguousarray(array).data.cast("B")
         self._file.write(data)
-        self.bytes_written += len(data)
+        self.bytes_written += data.nbytes
 
     def proto(
         self, name: str, dtype: int, dims: tuple[int, ...], offset: int, length: int

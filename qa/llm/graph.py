@@ -11,14 +11,17 @@ Per layer (``x`` is the residual stream, ``h`` its RMS-normed copy)::
     g | u      = Split(MatMulNBits(h, Wgate_up))               # one fused projection
     out        = MatMulNBits(g * sigmoid(g) * u, Wdown)
 
-and at the end only the LAST position goes through lm_head, so a 2,048-token prefill never
-materialises 2,048 x 151,936 logits. With ``int8_kernel="dynamic"`` the layer matmuls are
-``DynamicQuantizeMatMul`` instead (see ``Int8Kernel``). With ``precision="fp32"`` the same
-graph uses ``FusedMatMul(transB=1)`` on float32 weights (the parity reference).
+and at the end only the LAST position (or the last ``logits_to_keep``) goes through
+lm_head, so a 2,048-token prefill never materialises 2,048 x 151,936 logits. With
+``int8_kernel="dynamic"`` the layer matmuls are ``DynamicQuantizeMatMul`` instead (see
+``Int8Kernel``). With ``precision="fp32"`` the same graph uses ``FusedMatMul(transB=1)``
+on float32 weights (the parity reference).
 
 Graph inputs: ``input_ids`` [1, S] int64, ``seqlens_k`` [1] int32 (= total length - 1),
 ``total_sequence_length`` [] int32, ``past_key_values.{i}.key|value`` [1, kv_heads, C, D]
-float32. Outputs: ``logits`` [1, 1, vocab], ``present.{i}.key|value``. When the runner
+float32, ``logits_to_keep`` [1] int64 (how many last positions get logits; models built
+before it existed lack it and always give one). Outputs: ``logits`` [1, logits_to_keep,
+vocab], ``present.{i}.key|value``. When the runner
 binds ``present`` to the very buffer it passes as ``past`` (capacity ``C`` >= total
 length), GroupQueryAttention appends in place and no KV is ever copied.
 """
@@ -34,7 +37,7 @@ from onnx import ModelProto, NodeProto, TensorProto, helper
 
 from qa.errors import ModelBuildError
 from qa.llm.external_data import ExternalDataWriter, external_span
-from qa.llm.quant import k_blocks, quantize_rows
+from qa.llm.quant import k_blocks, quantize_channels, quantize_rows
 from qa.llm.safetensors_io import SafetensorsCheckpoint
 from qa.llm.spec import Qwen3Spec
 
@@ -46,8 +49,12 @@ Precision = Literal["int8", "fp32"]
 #       quantized per tensor at run time; MLAS's u8s8 VNNI GEMM makes prefill ~2.5x faster.
 Int8Kernel = Literal["blockwise", "dynamic"]
 MS = "com.microsoft"
+#: graph input: how many last positions get logits (models built before it have 1 implied)
+LOGITS_TO_KEEP = "logits_to_keep"
 OPSET = 21
-_ROW_CHUNK = 8192  # rows converted per step for big matrices (embedding: ~80 MB float32)
+#: rows converted and quantized per step (2,048 x 2,560 float32 = 21 MB): the quantizers'
+#: temporaries are a few times the chunk, and the build must stay well under 1 GB
+_ROW_CHUNK = 2048
 
 
 class Qwen3GraphBuilder:
@@ -134,16 +141,23 @@ class Qwen3GraphBuilder:
     ) -> None:
         """Per-output-channel symmetric int8, stored (K, N) as DynamicQuantizeMatMul wants.
 
-        The transpose needs the whole (fused) matrix at once: at most gate+up, ~200 MB
-        float32 for Qwen3-4B, still far below the loaded model.
+        Rows are quantized ``_ROW_CHUNK`` at a time straight into the transposed table, so
+        the fused matrix (gate+up: 19,456 x 2,560 on Qwen3-4B) never exists in float32: its
+        temporaries were the build's peak (0.6 GB over its baseline).
         """
-        w = np.concatenate([self.ckpt.float32(name) for name, _ in tensors], axis=0)
-        scales = (np.abs(w).max(axis=1) / 127.0).astype(np.float32)
-        safe = np.where(scales == 0, np.float32(1.0), scales)
-        q = np.clip(np.rint(w / safe[:, None]), -127, 127).astype(np.int8)
-        del w
-        bq = self._const(f"{wname}.q", np.ascontiguousarray(q.T))
-        del q
+        n = sum(n_i for _, n_i in tensors)
+        qt = np.empty((k, n), np.int8)
+        scales = np.empty(n, np.float32)
+        col = 0
+        for name, n_i in tensors:
+            for start in range(0, n_i, _ROW_CHUNK):
+                rows = self.ckpt.float32_rows(name, start, start + _ROW_CHUNK)
+                q, s = quantize_channels(rows)
+                qt[:, col : col + len(q)] = q.T
+                scales[col : col + len(q)] = s
+                col += len(q)
+        bq = self._const(f"{wname}.q", qt)
+        del qt
         sc = self._const(f"{wname}.scales", scales)
         self._node("DynamicQuantizeMatMul", [x, bq, sc], [out], domain=MS)
 
@@ -328,12 +342,14 @@ class Qwen3GraphBuilder:
 
         self._report(steps - 1, steps, "lm_head")
         self._kernel = self.int8_kernel
-        # Only the last position needs logits: slice BEFORE the norm and lm_head.
-        last = self._const("last.starts", np.array([-1], np.int64))
+        # Only the last positions need logits: slice BEFORE the norm and lm_head. How many is
+        # the input ``logits_to_keep``: prefill and decoding want one, verifying a
+        # speculative draft of k tokens wants k + 1.
+        self._node("Neg", [LOGITS_TO_KEEP], ["last.starts"])
         end = self._const("last.ends", np.array([np.iinfo(np.int64).max], np.int64))
         axis = self._const("last.axes", np.array([1], np.int64))
-        self._node("Slice", [prev_out, last, end, axis], ["last.out"])
-        self._node("Slice", [residual, last, end, axis], ["last.res"])
+        self._node("Slice", [prev_out, "last.starts", end, axis], ["last.out"])
+        self._node("Slice", [residual, "last.starts", end, axis], ["last.res"])
         fn = self._norm_weight("model.norm.weight", s.hidden_size)
         self._node(
             "SkipSimplifiedLayerNormalization",
@@ -425,7 +441,8 @@ class Qwen3GraphBuilder:
             helper.make_tensor_value_info("seqlens_k", i32, ["batch"]),
             helper.make_tensor_value_info("total_sequence_length", i32, []),
         ]
-        outputs = [helper.make_tensor_value_info("logits", f32, ["batch", 1, s.vocab_size])]
+        inputs.append(helper.make_tensor_value_info(LOGITS_TO_KEEP, i64, [1]))
+        outputs = [helper.make_tensor_value_info("logits", f32, ["batch", "keep", s.vocab_size])]
         for i in range(s.num_layers):
             for kind in ("key", "value"):
                 inputs.append(

@@ -6,6 +6,8 @@ into blocks of ``block_size`` along K; a block stores ``round(w / s) + 128`` as 
 the zero point costs no memory. The packed data ``(N, K/bs, bs)`` is byte-for-byte the
 ``(N, K)`` uint8 table ``GatherBlockQuantized`` reads (bits=8, quantize_axis=1), which lets
 the tied embedding and lm_head share one copy on disk.
+
+``quantize_channels`` is the other kernel's weight: one scale per output row, int8.
 """
 
 from __future__ import annotations
@@ -33,5 +35,20 @@ def quantize_rows(
     safe = np.where(scales == 0, np.float32(1.0), scales)
     q = np.rint(blocks / safe[:, :, None])
     np.clip(q, -127, 127, out=q)
-    packed = (q + 128).astype(np.uint8)
+    q += 128
+    packed = q.astype(np.uint8)
     return packed, scales
+
+
+def quantize_channels(
+    w: npt.NDArray[np.float32],
+) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]:
+    """``(N, K)`` float32 -> ``(N, K)`` int8 and ``(N,)`` float32 scales, one symmetric scale
+    per output row (``max|w| / 127``): DynamicQuantizeMatMul's weight. Rows are
+    independent, so any row range quantizes the same alone as inside the whole matrix."""
+    scales = (np.abs(w).max(axis=1) / 127.0).astype(np.float32)
+    # an all-zero row gets scale 1 so the division below stays finite (it stores zeros)
+    safe = np.where(scales == 0, np.float32(1.0), scales)
+    q = np.rint(w / safe[:, None])
+    np.clip(q, -127, 127, out=q)
+    return q.astype(np.int8), scales

@@ -33,6 +33,7 @@ from onnx import ModelProto, TensorProto, helper
 
 from qa.errors import ModelBuildError
 from qa.llm.external_data import external_span, external_tensor
+from qa.llm.graph import LOGITS_TO_KEEP
 from qa.llm.manifest import MODEL_FILE
 from qa.llm.spec import Qwen3Spec
 
@@ -213,8 +214,11 @@ def run_staged(model_dir: Path, spec: Qwen3Spec, ids: list[int], probes: list[in
     last = _layer_io(spec.num_layers)[0]
 
     def head(sess: Any) -> list[F32]:
+        keep = {LOGITS_TO_KEEP: np.array([1], np.int64)}
         return [
-            np.asarray(sess.run(None, dict(zip(last, a, strict=True)))[0][0, -1], np.float32)
+            np.asarray(
+                sess.run(None, {**dict(zip(last, a, strict=True)), **keep})[0][0, -1], np.float32
+            )
             for a in x
         ]
 

@@ -4,6 +4,8 @@ planted activation outliers are caught and fixed by a mixed build, or the build 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ import onnx
 import pytest
 import torch
 
-from qa.errors import ModelAccuracyError
+from qa.errors import ConfigError, ModelAccuracyError
 from qa.llm.accuracy import THRESHOLDS, AccuracyCheck, AccuracyReport, probe_positions
 from qa.llm.build import build_model
 from qa.llm.calibration import CHINESE, ENGLISH, calibration_ids
@@ -23,7 +25,7 @@ from qa.llm.reference import ReferenceQwen3
 from qa.llm.safetensors_io import SafetensorsCheckpoint
 from qa.llm.spec import read_qwen3_config
 from qa.llm.staged import HEAD_BLOCKS, STAGE_FILE, cut, head_blocks, run_staged, session
-from tests.conftest import SAMPLES
+from tests.conftest import REPO, SAMPLES
 from tests.qa.llm.planted_qwen import make_wide_qwen3, plant_outliers
 from tests.qa.llm.test_parity import _has_vnni
 
@@ -38,6 +40,27 @@ def test_calibration_text_is_the_bundled_samples(tiny_hf: Path) -> None:
     assert calibration_ids(tiny_hf, 64)[:32] == ids[:32]  # English first, then Chinese
     assert probe_positions(512) == list(range(15, 512, 16))
     assert probe_positions(40) == [15, 31, 39]
+
+
+def test_calibration_keeps_transformers_and_torch_out_of_the_build_process(
+    tiny_hf: Path,
+) -> None:
+    # loaded once, they never leave a process: 0.34 GB of the build's 1 GB budget
+    code = (
+        "import sys; from pathlib import Path; from qa.llm.calibration import calibration_ids; "
+        f"ids = calibration_ids(Path({str(tiny_hf)!r}), 64); "
+        "print(len(ids), sorted({'torch', 'transformers'} & set(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert out.stdout.split("\n")[-2] == "64 []"
+
+
+def test_an_unreadable_tokenizer_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text('{"model_type": "qwen3"}')
+    with pytest.raises(ConfigError, match="tokenizer does not load"):
+        calibration_ids(tmp_path, 16)
 
 
 def test_reference_forward_equals_transformers(tiny_hf: Path, torch_model: Any) -> None:
@@ -100,6 +123,7 @@ def test_the_staged_run_gives_the_whole_graph_s_logits(built_int8: Path, tiny_hf
             "input_ids": np.array([ids[start : end + 1]], np.int64),
             "seqlens_k": np.array([end], np.int32),
             "total_sequence_length": np.array(end + 1, np.int32),
+            "logits_to_keep": np.array([1], np.int64),
         }
         for i in range(spec.num_layers):
             feeds[f"past_key_values.{i}.key"] = past[2 * i]

@@ -156,3 +156,28 @@ def test_int8_quantization_round_trips_within_half_a_step() -> None:
     err = np.abs(deq.reshape(8, 96)[:, :80] - w)
     assert (err <= scales.repeat(32, axis=1)[:, :80] / 2 + 1e-6).all()
     assert (packed.reshape(8, 96)[:, 80:] == 128).all()  # padding decodes to exactly 0
+
+
+def test_dynamic_weights_quantized_in_row_chunks_equal_the_whole_matrix(
+    tiny_hf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The builder quantizes a few rows at a time straight into the transposed (K, N)
+    table; chunks that split gate from up and rows mid-tensor must change no byte."""
+    import onnx
+    from onnx import numpy_helper
+
+    from qa.llm import graph
+    from qa.llm.safetensors_io import SafetensorsCheckpoint
+
+    monkeypatch.setattr(graph, "_ROW_CHUNK", 7)  # splits every tensor at odd offsets
+    out = tmp_path / "dyn"
+    build_model(tiny_hf, out, int8_kernel="dynamic", check_accuracy=False)
+    model = onnx.load(str(out / "model.onnx"))  # external data loaded too
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    ckpt = SafetensorsCheckpoint(tiny_hf)
+    p = "model.layers.1.mlp"
+    w = np.concatenate([ckpt.float32(f"{p}.gate_proj.weight"), ckpt.float32(f"{p}.up_proj.weight")])
+    scales = (np.abs(w).max(axis=1) / 127.0).astype(np.float32)
+    q = np.clip(np.rint(w / scales[:, None]), -127, 127).astype(np.int8)
+    np.testing.assert_array_equal(inits["l1.gu.weight.q"], q.T)
+    np.testing.assert_array_equal(inits["l1.gu.weight.scales"], scales)
