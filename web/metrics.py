@@ -104,6 +104,13 @@ class Metrics:
         self.completion_tokens = Counter(
             "docqa_completion_tokens", "Answer tokens generated", registry=r
         )
+        self.draft_tokens = Counter(
+            "docqa_draft_tokens",
+            "Tokens drafted by prompt lookup and checked by the model, by verdict "
+            "(acceptance rate: accepted / (accepted + rejected))",
+            ["verdict"],
+            registry=r,
+        )
         self.queue_wait = Histogram(
             "docqa_queue_wait_seconds",
             "Time a question waited for the model slot",
@@ -154,6 +161,10 @@ class Metrics:
                 self.queue_wait.observe(event.queue_wait_ms / 1000.0)
             if event.completion_tokens is not None:
                 self.completion_tokens.inc(event.completion_tokens)
+            if event.draft_tokens:
+                kept = event.accepted_draft_tokens or 0
+                self.draft_tokens.labels("accepted").inc(kept)
+                self.draft_tokens.labels("rejected").inc(event.draft_tokens - kept)
         elif isinstance(event, ErrorEvent):
             self.questions.labels("unknown", event.code).inc()
 

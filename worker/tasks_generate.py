@@ -5,8 +5,9 @@ the per-process state a generation worker keeps between requests:
 
 * the model (``OnnxQwenGenerator``), loaded once per process, in the background as soon as
   a pool process starts on a worker that consumes ``generate`` (else on first use);
-* a ``KVSessionCache``: the system-prompt prefix, and each chat's last turn, so a follow-up
-  question that lands on the same process prefills only its new tokens.
+* a ``KVSessionCache``: the system-prompt prefix (prefilled as the model loads), and each
+  chat's last turn, so a follow-up question that lands on the same process prefills only
+  its new tokens.
 
 Redelivery: the app default (``acks_late`` + ``reject_on_worker_lost``) stays. A request
 whose pool process was killed mid-answer is requeued at once; the second attempt finds the
@@ -25,7 +26,7 @@ from typing import Any
 import redis
 from celery import Task, signals
 
-from qa.answering.assembly import load_generator
+from qa.answering.assembly import load_generator, warm_system_prefix
 from qa.llm.generate import Generator
 from qa.llm.kv_cache import KVSessionCache
 from qa.llm.remote import QUEUE, TASK, serve_request
@@ -51,6 +52,7 @@ class _ProcessState:
             if not self.loaded:
                 self.generator = load_generator(settings)
                 self.loaded = True
+                warm_system_prefix(self.generator, self.cache, settings)
             return self.generator
 
     def redis(self, settings: Settings) -> redis.Redis:

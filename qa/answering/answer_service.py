@@ -351,6 +351,11 @@ class AnswerService:
                 cached_tokens=stats.cached_tokens,
                 prefilled_tokens=stats.prefilled_tokens,
                 completion_tokens=stats.generated_tokens,
+                draft_tokens=stats.draft_tokens,
+                accepted_draft_tokens=stats.accepted_draft_tokens,
+                draft_acceptance=round(stats.accepted_draft_tokens / stats.draft_tokens, 3)
+                if stats.draft_tokens
+                else None,
             )
         yield done
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 
 from qa.answering.answer_service import AnswerService
-from qa.answering.prompt import DEFAULT_SYSTEM_PROMPT
+from qa.answering.prompt import DEFAULT_SYSTEM_PROMPT, system_message
+from qa.errors import DocqaError
 from qa.llm.generate import Generator
+from qa.llm.kv_cache import KVSessionCache
 from qa.llm.manifest import MANIFEST
 from qa.llm.slot import ModelSlot
 from qa.retrieval.embedder import Embedder, get_embedder
@@ -25,7 +27,26 @@ def load_generator(settings: Settings) -> Generator | None:
         return None
     from qa.llm.generate import OnnxQwenGenerator
 
-    return OnnxQwenGenerator(settings.llm_dir, threads=settings.llm_threads)
+    return OnnxQwenGenerator(
+        settings.llm_dir, threads=settings.llm_threads, draft_tokens=settings.llm_draft_tokens
+    )
+
+
+def warm_system_prefix(
+    generator: Generator | None, cache: KVSessionCache, settings: Settings
+) -> None:
+    """Prefill the default system turn into ``cache`` as the model loads, so the first
+    question prefills only its own tokens (a remote generator's workers do this themselves)."""
+    from qa.llm.generate import OnnxQwenGenerator
+
+    if isinstance(generator, OnnxQwenGenerator):
+        system = system_message(settings.system_prompt or DEFAULT_SYSTEM_PROMPT)
+        try:
+            n = generator.prefill_prefix(system, cache)
+        except DocqaError as exc:  # only a head start: the first question prefills it
+            log.warning("could not prefill the system prompt: %s", exc)
+            return
+        log.info("system prompt prefilled: %d tokens", n)
 
 
 def load_remote_generator(settings: Settings, *, batch: bool = False) -> Generator | None:
@@ -99,7 +120,7 @@ def build_answer_service(
         reranker=reranker,
         rerank_depth=settings.rerank_depth,
     )
-    return AnswerService(
+    service = AnswerService(
         db,
         retriever,
         embedder,
@@ -109,3 +130,5 @@ def build_answer_service(
         answer_reserve_tokens=settings.answer_reserve_tokens,
         default_system_prompt=settings.system_prompt or DEFAULT_SYSTEM_PROMPT,
     )
+    warm_system_prefix(generator, service.kv_cache, settings)
+    return service

@@ -113,6 +113,11 @@ class Done:
     cached_tokens: int | None = None
     prefilled_tokens: int | None = None
     completion_tokens: int | None = None
+    #: prompt-lookup speculation: tokens drafted, how many the model kept, and the ratio
+    #: (left out when nothing was drafted)
+    draft_tokens: int | None = None
+    accepted_draft_tokens: int | None = None
+    draft_acceptance: float | None = None
 
     def fields(self) -> JSON:
         """The figures that were measured (a field a mode does not measure is left out)."""
@@ -128,6 +133,9 @@ class Done:
             "cached_tokens",
             "prefilled_tokens",
             "completion_tokens",
+            "draft_tokens",
+            "accepted_draft_tokens",
+            "draft_acceptance",
         )
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 

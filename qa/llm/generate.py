@@ -7,8 +7,9 @@ subclasses it); ``OnnxQwenGenerator`` is the real backend:
   own layout at load, and nothing is ever widened to float32;
 * the KV cache lives in per-layer numpy buffers bound through IOBinding as both the
   ``past`` input and the ``present`` output, so GroupQueryAttention appends in place;
-* a prompt is prefilled in chunks (``prefill_chunk`` tokens) so a cancel lands between
-  chunks too; during decoding ``cancel`` is checked before every step;
+* a prompt is prefilled in chunks (``prefill_chunk`` tokens); a cancel stops a running
+  chunk within an operator (``Terminator``), and during decoding ``cancel`` is checked
+  before every step;
 * with a ``KVSessionCache`` the KV of the system-prompt prefix and of each chat's previous
   turns is reused, so only the new tokens are prefilled.
 """
@@ -29,7 +30,9 @@ import numpy.typing as npt
 
 from qa.errors import GenerationError, InvalidInput, ModelNotBuilt
 from qa.llm.detok import IncrementalDetokenizer
+from qa.llm.graph import LOGITS_TO_KEEP
 from qa.llm.kv_cache import KVBuffers, KVSessionCache
+from qa.llm.lookup import DRAFT_TOKENS, DraftLength, PromptLookup
 from qa.llm.manifest import MODEL_FILE, ModelManifest
 from qa.llm.sampling import Sampler, SamplingDefaults, SamplingParams
 
@@ -55,6 +58,8 @@ class GenerationStats:
     prefill_tokens_per_s: float
     decode_tokens_per_s: float  # after the first token
     total_s: float
+    draft_tokens: int = 0  # proposed by prompt lookup and checked by the model
+    accepted_draft_tokens: int = 0  # of those, kept (each saved a decode step)
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,83 @@ class Generator(abc.ABC):
         return "".join(parts), last
 
 
+def speculation_off(manifest: ModelManifest, keeps_logits: bool, draft_tokens: int) -> str | None:
+    """Why a model does not speculate, or None when it does. ``keeps_logits``: its graph
+    has the ``logits_to_keep`` input. A draft is checked in one multi-token step, which
+    must compute what single steps would, or speculation would change greedy answers."""
+    if not keeps_logits:
+        return "built before speculation existed (rebuild to enable)"
+    if not manifest.rows_independent:
+        return "layers on the dynamic kernel (a multi-token step would change them)"
+    if draft_tokens <= 0:
+        return "no draft tokens allowed (DOCQA_LLM_DRAFT_TOKENS=0)"
+    return None
+
+
+class Terminator:
+    """Stops a running onnxruntime step soon after ``cancel`` is set.
+
+    A prefill chunk is one ``run`` of the whole graph: 512 tokens of the 4B model take 6-13 s
+    on two cores, and a cancel that waited for the chunk to end kept the model (and a
+    generation worker) busy that long after the client left. onnxruntime checks
+    ``RunOptions.terminate`` between operators, so a watcher thread that sets it when
+    ``cancel`` fires ends the step within one operator (tens of milliseconds); the step
+    then fails, and the caller, seeing ``cancel`` set, reports "cancelled".
+    """
+
+    POLL_S = 0.05
+
+    def __init__(self, ort: Any, cancel: threading.Event | None) -> None:
+        self.options = ort.RunOptions()
+        self._cancel = cancel
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Any:
+        if self._cancel is not None:
+            self._thread = threading.Thread(target=self._watch, name="onnx-terminator", daemon=True)
+            self._thread.start()
+        return self.options
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _watch(self) -> None:
+        assert self._cancel is not None
+        while not self._done.is_set():
+            if self._cancel.wait(self.POLL_S):
+                self.options.terminate = True
+                return
+
+
+class Logits:
+    """The ``logits`` output buffer, bound for the last 1 (prefill, decode) or 1 + k (a
+    k-token draft's check) positions; one array, a view and OrtValue per width."""
+
+    def __init__(self, ort: Any, vocab: int, most: int) -> None:
+        self._ort = ort
+        self.buffer = np.zeros((1, most, vocab), np.float32)
+        self._widths: dict[int, tuple[Any, npt.NDArray[np.int64]]] = {}
+        self.use(1)
+
+    def use(self, keep: int) -> None:
+        if keep not in self._widths:
+            # (1, keep, vocab) of a (1, most, vocab) array is contiguous: the OrtValue
+            # shares its memory
+            view = self.buffer[:, :keep]
+            self._widths[keep] = (
+                self._ort.OrtValue.ortvalue_from_numpy(view),
+                np.array([keep], np.int64),
+            )
+        self.ortvalue, self.keep_array = self._widths[keep]
+
+    def row(self, j: int) -> npt.NDArray[np.float32]:
+        row: npt.NDArray[np.float32] = self.buffer[0, j]
+        return row
+
+
 def _is_messages(prompt: Prompt) -> bool:
     return len(prompt) > 0 and isinstance(prompt[0], Mapping)
 
@@ -129,10 +211,14 @@ class OnnxQwenGenerator(Generator):
         threads: int | None = None,
         prefill_chunk: int = 512,
         spin: bool = True,
+        draft_tokens: int = DRAFT_TOKENS,
     ) -> None:
         """``threads``: intra-op threads (default: the CPUs this process may use).
         ``spin=False`` makes idle worker threads sleep instead of busy-waiting between
-        operators: a little slower, but fairer to other processes on a shared machine."""
+        operators: a little slower, but fairer to other processes on a shared machine.
+        ``draft_tokens``: most tokens prompt lookup may draft per step (0: no speculation;
+        a model built before ``logits_to_keep`` existed, or with layers on the dynamic
+        kernel, never speculates)."""
         import onnxruntime as ort
         from transformers import AutoTokenizer
 
@@ -157,6 +243,9 @@ class OnnxQwenGenerator(Generator):
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelNotBuilt(f"{self.model_dir}: model does not load ({exc})") from exc
+        self._keep_input = any(i.name == LOGITS_TO_KEEP for i in self.session.get_inputs())
+        off = speculation_off(self.manifest, self._keep_input, draft_tokens)
+        self.draft_tokens = 0 if off else draft_tokens
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
         except (OSError, ValueError) as exc:
@@ -192,6 +281,21 @@ class OnnxQwenGenerator(Generator):
         sys_ids = self._template([prompt[0]], False)  # type: ignore[list-item]
         return len(sys_ids) if ids[: len(sys_ids)] == sys_ids and len(sys_ids) < len(ids) else 0
 
+    def prefill_prefix(self, system: ChatMessage, cache: KVSessionCache) -> int:
+        """Put the KV of the system turn ``system`` into ``cache`` now, the way the first
+        request with it would (same tokens, same snapshot key), so that request finds it;
+        called when a process loads the model. Returns the prefix's token count."""
+        ids = self._template([system], False)
+        if not ids or len(ids) >= self.context_length:
+            return 0
+        if cache.has_prefix(self.model_key, ids):
+            return len(ids)
+        with self._lock:
+            kv, keys, values = self._new_buffers(len(ids))
+            self._step(ids, kv, keys, values, Logits(self._ort, self.spec.vocab_size, 1))
+            cache.put_prefix(kv.snapshot(self.model_key, ids))
+        return len(ids)
+
     # ---- model steps ---------------------------------------------------------------------
 
     def _new_buffers(self, needed: int) -> tuple[KVBuffers, list[ort.OrtValue], list[ort.OrtValue]]:
@@ -208,9 +312,12 @@ class OnnxQwenGenerator(Generator):
         kv: KVBuffers,
         keys: list[ort.OrtValue],
         values: list[ort.OrtValue],
-        logits: npt.NDArray[np.float32],
-        logits_ov: ort.OrtValue,
+        logits: Logits,
+        run_options: Any = None,
     ) -> None:
+        """Feed ``tokens``; ``logits`` receives the logits of the last positions it is
+        ``use``-d for.
+        ``run_options``: a ``Terminator``'s, which stops the step when it is cancelled."""
         total = kv.length + len(tokens)
         if total > kv.capacity:
             raise GenerationError(f"KV capacity {kv.capacity} exceeded ({total} positions)")
@@ -222,14 +329,16 @@ class OnnxQwenGenerator(Generator):
         io.bind_cpu_input("input_ids", input_ids)
         io.bind_cpu_input("seqlens_k", seqlens_k)
         io.bind_cpu_input("total_sequence_length", total_len)
+        if self._keep_input:
+            io.bind_cpu_input(LOGITS_TO_KEEP, logits.keep_array)
         for i, (k, v) in enumerate(zip(keys, values, strict=True)):
             io.bind_ortvalue_input(f"past_key_values.{i}.key", k)
             io.bind_ortvalue_input(f"past_key_values.{i}.value", v)
             io.bind_ortvalue_output(f"present.{i}.key", k)
             io.bind_ortvalue_output(f"present.{i}.value", v)
-        io.bind_ortvalue_output("logits", logits_ov)
+        io.bind_ortvalue_output("logits", logits.ortvalue)
         try:
-            self.session.run_with_iobinding(io)
+            self.session.run_with_iobinding(io, run_options)
         except Exception as exc:  # onnxruntime's errors are untyped RuntimeErrors
             raise GenerationError(f"onnxruntime failed: {exc}") from exc
         kv.length = total
@@ -276,8 +385,7 @@ class OnnxQwenGenerator(Generator):
             start = time.perf_counter()
             max_new = min(params.max_new_tokens, self.context_length - len(ids))
             kv, keys, values = self._new_buffers(len(ids) + max_new)
-            logits = np.zeros((1, 1, self.spec.vocab_size), np.float32)
-            logits_ov = self._ort.OrtValue.ortvalue_from_numpy(logits)
+            logits = Logits(self._ort, self.spec.vocab_size, 1 + self.draft_tokens)
 
             cached = 0
             if cache is not None:
@@ -295,46 +403,87 @@ class OnnxQwenGenerator(Generator):
                 bounds.append(sys_len)
             pos = cached
             cuts = sorted({*bounds, *range(pos + self.prefill_chunk, len(ids), self.prefill_chunk)})
-            for end in [*cuts, len(ids)]:
-                if end <= pos:
-                    continue
-                if cancel is not None and cancel.is_set():
-                    if cache is not None and chat_id is not None and pos > cached:
-                        # Keep the part already prefilled: a generation that gave way to a
-                        # question continues from here instead of prefilling it again.
-                        cache.put_chat(chat_id, kv.snapshot(self.model_key, ids[:pos]))
-                    yield self._final("", (), "cancelled", ids, cached, 0, start, None, None)
-                    return
-                self._step(ids[pos:end], kv, keys, values, logits, logits_ov)
-                pos = end
-                if save_prefix and end == sys_len and cache is not None:
-                    cache.put_prefix(kv.snapshot(self.model_key, ids[:sys_len]))
+            cancelled = False
+            with Terminator(self._ort, cancel) as run_options:
+                for end in [*cuts, len(ids)]:
+                    if end <= pos:
+                        continue
+                    if cancel is not None and cancel.is_set():
+                        cancelled = True
+                        break
+                    try:
+                        self._step(ids[pos:end], kv, keys, values, logits, run_options)
+                    except GenerationError:
+                        if cancel is not None and cancel.is_set():  # stopped mid-chunk
+                            cancelled = True
+                            break
+                        raise
+                    pos = end
+                    if save_prefix and end == sys_len and cache is not None:
+                        cache.put_prefix(kv.snapshot(self.model_key, ids[:sys_len]))
+            if cancelled:
+                if cache is not None and chat_id is not None and pos > cached:
+                    # Keep the part already prefilled: a generation that gave way to a
+                    # question continues from here instead of prefilling it again.
+                    cache.put_chat(chat_id, kv.snapshot(self.model_key, ids[:pos]))
+                yield self._final("", (), "cancelled", ids, cached, 0, start, None, None)
+                return
             prefill_done = time.perf_counter()
 
             detok = IncrementalDetokenizer(self.tokenizer)
+            lookup = PromptLookup(ids) if self.draft_tokens else None
+            length = DraftLength(self.draft_tokens)
             generated: list[int] = []
             pending: list[int] = []  # tokens whose text is not complete yet
             first_token_at: float | None = None
-            reason: FinishReason = "length"
+            reason: FinishReason | None = None
+            drafted = accepted = 0
+            # Tokens chosen and not yet reported, in order; all but the last are already
+            # fed (accepted draft tokens), the last one is fed by the next step.
+            chosen = [sampler(logits.row(0))]
             while True:
-                token = sampler(logits[0, -1])
-                if first_token_at is None:
-                    first_token_at = time.perf_counter()
-                if token in self.stop_ids:
-                    reason = "stop"
+                for token in chosen:
+                    if first_token_at is None:
+                        first_token_at = time.perf_counter()
+                    if token in self.stop_ids:
+                        reason = "stop"
+                        break
+                    generated.append(token)
+                    pending.append(token)
+                    if lookup is not None:
+                        lookup.extend((token,))
+                    piece = detok.push(token)
+                    if piece:
+                        yield TokenEvent(piece, tuple(pending))
+                        pending.clear()
+                    if len(generated) >= max_new:
+                        reason = "length"
+                        break
+                    if cancel is not None and cancel.is_set():
+                        reason = "cancelled"
+                        break
+                if reason is not None:
                     break
-                generated.append(token)
-                pending.append(token)
-                piece = detok.push(token)
-                if piece:
-                    yield TokenEvent(piece, tuple(pending))
-                    pending.clear()
-                if len(generated) >= max_new:
-                    break
-                if cancel is not None and cancel.is_set():
-                    reason = "cancelled"
-                    break
-                self._step([token], kv, keys, values, logits, logits_ov)
+                token = chosen[-1]
+                room = min(length.next(), max_new - len(generated) - 1, kv.capacity - kv.length - 1)
+                draft = lookup.draft(room) if lookup is not None and room > 0 else []
+                logits.use(1 + len(draft))
+                base = kv.length
+                self._step([token, *draft], kv, keys, values, logits)
+                chosen = []
+                for j, guess in enumerate(draft):
+                    ok, picked = sampler.verify(logits.row(j), guess)
+                    chosen.append(picked)
+                    if not ok:
+                        break
+                else:  # every guess kept (or none made): the next token is free
+                    chosen.append(sampler(logits.row(len(draft))))
+                drafted += len(draft)
+                accepted += len(chosen) - 1
+                length.record(len(draft), len(chosen) - 1)
+                # positions past the kept guesses hold a rejected guess's KV; the next step
+                # overwrites them (attention reads only up to the length it is given)
+                kv.length = base + len(chosen)
 
             if cache is not None and chat_id is not None:
                 # KV exists for every token fed: the prompt and all generated but the last.
@@ -343,13 +492,15 @@ class OnnxQwenGenerator(Generator):
             yield self._final(
                 detok.flush(),
                 tuple(pending),
-                reason,
+                reason or "length",
                 ids,
                 cached,
                 len(generated),
                 start,
                 prefill_done,
                 first_token_at,
+                drafted,
+                accepted,
             )
 
     def _final(
@@ -363,6 +514,8 @@ class OnnxQwenGenerator(Generator):
         start: float,
         prefill_done: float | None,
         first_token_at: float | None,
+        drafted: int = 0,
+        accepted: int = 0,
     ) -> TokenEvent:
         now = time.perf_counter()
         prefilled = len(ids) - cached if prefill_done is not None else 0
@@ -379,5 +532,7 @@ class OnnxQwenGenerator(Generator):
             if n_generated > 1 and decode_s > 0
             else 0.0,
             total_s=now - start,
+            draft_tokens=drafted,
+            accepted_draft_tokens=accepted,
         )
         return TokenEvent(text, token_ids, reason, stats)

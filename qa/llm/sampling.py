@@ -48,10 +48,40 @@ class Sampler:
         self.rng = np.random.default_rng(params.seed)
 
     def __call__(self, logits: npt.NDArray[np.float32]) -> int:
+        if self.params.temperature <= 0:
+            return int(np.argmax(logits[: self.vocab_limit]))
+        order, probs = self._distribution(logits)
+        return int(order[self.rng.choice(order.size, p=probs)])
+
+    def verify(self, logits: npt.NDArray[np.float32], draft: int) -> tuple[bool, int]:
+        """Accept or replace a drafted token: ``(True, draft)``, or ``(False, token)``.
+
+        Greedy: the draft is accepted exactly when it is the argmax, so speculation
+        changes no token. Sampling: a prompt-lookup draft is proposed with certainty
+        (q = 1 on it), so speculative sampling's rule accepts it with probability
+        p(draft) and otherwise draws from max(p - q, 0) renormalized, which is p without
+        the draft; the token returned is distributed exactly as ``self(logits)`` would be.
+        """
+        if self.params.temperature <= 0:
+            token = int(np.argmax(logits[: self.vocab_limit]))
+            return token == draft, token
+        order, probs = self._distribution(logits)
+        hit = np.flatnonzero(order == draft)
+        if hit.size:
+            if self.rng.random() < probs[hit[0]]:
+                return True, draft
+            probs = probs.copy()
+            probs[hit[0]] = 0.0
+            probs /= probs.sum()
+        return False, int(order[self.rng.choice(order.size, p=probs)])
+
+    def _distribution(
+        self, logits: npt.NDArray[np.float32]
+    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+        """The tokens that may be sampled (most likely first) and their probabilities,
+        after temperature, top-k and top-p."""
         row = logits[: self.vocab_limit]
         p = self.params
-        if p.temperature <= 0:
-            return int(np.argmax(row))
         scaled = row.astype(np.float64) / p.temperature
         if 0 < p.top_k < scaled.size:
             cand = np.argpartition(scaled, -p.top_k)[-p.top_k :]
@@ -64,7 +94,7 @@ class Sampler:
             # keep the smallest head whose mass reaches top_p (at least one token)
             keep = int(np.searchsorted(np.cumsum(probs), p.top_p)) + 1
             order, probs = order[:keep], probs[:keep] / probs[:keep].sum()
-        return int(order[self.rng.choice(order.size, p=probs)])
+        return order, probs
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from qa.cpu import cpu_flags, flags_of
 from qa.errors import ConfigError, EmbeddingError
 from qa.retrieval.tokens import Tokenizer, load_tokenizer, packaged_model_dir
 from qa.settings import PACKAGED_EMBED_MODEL, Settings
@@ -128,17 +129,7 @@ def cpu_quant_preset(cpuinfo: str | None = None) -> QuantPreset:
     Reads the ``flags`` line of ``/proc/cpuinfo`` (ARM kernels print ``Features`` instead,
     which is why "no x86 flag found" means arm64).
     """
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            cpuinfo = ""
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            flags = set(value.split())
-            break
+    flags = cpu_flags() if cpuinfo is None else flags_of(cpuinfo)
     if "avx512_vnni" in flags:
         return "avx512_vnni"
     if "avx512f" in flags:

@@ -397,6 +397,76 @@ def ask_end_to_end(data: Path, model: Path, question: str, max_tokens: int) -> d
     }
 
 
+def run_speculation(data: Path, model: Path, tokens: int, rounds: int = 3) -> dict[str, Any]:
+    """Decode speed with prompt-lookup speculation on and off, in one process, on the
+    service's own prompt for the London question (the same generator ``docqa ask`` uses;
+    the chat's KV cache makes every run after the first skip the prefill). Greedy, so both
+    modes must produce the same tokens. Random weights accept almost no drafts: this
+    measures what speculation costs when it does not help."""
+    from qa.answering.answer_service import AskOptions
+    from qa.answering.assembly import build_answer_service
+    from qa.llm.generate import Logits, OnnxQwenGenerator
+    from qa.llm.kv_cache import KVSessionCache
+    from qa.settings import Settings
+    from qa.store.catalog import get_collection
+
+    service = build_answer_service(Settings(data_dir=data, model_dir=model))
+    gen = service.generator
+    assert isinstance(gen, OnnxQwenGenerator)
+    with service.db.session() as s:
+        coll = get_collection(s, "handbook").id
+    question = FULL_QUESTIONS[0]
+    options = AskOptions(temperature=0.0, max_tokens=tokens)
+    result = service.retriever.retrieve(question, [coll], k=options.k)
+    plan, _ = service.plan_prompt(question, result.passages, options)
+    cache = KVSessionCache()
+    drafts = gen.draft_tokens
+    rates: dict[str, list[float]] = {"on": [], "off": []}
+    texts: dict[str, str] = {}
+    stats: dict[str, Any] = {}
+    for _ in range(rounds + 1):  # the first round pays the prefill: not counted
+        for mode in ("on", "off"):
+            gen.draft_tokens = drafts if mode == "on" else 0
+            text, last = gen.generate(
+                plan.messages,
+                max_new_tokens=tokens,
+                temperature=0,
+                session_cache=cache,
+                chat_id="bench",
+            )
+            assert last.stats is not None
+            rates[mode].append(last.stats.decode_tokens_per_s)
+            texts[mode], stats[mode] = text, last.stats
+    on, off = max(rates["on"][1:]), max(rates["off"][1:])
+    # What a wrong draft costs: a step of 1 + k tokens against a step of one, at the same
+    # place (after the prompt); the worst case (every draft rejected) decodes at off / ratio.
+    width: dict[int, float] = {}
+    ids = gen.encode(plan.messages)
+    for n in (1, 2, 3, 1 + drafts, 1, 2, 3, 1 + drafts):
+        kv, keys, values = gen._new_buffers(len(ids) + 8)
+        snap, cached = cache.lookup(gen.model_key, ids, "bench")
+        assert snap is not None
+        kv.load(snap, cached)
+        logits = Logits(gen._ort, gen.spec.vocab_size, 1 + drafts)
+        logits.use(n)
+        t0 = time.perf_counter()
+        gen._step(ids[cached:] + [ids[-1]] * (n - 1), kv, keys, values, logits)
+        width[n] = min(width.get(n, 1e9), time.perf_counter() - t0)
+    return {
+        "step_1_s": width[1],
+        "step_widths_s": width,
+        "step_k_s": width[1 + drafts],
+        "draft_tokens": drafts,
+        "prompt_tokens": stats["on"].prompt_tokens,
+        "tokens": stats["on"].generated_tokens,
+        "same_text": texts["on"] == texts["off"],
+        "on_tok_s": on,
+        "off_tok_s": off,
+        "drafted": stats["on"].draft_tokens,
+        "accepted": stats["on"].accepted_draft_tokens,
+    }
+
+
 def cli_build(hf: Path, out: Path, kernel: str) -> dict[str, Any]:
     """`docqa model build --from hf --out out [--kernel k]`, in this (fresh) process."""
     from cli.main import main as docqa
@@ -432,6 +502,17 @@ def main_full(work: Path, max_tokens: int, kernel: str) -> None:
         print(f"  {line}")
     if not (data / "docqa.db").exists():
         _docqa(data, "ingest", str(REPO / "samples" / "docs"), "-c", "handbook")
+    sp = child("speculation", str(data), str(built), "--ask-tokens", str(max_tokens))
+    print(
+        f"\n== prompt-lookup speculation, greedy, {sp['prompt_tokens']}-token prompt, "
+        f"{sp['tokens']} tokens: decode {sp['on_tok_s']:.2f} tok/s on vs "
+        f"{sp['off_tok_s']:.2f} off (ratio {sp['on_tok_s'] / sp['off_tok_s']:.3f}); drafted "
+        f"{sp['drafted']}, accepted {sp['accepted']}; same text: {sp['same_text']}; a step of "
+        f"1+{sp['draft_tokens']} tokens takes {sp['step_k_s'] * 1000:.0f} ms vs "
+        f"{sp['step_1_s'] * 1000:.0f} ms for one ({sp['step_k_s'] / sp['step_1_s']:.2f}x: "
+        "the worst case, every draft rejected)",
+        flush=True,
+    )
     print(f"\n== docqa ask end to end ({max_tokens} tokens at most; random weights)")
     for question in FULL_QUESTIONS:
         for run in ("cold", "warm"):  # warm: the model file is in the page cache
@@ -479,6 +560,7 @@ def main(argv: list[str] | None = None) -> None:
             "make": lambda: make_model(paths[0], int(args.paths[1])),
             "build": lambda: build(paths[0], paths[1], args.paths[2]),
             "cli-build": lambda: cli_build(paths[0], paths[1], args.paths[2]),
+            "speculation": lambda: run_speculation(paths[0], paths[1], args.ask_tokens),
             "ort-speed": lambda: run_speed("ort", paths, args.decode_tokens),
             "torch-speed": lambda: run_speed("torch", paths, args.decode_tokens),
             "ort-rss": lambda: run_rss("ort", paths[0]),

@@ -42,6 +42,19 @@ def test_metrics_expose_requests_and_documents(web: WebEnv) -> None:
     assert "docqa_unpublished_chunks 0.0" in text
 
 
+def test_metrics_count_draft_tokens_by_verdict() -> None:
+    from qa.answering.events import Done
+    from web.metrics import Metrics
+
+    m = Metrics()
+    m.observe_event(Done("generative", "stop", 3.0, draft_tokens=10, accepted_draft_tokens=7))
+    m.observe_event(Done("generative", "stop", 3.0, draft_tokens=4, accepted_draft_tokens=0))
+    m.observe_event(Done("extractive", "stop", 3.0))  # nothing drafted: nothing counted
+    text = m.exposition().decode()
+    assert 'docqa_draft_tokens_total{verdict="accepted"} 7.0' in text
+    assert 'docqa_draft_tokens_total{verdict="rejected"} 7.0' in text
+
+
 def test_pages_need_sign_in(web: WebEnv) -> None:
     c = web.anonymous()
     resp = c.get("/")

@@ -88,6 +88,13 @@ def test_stream_order_and_a_model_written_citation_lands_on_the_right_page(setup
     assert done["outcome"] == "answered"
     assert done["prompt_tokens"] > 0 and done["completion_tokens"] > 5
     assert done["time_to_first_token_ms"] > 0
+    # the system turn was prefilled when the service loaded the model
+    assert done["cached_tokens"] > 0
+    # the answer copies "hotel limit in London" from its prompt: prompt lookup drafts it
+    assert done["accepted_draft_tokens"] > 0
+    assert done["draft_acceptance"] == round(
+        done["accepted_draft_tokens"] / done["draft_tokens"], 3
+    )
 
 
 def test_follow_up_turn_reuses_the_kv_cache(setup: Setup) -> None:
@@ -180,6 +187,8 @@ def test_cli_ask_with_the_built_model(setup: Setup) -> None:
     assert "[1] docs/travel-and-expenses.pdf, page 4" in run.stdout
     info = subprocess.run([*base, "model", "info"], capture_output=True, text=True, env=env)
     assert "Qwen3ForCausalLM" in info.stdout or "qwen3" in info.stdout.lower()
+    assert "prompt lookup, up to 4 tokens" in info.stdout
+    assert "int8 instructions" in info.stdout
     as_json = subprocess.run(
         [*base, "ask", "--json", QUESTION, "--temperature", "0"],
         capture_output=True,

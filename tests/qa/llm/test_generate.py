@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -211,3 +212,43 @@ def test_int8_generator_streams_text(gen_int8: OnnxQwenGenerator) -> None:
     assert last.finish_reason in ("stop", "length")
     assert last.stats is not None and last.stats.decode_tokens_per_s >= 0
     assert isinstance(text, str)
+
+
+def test_a_cancel_stops_a_prefill_chunk_midway(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The whole prompt in one chunk (one onnxruntime run): a cancel set a tenth of the way
+    through ends it long before the chunk would have, and the generator works afterwards."""
+    from tests.web.live import build_streaming_model
+
+    model = build_streaming_model(tmp_path_factory.getbasetemp())
+    gen = OnnxQwenGenerator(model, threads=1, prefill_chunk=1 << 20)
+    ids = [1000 + (i * 7919) % 50000 for i in range(3500)]
+    started = time.perf_counter()
+    _, whole = gen.generate(ids, max_new_tokens=1, temperature=0)
+    full_s = time.perf_counter() - started
+    assert whole.stats is not None and whole.stats.prefilled_tokens == len(ids)
+
+    cancel = threading.Event()
+    timer = threading.Timer(full_s * 0.1, cancel.set)
+    started = time.perf_counter()
+    timer.start()
+    events = list(gen.stream(ids, max_new_tokens=5, temperature=0, cancel=cancel))
+    took = time.perf_counter() - started
+    assert events[-1].finish_reason == "cancelled" and len(events) == 1
+    assert took < full_s * 0.6, (took, full_s)
+    _, again = gen.generate(ids[:64], max_new_tokens=3, temperature=0)
+    assert again.finish_reason in ("stop", "length") and again.stats is not None
+    assert again.stats.generated_tokens >= 1
+
+
+def test_the_system_turn_prefilled_at_load_serves_the_first_request(
+    gen_int8: OnnxQwenGenerator,
+) -> None:
+    cache = KVSessionCache()
+    n = gen_int8.prefill_prefix(SYSTEM, cache)
+    assert n == len(gen_int8._template([SYSTEM], False)) and n > 10
+    assert gen_int8.prefill_prefix(SYSTEM, cache) == n  # already there: nothing redone
+    _, last = greedy(gen_int8, Q1, session_cache=cache)
+    assert last.stats is not None and last.stats.cached_tokens == n
+    assert last.stats.prefilled_tokens == last.stats.prompt_tokens - n
+    # the same tokens as without the head start
+    assert greedy(gen_int8, Q1)[0] == greedy(gen_int8, Q1, session_cache=cache)[0]

@@ -38,6 +38,7 @@ class Runner:
             "input_ids": np.array([tokens], np.int64),
             "seqlens_k": np.array([total - 1], np.int32),
             "total_sequence_length": np.array(total, np.int32),
+            "logits_to_keep": np.array([1], np.int64),
         }
         for i in range(self.spec.num_layers):
             feeds[f"past_key_values.{i}.key"] = self.past[2 * i]
