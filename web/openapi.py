@@ -25,6 +25,8 @@ from web.contracts.api import Error
 from web.contracts.base import Id
 from web.contracts.operation import JSON, Operation, Reply, declared
 
+SSE = "text/event-stream"
+
 Schema = dict[str, Any]
 REF = "#/components/schemas/{model}"
 API_PREFIXES = ("/api/v1/", "/v1/")
@@ -259,6 +261,25 @@ def responses(op: Operation, refs: dict[ModelKey, Schema]) -> Schema:
     return out
 
 
+def _media_schema(mime: str, ref: Schema, reply: Reply) -> Schema:
+    """The schema of a body of type ``mime`` whose documents are the model at ``ref``.
+
+    A text/event-stream is a sequence of events, each an object of fields (``event``,
+    ``data``, ...), as OpenAPI 3.2's ``itemSchema`` and validators such as schemathesis
+    read it; the model is the JSON document in each event's ``data`` (JSON Schema's
+    ``contentMediaType`` / ``contentSchema``), except a stream's non-JSON last word."""
+    if mime != SSE:
+        return ref
+    data: Schema = {"type": "string", "contentMediaType": JSON, "contentSchema": ref}
+    if reply.stream_end is not None:
+        data = {"type": "string", "if": {"const": reply.stream_end}, "else": data}
+    return {
+        "type": "object",
+        "properties": {"event": {"type": "string"}, "id": {"type": "string"}, "data": data},
+        "required": ["data"],
+    }
+
+
 def reply_object(reply: Reply, refs: dict[ModelKey, Schema]) -> Schema:
     out: Schema = {"description": reply.description}
     if reply.headers:
@@ -267,7 +288,9 @@ def reply_object(reply: Reply, refs: dict[ModelKey, Schema]) -> Schema:
             for name, text in reply.headers.items()
         }
     content = {
-        mime: {"schema": refs[(model, "serialization")]} if model is not None else {}
+        mime: {"schema": _media_schema(mime, refs[(model, "serialization")], reply)}
+        if model is not None
+        else {}
         for mime, model in reply.content().items()
     }
     if content:

@@ -247,6 +247,13 @@ def test_other_api_responses_match_their_schemas(web: WebEnv) -> None:
         headers=alice,
     )
     conforms(spec, "/api/v1/ask", "post", asked)
+    streamed = http.post(
+        "/api/v1/ask",
+        json={"question": "What is the hotel limit in London?", "stream": True},
+        headers=alice,
+    )
+    kinds = [e["event"] for e in stream_conforms(spec, "/api/v1/ask", streamed)]
+    assert kinds[0] == "sources" and kinds[-1] == "done"
     conforms(spec, "/api/v1/chats", "get", http.get("/api/v1/chats", headers=alice))
     one = "/api/v1/chats/{chat_id}"
     full = conforms(spec, one, "get", http.get(f"/api/v1/chats/{chat['id']}", headers=alice))
@@ -270,11 +277,27 @@ def test_openai_responses_match_their_schemas(web: WebEnv) -> None:
     conforms(spec, path, "post", http.post(path, json=body))
 
     streamed = http.post(path, json={**body, "stream": True}, headers=alice)
-    schema = response_pointer(spec, path, "post", 200, "text/event-stream")
-    lines = [ln for ln in streamed.get_data(as_text=True).split("\n") if ln.startswith("data: ")]
-    assert lines[-1] == "data: [DONE]"
-    for line in lines[:-1]:
-        assert violations(spec, schema, json.loads(line[len("data: ") :])) == [], line
+    events = stream_conforms(spec, path, streamed)
+    assert events[-1] == {"data": "[DONE]"} and len(events) > 2
+
+
+def stream_conforms(spec: dict[str, Any], path: str, resp: Any) -> list[dict[str, str]]:
+    """Every server-sent event of ``resp`` is the event object the description promises,
+    and its ``data`` (unless the stream's documented last word) the JSON it describes."""
+    where = response_pointer(spec, path, "post", 200, "text/event-stream")
+    described = spec["paths"][path]["post"]["responses"]["200"]["content"]
+    data_schema = described["text/event-stream"]["schema"]["properties"]["data"]
+    end = data_schema.get("if", {}).get("const")
+    json_pointer = where + pointer("properties", "data", *(["else"] if end else []))
+    events = []
+    for block in resp.get_data(as_text=True).strip().split("\n\n"):
+        event = dict(line.split(": ", 1) for line in block.split("\n"))
+        assert violations(spec, where, event) == [], event
+        if event["data"] != end:
+            value = json.loads(event["data"])
+            assert violations(spec, json_pointer + "/contentSchema", value) == [], event
+        events.append(event)
+    return events
 
 
 @pytest.mark.parametrize(

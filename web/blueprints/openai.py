@@ -88,6 +88,7 @@ COMPLETION = Reply(
     ChatCompletion,
     "A chat.completion, or chunks as server-sent events",
     media={"text/event-stream": ChatCompletionChunk},
+    stream_end="[DONE]",
 )
 
 

@@ -37,6 +37,8 @@ class Reply:
     description: str = "OK"
     media: Mapping[str, type[BaseModel] | None] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)  # name -> description
+    #: a text/event-stream's last ``data`` when it is not JSON (OpenAI's "[DONE]")
+    stream_end: str | None = None
 
     def content(self) -> dict[str, type[BaseModel] | None]:
         return {JSON: self.model, **self.media} if self.model is not None else dict(self.media)
