@@ -113,6 +113,9 @@ def _print(report: AnswerEvalReport) -> None:
         )
     table.add_row("latency p50 ms", f"{report.latency_p50_ms:.1f}")
     table.add_row("latency p95 ms", f"{report.latency_p95_ms:.1f}")
+    if report.prompt_tokens_mean is not None and report.prompt_tokens_p95 is not None:
+        table.add_row("prompt tokens, mean", f"{report.prompt_tokens_mean:.0f}")
+        table.add_row("prompt tokens, p95", f"{report.prompt_tokens_p95:.0f}")
     if report.errors:
         table.add_row("errors", str(report.errors))
     out.print(table)

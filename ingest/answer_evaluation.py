@@ -83,6 +83,8 @@ class Asked:
     #: the first cited passage holds a gold answer (answerable, answered and citing only)
     first_citation_hit: bool | None = None
     error: str | None = None
+    #: tokens of the prompt the model read (generative answers only)
+    prompt_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,9 @@ class AnswerEvalReport:
     latency_p50_ms: float
     latency_p95_ms: float
     results: tuple[Asked, ...] = field(repr=False)
+    #: prompt tokens per question the model answered (None when none was generated)
+    prompt_tokens_mean: float | None = None
+    prompt_tokens_p95: float | None = None
 
     @property
     def false_decline_rate(self) -> float:
@@ -165,6 +170,8 @@ class AnswerEvalReport:
             "errors": self.errors,
             "latency_p50_ms": round(self.latency_p50_ms, 1),
             "latency_p95_ms": round(self.latency_p95_ms, 1),
+            "prompt_tokens_mean": _round(self.prompt_tokens_mean),
+            "prompt_tokens_p95": _round(self.prompt_tokens_p95),
         }
 
 
@@ -220,11 +227,12 @@ def _ask(
             kind, set_name, question, "error", said.text, latency, error=said.error.message
         )
     outcome = said.outcome
-    if outcome is None:  # no error and no done: a stream that broke off
+    if outcome is None or said.done is None:  # no error and no done: a stream that broke off
         return Asked(kind, set_name, question, "error", said.text, latency, error="cut off")
     answer = _answer_text(said.text)
+    prompt = said.done.prompt_tokens
     if gold is None or gold.impossible:
-        return Asked(kind, set_name, question, outcome, answer, latency)
+        return Asked(kind, set_name, question, outcome, answer, latency, prompt_tokens=prompt)
     answered = outcome == "answered"
     hit = answered and contains_answer(answer, gold.answers)
     first_hit = None
@@ -233,7 +241,9 @@ def _ask(
         n = cites[0]["n"]
         source = next((s for s in said.sources if s["n"] == n), None)
         first_hit = source is not None and contains_answer(str(source["text"]), gold.answers)
-    return Asked(kind, set_name, question, outcome, answer, latency, hit, first_hit)
+    return Asked(
+        kind, set_name, question, outcome, answer, latency, hit, first_hit, prompt_tokens=prompt
+    )
 
 
 def _ms(started: float) -> float:
@@ -346,6 +356,7 @@ def _report(
         for name, questions in off_sets
     )
     latencies = [r.latency_ms for r in results]
+    prompts = [float(r.prompt_tokens) for r in results if r.prompt_tokens is not None]
     return AnswerEvalReport(
         dataset=str(squad_file),
         version=squad.version,
@@ -369,6 +380,8 @@ def _report(
         latency_p50_ms=percentile(latencies, 50),
         latency_p95_ms=percentile(latencies, 95),
         results=tuple(results),
+        prompt_tokens_mean=sum(prompts) / len(prompts) if prompts else None,
+        prompt_tokens_p95=percentile(prompts, 95) if prompts else None,
     )
 
 

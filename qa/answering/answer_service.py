@@ -42,6 +42,7 @@ from qa.answering.events import (
     Sources,
     Token,
 )
+from qa.answering.evidence import focus
 from qa.answering.extractive import extractive_answer
 from qa.answering.followup import ground
 from qa.answering.prompt import (
@@ -64,7 +65,7 @@ from qa.llm.generate import GenerationStats, Generator
 from qa.llm.kv_cache import KVSessionCache
 from qa.llm.slot import INTERACTIVE, ModelSlot, Turn
 from qa.retrieval.embedder import Embedder
-from qa.retrieval.retriever import Passage, Retriever
+from qa.retrieval.retriever import Passage, RetrievalResult, Retriever
 from qa.store.catalog import page_lengths
 from qa.store.db.engine import Database
 
@@ -146,6 +147,7 @@ class AnswerService:
         source_budget_tokens: int = 1500,
         answer_reserve_tokens: int = 1024,
         default_system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+        focus_ratio: float = 0.0,
     ) -> None:
         self.db = db
         self.retriever = retriever
@@ -156,6 +158,7 @@ class AnswerService:
         self.source_budget_tokens = source_budget_tokens
         self.answer_reserve_tokens = answer_reserve_tokens
         self.default_system_prompt = default_system_prompt
+        self.focus_ratio = focus_ratio
 
     @property
     def mode(self) -> str:
@@ -190,7 +193,8 @@ class AnswerService:
             return self._declined(question, result.passages, retrieval_ms, self.mode)
         if self.generator is None:
             return self._extractive(grounding.query, result.passages, retrieval_ms)
-        plan, max_new = self.plan_prompt(question, result.passages, options, history)
+        passages = self.prompt_passages(grounding.query, result)
+        plan, max_new = self.plan_prompt(question, passages, options, history)
         # The queue place is taken now, so a full queue raises Busy before any event (the
         # web layer answers 503 + Retry-After) rather than inside a started stream.
         turn = self.slot.join(priority, cancel)
@@ -358,6 +362,12 @@ class AnswerService:
                 else None,
             )
         yield done
+
+    def prompt_passages(self, query: str, result: RetrievalResult) -> list[Passage]:
+        """The retrieved passages a supported question's prompt may hold: those far below
+        the best one stay out (shorter prefill, no filler for the model to quote; see
+        ``qa.answering.evidence.focus``). ``query`` is what was retrieved for."""
+        return focus(query, result, self.focus_ratio)
 
     def plan_prompt(
         self,

@@ -129,6 +129,7 @@ def build_answer_service(
         source_budget_tokens=settings.source_budget_tokens,
         answer_reserve_tokens=settings.answer_reserve_tokens,
         default_system_prompt=settings.system_prompt or DEFAULT_SYSTEM_PROMPT,
+        focus_ratio=settings.focus_ratio,
     )
     warm_system_prefix(generator, service.kv_cache, settings)
     return service

@@ -36,7 +36,7 @@ from collections.abc import Set
 from dataclasses import dataclass
 
 from qa.retrieval.lexical import analyze, question_terms
-from qa.retrieval.retriever import RetrievalResult
+from qa.retrieval.retriever import Passage, RetrievalResult
 
 # Calibrated on the developer sets (tests/qa/decline_calibration.py, `make eval`; see
 # docs/architecture.md, "Declining"), with the packaged MiniLM (onnx-int8), k = 6:
@@ -92,23 +92,29 @@ def _outermost(terms: Set[str]) -> set[str]:
     return {t for t in terms if not any(t != other and t in other for other in terms)}
 
 
-def gather(question: str, result: RetrievalResult) -> Evidence:
-    """The evidence ``result`` (retrieved for ``question`` or for a text containing it, see
-    ``qa.answering.followup``) gives for ``question``."""
+def _term_weights(question: str, result: RetrievalResult, dense: bool) -> dict[str, float]:
+    """The question's content terms and what each weighs: its idf over the searched
+    collections, times ``ABSENT_WEIGHT`` for a term no chunk contains when words are all
+    the evidence there is (module docstring)."""
     q_terms = list(dict.fromkeys(question_terms(question)))
-    passages = result.passages
-    cosines = [p.dense_score for p in passages if p.dense_score is not None]
-    similarity = max(cosines) if cosines else None
-    terms = len(_outermost(set(q_terms)))
-    if not q_terms or not passages:
-        return Evidence(0.0, similarity, terms)
     top_idf = max(result.term_idf.values(), default=1.0)
-    # Without a dense similarity a term the documents never contain weighs up (docstring)
-    boost = ABSENT_WEIGHT if similarity is None else 1.0
-    weights = {
+    boost = 1.0 if dense else ABSENT_WEIGHT
+    return {
         t: result.term_idf.get(t, top_idf) * (boost if t in result.absent_terms else 1.0)
         for t in q_terms
     }
+
+
+def gather(question: str, result: RetrievalResult) -> Evidence:
+    """The evidence ``result`` (retrieved for ``question`` or for a text containing it, see
+    ``qa.answering.followup``) gives for ``question``."""
+    passages = result.passages
+    cosines = [p.dense_score for p in passages if p.dense_score is not None]
+    similarity = max(cosines) if cosines else None
+    weights = _term_weights(question, result, similarity is not None)
+    terms = len(_outermost(set(weights)))
+    if not weights or not passages:
+        return Evidence(0.0, similarity, terms)
     total = sum(weights.values()) or 1.0
     coverage, covered = 0.0, 0
     for p in passages:
@@ -116,6 +122,38 @@ def gather(question: str, result: RetrievalResult) -> Evidence:
         coverage = max(coverage, sum(weights[t] for t in found) / total)
         covered = max(covered, len(_outermost(found)))
     return Evidence(coverage, similarity, terms, covered)
+
+
+def passage_support(question: str, result: RetrievalResult) -> list[float]:
+    """Each passage's own support for ``question``, on ``support_score``'s scale: the same
+    formula fed with that passage's coverage and cosine instead of the best ones.
+
+    A passage the dense list missed is given the lowest cosine retrieved, an upper bound
+    of its own (the dense list holds the closest chunks)."""
+    passages = result.passages
+    cosines = [p.dense_score for p in passages if p.dense_score is not None]
+    dense = bool(cosines)
+    weights = _term_weights(question, result, dense)
+    total = sum(weights.values()) or 1.0
+    out: list[float] = []
+    for p in passages:
+        coverage = sum(weights[t] for t in set(weights).intersection(analyze(p.text))) / total
+        cosine = (p.dense_score if p.dense_score is not None else min(cosines)) if dense else None
+        out.append(support_score(Evidence(coverage, cosine, len(weights)))[0])
+    return out
+
+
+def focus(question: str, result: RetrievalResult, ratio: float) -> list[Passage]:
+    """The passages whose own support is at least ``ratio`` times the best one's, in
+    retrieval order: a model's prompt is as short as the evidence allows (every passage
+    dropped is prefill saved) and holds no off-topic filler to quote from. The ratio is
+    a setting (``Settings.focus_ratio``, where its calibration is told)."""
+    passages = result.passages
+    if not passages or ratio <= 0:
+        return list(passages)
+    support = passage_support(question, result)
+    bar = ratio * max(support)
+    return [p for p, s in zip(passages, support, strict=True) if s >= bar]
 
 
 @dataclass(frozen=True)
@@ -145,7 +183,9 @@ __all__ = [
     "PARAPHRASE_SIMILARITY",
     "Evidence",
     "Verdict",
+    "focus",
     "gather",
     "judge",
+    "passage_support",
     "support_score",
 ]

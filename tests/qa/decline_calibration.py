@@ -50,13 +50,17 @@ def _own(name: str) -> list[str]:
         return [str(json.loads(line)["text"]) for line in f if line.strip()]
 
 
-def _retrievers(settings: Settings) -> Iterator[tuple[str, Retriever, int]]:
+def _retrievers(
+    settings: Settings, names: tuple[str, ...] = ("en", "zh", "sf")
+) -> Iterator[tuple[str, Retriever, int]]:
     embedder = get_embedder(settings)
-    for name, folder in (
-        ("en", corpus_path("qa", "xquad", "derived_beir_en")),
-        ("zh", corpus_path("qa", "xquad", "derived_beir_zh")),
-        ("sf", corpus_path("retrieval", "scifact")),
-    ):
+    folders = {
+        "en": corpus_path("qa", "xquad", "derived_beir_en"),
+        "zh": corpus_path("qa", "xquad", "derived_beir_zh"),
+        "sf": corpus_path("retrieval", "scifact"),
+    }
+    for name in names:
+        folder = folders[name]
         built = _build_index(folder, embedder, settings, None)
         db = Database(built.db_url)
         with db.session() as session:

@@ -15,7 +15,7 @@ import pytest
 
 from qa.answering.answer_service import AnswerService
 from qa.answering.decline import DECLINE_SENTENCES, decline_sentence, is_decline
-from qa.answering.evidence import judge
+from qa.answering.evidence import focus, judge, passage_support
 from qa.retrieval.embedder import Embedder
 from qa.settings import Settings
 from tests.conftest import REPO, SAMPLES
@@ -279,3 +279,45 @@ def test_chinese_questions_the_guide_answers_are_answered(
     events = [e.to_json() for e in answers.ask(question, [ids["shenzhen"]])]
     assert events[-1]["outcome"] == "answered"
     assert events[-2]["citations"] and expected in events[-2]["text"]
+
+
+@pytest.mark.parametrize(
+    ("collection", "question", "expected"),
+    [
+        ("handbook", "What is the hotel limit in London?", "London"),
+        ("shenzhen", "正式员工每年有多少天带薪年假？", "十五天"),
+    ],
+)
+def test_a_prompt_keeps_the_passages_near_the_best_one(
+    service: tuple[AnswerService, dict[str, int]], collection: str, question: str, expected: str
+) -> None:
+    """Focusing (evidence.focus) drops the filler retrieval always returns k of, never the
+    passage that answers; the ratio 0 keeps every passage."""
+    answers, ids = service
+    result = answers.retriever.retrieve(question, [ids[collection]], k=8)
+    support = passage_support(question, result)
+    assert len(support) == len(result.passages) >= 6
+    # each passage's support is on the gate's scale, and none is above the best evidence
+    assert max(support) <= judge(question, result).support + 1e-9
+    kept = focus(question, result, Settings().focus_ratio)
+    assert any(expected in p.text for p in kept)
+    assert 1 <= len(kept) < len(result.passages)
+    assert [p for p in result.passages if p in kept] == kept  # retrieval order is kept
+    best = result.passages[support.index(max(support))]
+    assert best in kept
+    assert focus(question, result, 0.0) == result.passages
+    assert focus(question, result, 1.0) == [
+        p for p, s in zip(result.passages, support, strict=True) if s == max(support)
+    ]
+
+
+def test_the_service_s_prompt_holds_only_the_focused_passages(
+    service: tuple[AnswerService, dict[str, int]],
+) -> None:
+    answers, ids = service
+    question = "What is the hotel limit in London?"
+    result = answers.retriever.retrieve(question, [ids["handbook"]], k=8)
+    assert answers.focus_ratio == Settings().focus_ratio == 0.4  # built from the settings
+    focused = answers.prompt_passages(question, result)
+    assert focused == focus(question, result, 0.4) and len(focused) < 8
+    assert Settings(focus_ratio=0).focus_ratio == 0  # the setting turns it off

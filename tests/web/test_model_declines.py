@@ -58,7 +58,9 @@ def declining(
     for lang, question in QUESTIONS.items():
         result = planner.retriever.retrieve(question, [handbook], k=AskOptions().k)
         assert judge(question, result).supported, question  # the model will be asked
-        plan, _ = planner.plan_prompt(question, result.passages, AskOptions())
+        plan, _ = planner.plan_prompt(
+            question, planner.prompt_passages(question, result), AskOptions()
+        )
         examples.append((plan.messages, DECLINE_SENTENCES[lang]))
     planner.db.dispose()
     teach(hf, examples)

@@ -14,6 +14,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -60,7 +61,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Itera
         coll = get_collection(s, "handbook").id
     # The exact prompt the service will send for QUESTION, then teach the model to answer it.
     result = service.retriever.retrieve(QUESTION, [coll], k=GREEDY.k)
-    plan, _ = service.plan_prompt(QUESTION, result.passages, GREEDY)
+    plan, _ = service.plan_prompt(QUESTION, service.prompt_passages(QUESTION, result), GREEDY)
     assert plan.sources and plan.sources[0].document_name.endswith("travel-and-expenses.pdf")
     teach(hf, [(plan.messages, TAUGHT_ANSWER)])
     build_model(hf, settings.llm_dir, precision="int8")
@@ -103,7 +104,7 @@ def test_follow_up_turn_reuses_the_kv_cache(setup: Setup) -> None:
     first = [e.to_json() for e in asked]
     answer = first[-2]["text"]
     result = service.retriever.retrieve(QUESTION, [setup.collection_id], k=GREEDY.k)
-    plan, _ = service.plan_prompt(QUESTION, result.passages, GREEDY)
+    plan, _ = service.plan_prompt(QUESTION, service.prompt_passages(QUESTION, result), GREEDY)
     history = [*plan.messages[1:], {"role": "assistant", "content": answer}]
     follow = [
         e.to_json()
@@ -252,7 +253,7 @@ def test_follow_ups_pass_the_gate_on_their_own_terms(setup: Setup) -> None:
     service = setup.service
     held = _model_held_elsewhere(service)
     result = service.retriever.retrieve(QUESTION, [setup.collection_id], k=GREEDY.k)
-    plan, _ = service.plan_prompt(QUESTION, result.passages, GREEDY)
+    plan, _ = service.plan_prompt(QUESTION, service.prompt_passages(QUESTION, result), GREEDY)
     answer = {"role": "assistant", "content": TAUGHT_ANSWER}
     for history in (
         [{"role": "user", "content": QUESTION}, answer],  # as stored in a chat
@@ -270,3 +271,31 @@ def test_follow_ups_pass_the_gate_on_their_own_terms(setup: Setup) -> None:
         for follow_up in ("And in Paris?", "Does that include breakfast?", "Why?"):
             with pytest.raises(Busy):  # not declined: it needs the model
                 held.ask(follow_up, [setup.collection_id], GREEDY, history=history)
+
+
+def test_the_answer_eval_reports_prompt_tokens_in_generative_mode(
+    setup: Setup, tmp_path: Path, embedder: Embedder
+) -> None:
+    """``docqa eval answers`` with a built model: every question the model read a prompt
+    for reports its length (the issue's "prompt tokens per question"); a question the
+    gate declined has none, and neither has an extractive run."""
+    from ingest.answer_evaluation import evaluate_answers
+    from tests.ingest.test_answer_evaluation import write_squad
+
+    squad = write_squad(tmp_path / "tiny-squad.json")
+    settings = setup.settings.model_copy(update={"data_dir": tmp_path / "var"})
+    report = evaluate_answers(
+        squad, settings=settings, mode="generative", embedder=embedder, limit=3
+    )
+    assert report.mode == "generative" and report.errors == 0
+    read = [r.prompt_tokens for r in report.results if r.prompt_tokens is not None]
+    assert read and all(n > 0 for n in read)
+    gated = [r for r in report.results if r.outcome == "not_found" and r.prompt_tokens is None]
+    assert len(read) + len(gated) == len(report.results)
+    assert report.prompt_tokens_mean == pytest.approx(sum(read) / len(read))
+    assert min(read) <= report.prompt_tokens_p95 <= max(read)  # type: ignore[operator]
+    assert report.to_json()["prompt_tokens_mean"] == round(report.prompt_tokens_mean, 4)
+    extractive = evaluate_answers(
+        squad, settings=settings, mode="extractive", embedder=embedder, limit=1
+    )
+    assert extractive.prompt_tokens_mean is None and extractive.prompt_tokens_p95 is None
