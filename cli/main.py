@@ -423,6 +423,14 @@ def model() -> None:
     help="Compare the INT8 model with a float32 reference on fixed sample text before "
     "installing it; layers that fail are rebuilt blockwise, else the build fails.",
 )
+@click.option(
+    "--kv-cache",
+    type=click.Choice(["fp32", "int8"]),
+    default="fp32",
+    show_default=True,
+    help="KV cache element type: int8 (fixed per-channel scales from the sample text) "
+    "takes a quarter of fp32's memory: 2.4 GB instead of 9.4 GB for 32K tokens on Qwen3-4B.",
+)
 @click.pass_obj
 def model_build(
     settings: Settings,
@@ -432,6 +440,7 @@ def model_build(
     kernel: str,
     context: int | None,
     check: bool,
+    kv_cache: str,
 ) -> None:
     """Export and quantize a Qwen3 checkpoint once, offline, streaming its weights."""
     from qa.llm.accuracy import AccuracyReport
@@ -446,6 +455,7 @@ def model_build(
             int8_kernel=kernel,  # type: ignore[arg-type]
             context_length=context or DEFAULT_CONTEXT,
             check_accuracy=check,
+            kv_cache=kv_cache,  # type: ignore[arg-type]
             progress=on_progress,
         )
     m = report.manifest
@@ -458,7 +468,8 @@ def model_build(
         out.print(f"accuracy check passed: {AccuracyReport.from_json(m.accuracy).summary()}")
     out.print(
         f"built {report.manifest.architecture} ({report.manifest.spec.num_layers} layers,"
-        f" {report.manifest.precision}, context {report.manifest.context_length}) into"
+        f" {report.manifest.precision}, context {report.manifest.context_length},"
+        f" {m.kv_cache} KV cache) into"
         f" {report.out_dir}:"
         f" {report.model_bytes / 1e9:.2f} GB in {report.seconds:.0f} s"
     )
@@ -492,6 +503,13 @@ def model_info(settings: Settings) -> None:
         table.add_row("accuracy", ("passed: " if report.passed else "FAILED: ") + report.summary())
         for rejected in acc.get("rejected") or []:
             table.add_row("accuracy (rejected build)", str(rejected))
+    per_token = manifest.kv_bytes_per_token
+    full = per_token * manifest.context_length
+    table.add_row(
+        "KV cache size",
+        f"{manifest.kv_cache}: {per_token:,} bytes per token,"
+        f" {full / 2**30:.2f} GiB for the whole context",
+    )
     table.add_row("speculation", _speculation(settings, manifest))
     from qa.cpu import int8_instructions
 

@@ -27,6 +27,7 @@ from qa.errors import InvalidInput
 from qa.llm.accuracy import AccuracyCheck, build_checked
 from qa.llm.external_data import ExternalDataWriter
 from qa.llm.graph import Int8Kernel, Qwen3GraphBuilder
+from qa.llm.kv_quant import KV_CACHES, KVCache, scales
 from qa.llm.manifest import MANIFEST, MODEL_FILE, ModelManifest
 from qa.llm.safetensors_io import SafetensorsCheckpoint
 from qa.llm.spec import read_json_object, read_qwen3_config
@@ -92,6 +93,7 @@ def build_model(
     context_length: int = DEFAULT_CONTEXT,
     int8_kernel: Int8Kernel = "blockwise",
     check_accuracy: bool = True,
+    kv_cache: KVCache = "fp32",
     progress: Callable[[int, int, str], None] | None = None,
 ) -> BuildReport:
     """Build the ONNX model for ``hf_dir`` into ``out_dir`` (replaced atomically if present).
@@ -107,6 +109,10 @@ def build_model(
     built graph is compared with a float32 reference on fixed calibration text. A failing
     dynamic-kernel build gets its offending layers rebuilt blockwise (a mixed build,
     ``manifest.blockwise_layers``); one that still fails raises ``ModelAccuracyError``.
+
+    ``kv_cache="int8"``: the KV cache is int8 with per-channel scales fixed from the float32
+    reference on the calibration text (``kv_quant``), a quarter of float32's memory; that
+    reference then runs before the graph is written, check or no check.
     """
     started = time.monotonic()
     if precision not in ("int8", "fp32"):
@@ -115,6 +121,8 @@ def build_model(
         raise InvalidInput(f"block_size must be a power of two >= 16, got {block_size}")
     if accuracy_level not in (0, 1, 2, 3, 4):
         raise InvalidInput(f"accuracy_level must be 0..4, got {accuracy_level}")
+    if kv_cache not in KV_CACHES:
+        raise InvalidInput(f"kv_cache must be one of {', '.join(KV_CACHES)}, got {kv_cache!r}")
     hf_dir = Path(hf_dir)
     out_dir = Path(out_dir)
     spec, cfg = read_qwen3_config(hf_dir)
@@ -127,6 +135,16 @@ def build_model(
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the model from the service user
     try:
+
+        def make_check() -> AccuracyCheck:
+            if progress is not None:
+                progress(spec.num_layers + 2, spec.num_layers + 2, "checking accuracy")
+            return AccuracyCheck(hf_dir, spec, context)
+
+        # An int8 cache's scales come from the reference, so it runs first; the check
+        # (when asked for) reuses it.
+        early = AccuracyCheck(hf_dir, spec, context) if kv_cache == "int8" else None
+        kv_scales = None if early is None else scales(early.reference.kv_bounds)
 
         def write(blockwise_layers: frozenset[int]) -> int:
             writer = ExternalDataWriter(tmp / f"{MODEL_FILE}.data")
@@ -141,6 +159,7 @@ def build_model(
                     context_length=context,
                     int8_kernel=int8_kernel,
                     blockwise_layers=blockwise_layers,
+                    kv_scales=kv_scales,
                     progress=progress,
                 ).build()
             finally:
@@ -148,15 +167,12 @@ def build_model(
             onnx.save_model(model, str(tmp / MODEL_FILE))
             return writer.bytes_written
 
-        def make_check() -> AccuracyCheck:
-            if progress is not None:
-                progress(spec.num_layers + 2, spec.num_layers + 2, "checking accuracy")
-            return AccuracyCheck(hf_dir, spec, context)
-
         checked = build_checked(
             write,
             tmp,
-            make_check if check_accuracy and precision == "int8" else None,
+            ((lambda: early) if early is not None else make_check)
+            if check_accuracy and precision == "int8"
+            else None,
             int8_kernel,
         )
         data_bytes = checked.data_bytes
@@ -178,6 +194,7 @@ def build_model(
             source_fingerprint=_fingerprint(hf_dir, ckpt),
             blockwise_layers=checked.blockwise_layers,
             accuracy=checked.manifest_accuracy(),
+            kv_cache=kv_cache,
         )
         manifest.write(tmp / MANIFEST)
         _fsync_dir_files(tmp)

@@ -32,6 +32,7 @@ from qa.errors import GenerationError, InvalidInput, ModelNotBuilt
 from qa.llm.detok import IncrementalDetokenizer
 from qa.llm.graph import LOGITS_TO_KEEP
 from qa.llm.kv_cache import KVBuffers, KVSessionCache
+from qa.llm.kv_quant import numpy_dtype
 from qa.llm.lookup import DRAFT_TOKENS, DraftLength, PromptLookup
 from qa.llm.manifest import MODEL_FILE, ModelManifest
 from qa.llm.sampling import Sampler, SamplingDefaults, SamplingParams
@@ -229,7 +230,7 @@ class OnnxQwenGenerator(Generator):
         self.context_length = self.manifest.context_length
         self.sampling_defaults = SamplingDefaults.from_model_dir(self.model_dir)
         self.prefill_chunk = max(1, prefill_chunk)
-        self.model_key = f"{self.manifest.source_fingerprint}:{self.manifest.precision}"
+        self.model_key = self.manifest.key
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
@@ -302,7 +303,8 @@ class OnnxQwenGenerator(Generator):
         # Round the capacity up so prompts of similar length share allocation sizes.
         capacity = min(self.context_length, -(-needed // 256) * 256)
         s = self.spec
-        kv = KVBuffers(s.num_layers, s.num_kv_heads, s.head_dim, capacity)
+        dtype = numpy_dtype(self.manifest.kv_cache)
+        kv = KVBuffers(s.num_layers, s.num_kv_heads, s.head_dim, capacity, dtype)
         ov = self._ort.OrtValue.ortvalue_from_numpy  # shares the numpy memory on CPU
         return kv, [ov(k) for k in kv.keys], [ov(v) for v in kv.values]
 

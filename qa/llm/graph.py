@@ -19,9 +19,11 @@ on float32 weights (the parity reference).
 
 Graph inputs: ``input_ids`` [1, S] int64, ``seqlens_k`` [1] int32 (= total length - 1),
 ``total_sequence_length`` [] int32, ``past_key_values.{i}.key|value`` [1, kv_heads, C, D]
-float32, ``logits_to_keep`` [1] int64 (how many last positions get logits; models built
-before it existed lack it and always give one). Outputs: ``logits`` [1, logits_to_keep,
-vocab], ``present.{i}.key|value``. When the runner
+float32 (int8 when built with ``kv_scales``: GroupQueryAttention quantizes what it
+appends with those fixed per-channel steps, see ``kv_quant``), ``logits_to_keep`` [1]
+int64 (how many last positions get logits; models built before it existed lack it and
+always give one). Outputs: ``logits`` [1, logits_to_keep, vocab],
+``present.{i}.key|value``. When the runner
 binds ``present`` to the very buffer it passes as ``past`` (capacity ``C`` >= total
 length), GroupQueryAttention appends in place and no KV is ever copied.
 """
@@ -70,6 +72,7 @@ class Qwen3GraphBuilder:
         context_length: int,
         int8_kernel: Int8Kernel = "blockwise",
         blockwise_layers: frozenset[int] = frozenset(),
+        kv_scales: npt.NDArray[np.float32] | None = None,
         progress: Callable[[int, int, str], None] | None = None,
     ) -> None:
         self.spec = spec
@@ -84,6 +87,16 @@ class Qwen3GraphBuilder:
         # accuracy check's fallback for layers whose activations defeat "dynamic").
         self.blockwise_layers = blockwise_layers
         self._kernel: Int8Kernel = int8_kernel  # the kernel of the layer being emitted
+        # An int8 KV cache: (layers, 2, kv_heads, head_dim) key / value steps (kv_quant);
+        # None: a float32 cache
+        if kv_scales is not None and kv_scales.shape != (
+            spec.num_layers,
+            2,
+            spec.num_kv_heads,
+            spec.head_dim,
+        ):
+            raise ModelBuildError(f"KV scales of shape {kv_scales.shape} do not fit the model")
+        self.kv_scales = kv_scales
         self.progress = progress
         self.nodes: list[NodeProto] = []
         self.inits: list[TensorProto] = []
@@ -283,19 +296,33 @@ class Qwen3GraphBuilder:
             kn = self._norm_weight(f"{a}.k_norm.weight", s.head_dim)
             self._head_norm(f"l{i}.q", qn, s.num_heads, f"l{i}.qn")
             self._head_norm(f"l{i}.k", kn, s.num_kv_heads, f"l{i}.kn")
+            gqa_in = [
+                f"l{i}.qn",
+                f"l{i}.kn",
+                f"l{i}.v",
+                f"past_key_values.{i}.key",
+                f"past_key_values.{i}.value",
+                seqlens,
+                total,
+                cos,
+                sin,
+            ]
+            quant: dict[str, object] = {}
+            if self.kv_scales is not None:
+                # inputs 9-11 (position ids, attention bias, head sink) stay absent
+                shape = (1, s.num_kv_heads, 1, s.head_dim)
+                gqa_in += ["", "", ""] + [
+                    self._const(f"l{i}.{kind}_scale", self.kv_scales[i, j].reshape(shape))
+                    for j, kind in enumerate(("k", "v"))
+                ]
+                quant = {
+                    "k_quant_type": "PER_CHANNEL",
+                    "v_quant_type": "PER_CHANNEL",
+                    "kv_cache_bit_width": 8,
+                }
             self._node(
                 "GroupQueryAttention",
-                [
-                    f"l{i}.qn",
-                    f"l{i}.kn",
-                    f"l{i}.v",
-                    f"past_key_values.{i}.key",
-                    f"past_key_values.{i}.value",
-                    seqlens,
-                    total,
-                    cos,
-                    sin,
-                ],
+                gqa_in,
                 [f"l{i}.attn", f"present.{i}.key", f"present.{i}.value"],
                 domain=MS,
                 num_heads=s.num_heads,
@@ -303,6 +330,7 @@ class Qwen3GraphBuilder:
                 do_rotary=1,
                 rotary_interleaved=0,
                 scale=float(s.head_dim**-0.5),
+                **quant,
             )
             self._linear(f"l{i}.attn", [(f"{a}.o_proj.weight", s.hidden_size)], s.q_size, f"l{i}.o")
             ln2 = self._norm_weight(f"{p}.post_attention_layernorm.weight", s.hidden_size)
@@ -443,19 +471,20 @@ class Qwen3GraphBuilder:
         ]
         inputs.append(helper.make_tensor_value_info(LOGITS_TO_KEEP, i64, [1]))
         outputs = [helper.make_tensor_value_info("logits", f32, ["batch", "keep", s.vocab_size])]
+        kv = f32 if self.kv_scales is None else TensorProto.INT8
         for i in range(s.num_layers):
             for kind in ("key", "value"):
                 inputs.append(
                     helper.make_tensor_value_info(
                         f"past_key_values.{i}.{kind}",
-                        f32,
+                        kv,
                         ["batch", s.num_kv_heads, "past_sequence", s.head_dim],
                     )
                 )
                 outputs.append(
                     helper.make_tensor_value_info(
                         f"present.{i}.{kind}",
-                        f32,
+                        kv,
                         ["batch", s.num_kv_heads, "present_sequence", s.head_dim],
                     )
                 )

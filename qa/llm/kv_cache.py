@@ -1,8 +1,9 @@
 """The live KV cache of one sequence, and a byte-bounded LRU of saved prefixes to reuse.
 
-``KVBuffers`` holds one float32 ``[1, kv_heads, capacity, head_dim]`` array per layer and
-per K/V. The runner binds the SAME OrtValue as ``past`` input and ``present`` output, so
-GroupQueryAttention appends new positions in place: a decode step never copies the cache.
+``KVBuffers`` holds one ``[1, kv_heads, capacity, head_dim]`` array per layer and per K/V,
+float32 or int8 as the model was built (``qa.llm.kv_quant``). The runner binds the SAME
+OrtValue as ``past`` input and ``present`` output, so GroupQueryAttention appends new
+positions in place: a decode step never copies the cache.
 
 ``KVSessionCache`` keeps ``KVSnapshot``s (token ids + the KV of exactly those tokens):
 the fixed system-prompt prefix, shared by every request, and the last state of each chat
@@ -21,15 +22,16 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-F32 = npt.NDArray[np.float32]
+#: a cache array: float32, or int8 for a model built with ``kv_cache="int8"``
+KV = npt.NDArray[np.float32] | npt.NDArray[np.int8]
 
 
 @dataclass(frozen=True)
 class KVSnapshot:
     model_key: str  # which built model produced it (never mix models)
     tokens: tuple[int, ...]
-    keys: tuple[F32, ...]  # per layer, [kv_heads, len(tokens), head_dim]
-    values: tuple[F32, ...]
+    keys: tuple[KV, ...]  # per layer, [kv_heads, len(tokens), head_dim]
+    values: tuple[KV, ...]
 
     @property
     def nbytes(self) -> int:
@@ -37,11 +39,19 @@ class KVSnapshot:
 
 
 class KVBuffers:
-    def __init__(self, layers: int, kv_heads: int, head_dim: int, capacity: int) -> None:
+    def __init__(
+        self,
+        layers: int,
+        kv_heads: int,
+        head_dim: int,
+        capacity: int,
+        dtype: type[np.generic] = np.float32,
+    ) -> None:
+        """``dtype``: the model's cache element type (int8 for ``kv_cache="int8"``)."""
         shape = (1, kv_heads, capacity, head_dim)
         self.capacity = capacity
-        self.keys = [np.zeros(shape, np.float32) for _ in range(layers)]
-        self.values = [np.zeros(shape, np.float32) for _ in range(layers)]
+        self.keys = [np.zeros(shape, dtype) for _ in range(layers)]
+        self.values = [np.zeros(shape, dtype) for _ in range(layers)]
         self.length = 0  # valid positions
 
     def load(self, snap: KVSnapshot, length: int) -> None:

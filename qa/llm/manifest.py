@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from qa.errors import ModelNotBuilt
+from qa.llm.kv_quant import KV_CACHES, bytes_per_token
 from qa.llm.spec import Qwen3Spec
 
 MANIFEST = "docqa_model.json"
@@ -35,6 +36,18 @@ class ModelManifest:
     # read as [] and None.
     blockwise_layers: tuple[int, ...] = ()
     accuracy: dict[str, Any] | None = None
+    #: the KV cache's element type (``kv_quant.KV_CACHES``); older manifests read "fp32"
+    kv_cache: str = "fp32"
+
+    @property
+    def key(self) -> str:
+        """Which build produced a KV cache or planned a prompt (``build_key``)."""
+        return build_key(self.to_json())
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        s = self.spec
+        return bytes_per_token(self.kv_cache, s.num_layers, s.num_kv_heads, s.head_dim)
 
     @property
     def rows_independent(self) -> bool:
@@ -62,6 +75,7 @@ class ModelManifest:
             "source_fingerprint": self.source_fingerprint,
             "blockwise_layers": list(self.blockwise_layers),
             "accuracy": self.accuracy,
+            "kv_cache": self.kv_cache,
         }
 
     def write(self, path: Path) -> None:
@@ -95,9 +109,23 @@ class ModelManifest:
                 source_fingerprint=data["source_fingerprint"],
                 blockwise_layers=tuple(int(i) for i in data.get("blockwise_layers") or ()),
                 accuracy=_accuracy(data.get("accuracy")),
+                kv_cache=_kv_cache(data.get("kv_cache", "fp32")),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise ModelNotBuilt(f"{path}: unreadable manifest ({exc}); rebuild the model") from exc
+
+
+def build_key(manifest: dict[str, Any]) -> str:
+    """Builds whose KV caches may not be mixed get different keys: the source weights, the
+    precision and the cache's element type (a cached float32 prefix is no int8 cache)."""
+    kv = manifest.get("kv_cache", "fp32")
+    return f"{manifest['source_fingerprint']}:{manifest['precision']}:{kv}"
+
+
+def _kv_cache(value: object) -> str:
+    if value not in KV_CACHES:
+        raise ValueError(f"kv_cache must be one of {', '.join(KV_CACHES)}, got {value!r}")
+    return str(value)
 
 
 def _accuracy(value: object) -> dict[str, Any] | None:

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from qa.errors import InvalidInput
+from qa.llm.kv_quant import key_bounds, value_bounds
 from qa.llm.safetensors_io import SafetensorsCheckpoint
 from qa.llm.spec import Qwen3Spec
 
@@ -32,6 +33,9 @@ _HEAD_ROWS = 8192  # lm_head rows per block: 8,192 x 2,560 float32 = 84 MB
 class ReferenceOutput:
     logits: F32  # (P, vocab) at the probe positions
     layer_states: F32  # (layers, P, hidden): the residual stream after each layer
+    #: (layers, 2, kv_heads, head_dim): per channel, the largest key (as a rotary pair) and
+    #: value the sequence produced; an int8 KV cache's scales come from it (kv_quant)
+    kv_bounds: F32
 
 
 def rms_norm(x: F32, weight: F32, eps: float) -> F32:
@@ -84,13 +88,16 @@ class ReferenceQwen3:
         )
         cos, sin = rotary_tables(s, n)
         states = np.empty((s.num_layers, len(idx), s.hidden_size), np.float32)
+        bounds = np.empty((s.num_layers, 2, s.num_kv_heads, s.head_dim), np.float32)
         for i in range(s.num_layers):
-            x = self.layer(i, x, cos, sin)
+            x = self.layer(i, x, cos, sin, bounds[i])
             states[i] = x[idx]
         h = rms_norm(x[idx], self._w("model.norm.weight"), s.rms_norm_eps)
-        return ReferenceOutput(logits=self.lm_head(h), layer_states=states)
+        return ReferenceOutput(logits=self.lm_head(h), layer_states=states, kv_bounds=bounds)
 
-    def layer(self, i: int, x: F32, cos: F32, sin: F32) -> F32:
+    def layer(self, i: int, x: F32, cos: F32, sin: F32, kv_bounds: F32 | None = None) -> F32:
+        """Layer ``i`` on ``x``; ``kv_bounds`` (2, kv_heads, head_dim), when given, gets the
+        layer's key and value bounds (``kv_quant.key_bounds`` / ``value_bounds``)."""
         s = self.spec
         p = f"model.layers.{i}"
         a = f"{p}.self_attn"
@@ -99,13 +106,16 @@ class ReferenceQwen3:
 
         def heads(name: str, count: int, norm: str) -> F32:
             t = self._linear(h, name).reshape(n, count, s.head_dim).transpose(1, 0, 2)
-            t = rms_norm(t, self._w(norm), s.rms_norm_eps)
-            return apply_rotary(t, cos, sin)
+            return rms_norm(t, self._w(norm), s.rms_norm_eps)
 
-        q = heads(f"{a}.q_proj.weight", s.num_heads, f"{a}.q_norm.weight")
+        q = apply_rotary(heads(f"{a}.q_proj.weight", s.num_heads, f"{a}.q_norm.weight"), cos, sin)
         k = heads(f"{a}.k_proj.weight", s.num_kv_heads, f"{a}.k_norm.weight")
         v = self._linear(h, f"{a}.v_proj.weight").reshape(n, s.num_kv_heads, s.head_dim)
         v = v.transpose(1, 0, 2)
+        if kv_bounds is not None:
+            kv_bounds[0] = key_bounds(k)
+            kv_bounds[1] = value_bounds(v)
+        k = apply_rotary(k, cos, sin)
         group = s.num_heads // s.num_kv_heads
         # (kv_heads, group, S, D) against (kv_heads, 1, S, D): GQA without repeating K/V
         qg = q.reshape(s.num_kv_heads, group, n, s.head_dim)

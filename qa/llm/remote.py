@@ -71,7 +71,7 @@ from qa.errors import (
 )
 from qa.llm.generate import ChatMessage, GenerationStats, Generator, Prompt, TokenEvent
 from qa.llm.kv_cache import KVSessionCache
-from qa.llm.manifest import FORMAT_VERSION, MANIFEST
+from qa.llm.manifest import FORMAT_VERSION, MANIFEST, build_key
 from qa.llm.sampling import SamplingDefaults
 
 log = logging.getLogger(__name__)
@@ -138,8 +138,7 @@ def read_model_info(model_dir: Path) -> tuple[int, int, str]:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("format_version") != FORMAT_VERSION:
             raise ModelNotBuilt(f"{path}: format {data.get('format_version')}; rebuild the model")
-        key = f"{data['source_fingerprint']}:{data['precision']}"
-        return int(data["context_length"]), int(data["vocab_size"]), key
+        return int(data["context_length"]), int(data["vocab_size"]), build_key(data)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelNotBuilt(f"{path}: no readable model manifest ({exc})") from exc
 

@@ -38,6 +38,7 @@ from qa.llm.manifest import MODEL_FILE
 from qa.llm.spec import Qwen3Spec
 
 F32 = npt.NDArray[np.float32]
+_KV_TYPES: dict[str, type[np.generic]] = {"tensor(float)": np.float32, "tensor(int8)": np.int8}
 T = TypeVar("T")
 STAGE_FILE = ".stage.onnx"  # written next to model.onnx (same external data), then deleted
 #: the lm_head runs in this many vocabulary blocks, so its prepacked weights (the largest
@@ -84,12 +85,16 @@ def cut(model: ModelProto, inputs: list[str], outputs: list[str]) -> ModelProto:
         else:
             raise ModelBuildError(f"the built graph has no tensor {name!r} to cut at")
     f32 = TensorProto.FLOAT
+    # a cut at a graph output keeps its declared element type (present.* are int8 in an
+    # int8-KV build), not its shape (the head's vocabulary blocks are narrower); anything
+    # else cut at is an activation, float32
+    kinds = {v.name: v.type.tensor_type.elem_type for v in g.output}
     graph = helper.make_graph(
         [n for n in g.node if id(n) in wanted],
         g.name,
         [helper.make_tensor_value_info(n, f32, None) for n in inputs]
         + [graph_inputs[n] for n in sorted(needed_inputs)],
-        [helper.make_tensor_value_info(n, f32, None) for n in outputs],
+        [helper.make_tensor_value_info(n, kinds.get(n, f32), None) for n in outputs],
         initializer=[t for t in g.initializer if t.name in needed_inits],
     )
     part = helper.make_model(graph, opset_imports=model.opset_import, producer_name="docqa")
@@ -197,7 +202,10 @@ def run_staged(model_dir: Path, spec: Qwen3Spec, ids: list[int], probes: list[in
             sess: Any, i: int = i, names: list[str] = names, x: list[list[F32]] = x
         ) -> list[list[F32]]:
             kv_shape = (1, spec.num_kv_heads, 0, spec.head_dim)
-            past = (np.zeros(kv_shape, np.float32), np.zeros(kv_shape, np.float32))
+            # the cache's element type is the graph's (int8 for kv_cache="int8")
+            types = {a.name: a.type for a in sess.get_inputs()}
+            dtype = _KV_TYPES[types[f"past_key_values.{i}.key"]]
+            past = (np.zeros(kv_shape, dtype), np.zeros(kv_shape, dtype))
             out: list[list[F32]] = []
             for (s, e), arrays in zip(windows, x, strict=True):
                 feeds = {
