@@ -315,5 +315,8 @@ def build_streaming_model(root: Path) -> Path:
     if (out / MANIFEST).is_file():
         return out
     hf = make_streaming_hf(root / "streaming-hf")
-    build_model(hf, out, precision="int8", int8_kernel="dynamic")
+    # Unchecked: this model only has to stream readable tokens at a known pace (its LM head
+    # makes sure of that), and on a CPU without VNNI the check rejects the dynamic kernel
+    # and rebuilds all 32 layers twice (about a minute per fixture on an AMD Zen 1)
+    build_model(hf, out, precision="int8", int8_kernel="dynamic", check_accuracy=False)
     return out
