@@ -1,10 +1,10 @@
 """The KV cache's element type, and the static scales an int8 cache is quantized with.
 
-A float32 cache costs ``layers x kv_heads x head_dim x 2 x 4`` bytes per token: 288 KB on
-Qwen3-4B, 9.4 GB for the 32,768-token window, more than the model itself. ONNX Runtime's
+A float32 cache costs ``layers x kv_heads x head_dim x 2 x 4`` bytes per token: 288 KiB on
+Qwen3-4B, 9.7 GB for the 32,768-token window, more than the model itself. ONNX Runtime's
 GroupQueryAttention stores the cache as int8 with one fixed scale per channel
 (``k_quant_type``/``v_quant_type`` ``PER_CHANNEL``, CPU kernel included), a quarter of
-that: 72 KB per token, 2.4 GB at 32K.
+that: 72 KiB per token, 2.4 GB at 32K.
 
 The scales are fixed when the model is built, so they come from the source weights run
 on the calibration text (``qa.llm.reference``), with a margin for what that text did not
