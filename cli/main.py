@@ -521,8 +521,7 @@ def _speculation(settings: Settings, manifest: ModelManifest) -> str:
     import onnx
 
     from qa.llm.generate import speculation_off
-    from qa.llm.graph import LOGITS_TO_KEEP
-    from qa.llm.manifest import MODEL_FILE
+    from qa.llm.manifest import LOGITS_TO_KEEP, MODEL_FILE
 
     graph = onnx.load(str(settings.llm_dir / MODEL_FILE), load_external_data=False).graph
     keeps = any(i.name == LOGITS_TO_KEEP for i in graph.input)

@@ -30,11 +30,10 @@ import numpy.typing as npt
 
 from qa.errors import GenerationError, InvalidInput, ModelNotBuilt
 from qa.llm.detok import IncrementalDetokenizer
-from qa.llm.graph import LOGITS_TO_KEEP
 from qa.llm.kv_cache import KVBuffers, KVSessionCache
 from qa.llm.kv_quant import numpy_dtype
 from qa.llm.lookup import DRAFT_TOKENS, DraftLength, PromptLookup
-from qa.llm.manifest import MODEL_FILE, ModelManifest
+from qa.llm.manifest import LOGITS_TO_KEEP, MODEL_FILE, ModelManifest
 from qa.llm.sampling import Sampler, SamplingDefaults, SamplingParams
 
 if TYPE_CHECKING:

@@ -39,6 +39,7 @@ from onnx import ModelProto, NodeProto, TensorProto, helper
 
 from qa.errors import ModelBuildError
 from qa.llm.external_data import ExternalDataWriter, external_span
+from qa.llm.manifest import LOGITS_TO_KEEP
 from qa.llm.quant import k_blocks, quantize_channels, quantize_rows
 from qa.llm.safetensors_io import SafetensorsCheckpoint
 from qa.llm.spec import Qwen3Spec
@@ -51,8 +52,6 @@ Precision = Literal["int8", "fp32"]
 #       quantized per tensor at run time; MLAS's u8s8 VNNI GEMM makes prefill ~2.5x faster.
 Int8Kernel = Literal["blockwise", "dynamic"]
 MS = "com.microsoft"
-#: graph input: how many last positions get logits (models built before it have 1 implied)
-LOGITS_TO_KEEP = "logits_to_keep"
 OPSET = 21
 #: rows converted and quantized per step (2,048 x 2,560 float32 = 21 MB): the quantizers'
 #: temporaries are a few times the chunk, and the build must stay well under 1 GB

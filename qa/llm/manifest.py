@@ -13,6 +13,9 @@ from qa.llm.spec import Qwen3Spec
 
 MANIFEST = "docqa_model.json"
 MODEL_FILE = "model.onnx"
+#: graph input: how many last positions get logits (models built before it have 1 implied).
+#: Here, not in graph.py, so the runner knows it without importing onnx (1-2 s at start-up)
+LOGITS_TO_KEEP = "logits_to_keep"
 FORMAT_VERSION = 1
 
 

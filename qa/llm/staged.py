@@ -33,8 +33,7 @@ from onnx import ModelProto, TensorProto, helper
 
 from qa.errors import ModelBuildError
 from qa.llm.external_data import external_span, external_tensor
-from qa.llm.graph import LOGITS_TO_KEEP
-from qa.llm.manifest import MODEL_FILE
+from qa.llm.manifest import LOGITS_TO_KEEP, MODEL_FILE
 from qa.llm.spec import Qwen3Spec
 
 F32 = npt.NDArray[np.float32]

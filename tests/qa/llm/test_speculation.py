@@ -13,9 +13,9 @@ import pytest
 from onnx import helper
 
 from qa.llm.generate import OnnxQwenGenerator, TokenEvent
-from qa.llm.graph import LOGITS_TO_KEEP
 from qa.llm.kv_cache import KVSessionCache
 from qa.llm.lookup import DRAFT_TOKEN_COST, DraftLength, PromptLookup
+from qa.llm.manifest import LOGITS_TO_KEEP
 from qa.llm.sampling import Sampler, SamplingParams
 
 COPY = "The nightly hotel limit in London is EUR 220; in Paris it is EUR 180."
