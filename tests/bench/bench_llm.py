@@ -2,6 +2,7 @@
 
     python -m tests.bench.bench_llm [--layers 2 4] [--decode-tokens 16] [--skip-torch]
     python -m tests.bench.bench_llm --full [--work DIR] [--kernel dynamic|blockwise]
+    python -m tests.bench.bench_llm --long 30000 [--layers 1 2] [--work DIR]
 
 ``--full``: the whole Qwen3-4B-Instruct-2507 from ../shared/models (config, tokenizer, chat
 template, generation config) with random bf16 weights under the real tensor names, streamed
@@ -467,6 +468,62 @@ def run_speculation(data: Path, model: Path, tokens: int, rounds: int = 3) -> di
     }
 
 
+def build_kv(hf: Path, out: Path, kv_cache: str) -> dict[str, Any]:
+    """The blockwise build (what random weights end as) with the given KV cache type."""
+    from qa.llm.build import build_model
+
+    report = build_model(hf, out, precision="int8", kv_cache=kv_cache)  # type: ignore[arg-type]
+    return {"model_gb": report.model_bytes / 1e9, "kv_bytes": report.manifest.kv_bytes_per_token}
+
+
+def run_long(model: Path, tokens: int) -> dict[str, Any]:
+    """A ``tokens``-long prompt prefilled and one token answered, alone in a fresh process:
+    load time, prefill time and the memory it took (anonymous and file-backed apart)."""
+    from qa.llm.generate import OnnxQwenGenerator
+
+    started = time.perf_counter()
+    g = OnnxQwenGenerator(model, threads=THREADS)
+    loaded = time.perf_counter() - started
+    anon_loaded = _status_gb("RssAnon")
+    _, last = g.generate(_prompt(tokens, 3), max_new_tokens=1, temperature=0)
+    assert last.stats is not None
+    return {
+        "load_s": loaded,
+        "prefill_s": last.stats.time_to_first_token_s,
+        "anon_loaded_gb": anon_loaded,
+        "anon_gb": _status_gb("RssAnon"),
+        "file_gb": _status_gb("RssFile"),
+        "peak_rss_gb": peak_rss_gb(),
+    }
+
+
+def main_long(work: Path, tokens: int, layers: list[int]) -> None:
+    """Peak memory of a ``tokens``-token prompt with a float32 and an int8 KV cache, at two
+    layer counts of the real shape, extrapolated to 36 layers like the speed figures."""
+    rows: dict[str, dict[int, dict[str, Any]]] = {"fp32": {}, "int8": {}}
+    for n in layers:
+        hf = work / f"hf{n}"
+        if not (hf / "model.safetensors.index.json").is_file():
+            child("make", str(hf), str(n))
+        for kind in rows:
+            built = work / f"onnx{n}-kv-{kind}"
+            b = child("build-kv", str(hf), str(built), kind)
+            rows[kind][n] = {**b, **child("long", str(built), str(tokens))}
+            shutil.rmtree(built)
+            print(f"  {n} layers, {kind} KV: {json.dumps(rows[kind][n])}", flush=True)
+    print(f"\n== a {tokens:,}-token prompt, blockwise INT8 weights, Qwen3-4B shape (GB)")
+    cols = ("anon_loaded_gb", "anon_gb", "file_gb", "peak_rss_gb", "prefill_s")
+    print(f"{'KV cache':<10}{'layers':>7}" + "".join(f"{c:>16}" for c in cols))
+    for kind, by_layers in rows.items():
+        for n in layers:
+            r = by_layers[n]
+            print(f"{kind:<10}{n:>7}" + "".join(f"{r[c]:>16.2f}" for c in cols))
+        est = [extrapolate({n: by_layers[n][c] for n in layers}) for c in cols]
+        print(f"{kind:<10}{'36 est':>7}" + "".join(f"{v:>16.2f}" for v in est))
+        kv36 = by_layers[layers[0]]["kv_bytes"] / layers[0] * TARGET_LAYERS * tokens / 1e9
+        print(f"{'':<10}{'':>7}  of which the KV cache at 36 layers: {kv36:.2f} GB")
+
+
 def cli_build(hf: Path, out: Path, kernel: str) -> dict[str, Any]:
     """`docqa model build --from hf --out out [--kernel k]`, in this (fresh) process."""
     from cli.main import main as docqa
@@ -550,6 +607,13 @@ def main(argv: list[str] | None = None) -> None:
         default="default",
         help="with --full: docqa model build --kernel (default: its own)",
     )
+    ap.add_argument(
+        "--long",
+        type=int,
+        default=None,
+        metavar="TOKENS",
+        help="peak memory of a TOKENS-long prompt, float32 vs int8 KV cache, at --layers",
+    )
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -560,6 +624,8 @@ def main(argv: list[str] | None = None) -> None:
             "make": lambda: make_model(paths[0], int(args.paths[1])),
             "build": lambda: build(paths[0], paths[1], args.paths[2]),
             "cli-build": lambda: cli_build(paths[0], paths[1], args.paths[2]),
+            "build-kv": lambda: build_kv(paths[0], paths[1], args.paths[2]),
+            "long": lambda: run_long(paths[0], int(args.paths[1])),
             "speculation": lambda: run_speculation(paths[0], paths[1], args.ask_tokens),
             "ort-speed": lambda: run_speed("ort", paths, args.decode_tokens),
             "torch-speed": lambda: run_speed("torch", paths, args.decode_tokens),
@@ -576,9 +642,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"machine: {machine()}, {THREADS} threads")
     work_ctx = tempfile.TemporaryDirectory(prefix="bench_llm_") if args.work is None else None
     work = Path(work_ctx.name) if work_ctx else args.work
-    if args.full:
+    if args.full or args.long:
         try:
-            main_full(work, args.ask_tokens, args.kernel)
+            if args.full:
+                main_full(work, args.ask_tokens, args.kernel)
+            else:
+                main_long(work, args.long, args.layers)
         finally:
             if work_ctx:
                 work_ctx.cleanup()
