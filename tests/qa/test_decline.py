@@ -320,4 +320,19 @@ def test_the_service_s_prompt_holds_only_the_focused_passages(
     assert answers.focus_ratio == Settings().focus_ratio == 0.4  # built from the settings
     focused = answers.prompt_passages(question, result)
     assert focused == focus(question, result, 0.4) and len(focused) < 8
-    assert Settings(focus_ratio=0).focus_ratio == 0  # the setting turns it off
+    answers.focus_ratio = 0.0  # what DOCQA_FOCUS_RATIO=0 builds: focusing off
+    try:
+        assert answers.prompt_passages(question, result) == result.passages
+    finally:
+        answers.focus_ratio = Settings().focus_ratio
+
+
+def test_the_focus_ratio_setting_is_read_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("DOCQA_FOCUS_RATIO", "0")
+    assert Settings().focus_ratio == 0.0
+    for bad in ("1.5", "-0.1", "half"):
+        monkeypatch.setenv("DOCQA_FOCUS_RATIO", bad)
+        with pytest.raises(ValidationError, match="focus_ratio"):
+            Settings()
