@@ -514,7 +514,19 @@ def model_info(settings: Settings) -> None:
     from qa.cpu import int8_instructions
 
     table.add_row("int8 instructions (this machine)", int8_instructions().summary())
+    table.add_row("prepacked weights (this machine)", _prepacked(settings, manifest))
     out.print(table)
+
+
+def _prepacked(settings: Settings, manifest: ModelManifest) -> str:
+    from qa.llm.session import PrepackedCopy
+
+    if not settings.llm_prepack:
+        return "off (DOCQA_LLM_PREPACK=0): packed on the heap at every load"
+    copy = PrepackedCopy.of(settings.llm_dir, manifest.key)
+    if copy.ready():
+        return f"{copy.folder.name}: {copy.size_bytes() / 1e9:.2f} GB, mapped at load"
+    return "none yet: written at the next load"
 
 
 def _speculation(settings: Settings, manifest: ModelManifest) -> str:

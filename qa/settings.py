@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     llm_threads: int | None = Field(default=None, ge=1, le=256)
     #: most tokens prompt lookup drafts per decode step (0 turns speculation off)
     llm_draft_tokens: int = Field(default=DRAFT_TOKENS, ge=0, le=16)
+    #: map the model's weights from a prepacked copy written at the first load on this
+    #: machine (about 2.2x the model's size on disk; qa.llm.session)
+    llm_prepack: bool = True
     retrieval_k: int = Field(default=6, ge=1, le=50)
     retrieval_k_dense: int = Field(default=50, ge=1, le=1000)
     retrieval_k_lexical: int = Field(default=50, ge=1, le=1000)

@@ -20,15 +20,20 @@ from qa.store.db.engine import Database
 log = logging.getLogger(__name__)
 
 
-def load_generator(settings: Settings) -> Generator | None:
-    """The built model, or None (extractive mode) when nothing has been built yet."""
+def load_generator(settings: Settings, *, wait: bool = True) -> Generator | None:
+    """The built model, or None (extractive mode) when nothing has been built yet.
+    ``wait=False``: return while its session still loads on a thread (the first use waits)."""
     if not (settings.llm_dir / MANIFEST).is_file():
         log.info("no model built in %s: answering in extractive mode", settings.llm_dir)
         return None
     from qa.llm.generate import OnnxQwenGenerator
 
     return OnnxQwenGenerator(
-        settings.llm_dir, threads=settings.llm_threads, draft_tokens=settings.llm_draft_tokens
+        settings.llm_dir,
+        threads=settings.llm_threads,
+        draft_tokens=settings.llm_draft_tokens,
+        prepack=settings.llm_prepack,
+        wait=wait,
     )
 
 
@@ -40,6 +45,7 @@ def warm_system_prefix(
     from qa.llm.generate import OnnxQwenGenerator
 
     if isinstance(generator, OnnxQwenGenerator):
+        generator.wait_loaded()  # a model that does not load fails the start (ModelNotBuilt)
         system = system_message(settings.system_prompt or DEFAULT_SYSTEM_PROMPT)
         try:
             n = generator.prefill_prefix(system, cache)
@@ -95,7 +101,6 @@ def build_answer_service(
     use_model: bool = True,
 ) -> AnswerService:
     db = db or Database(settings.db_url)
-    embedder = embedder or get_embedder(settings)
     reader = IndexReader(IndexStore(settings.index_dir, keep=settings.index_keep_versions))
     slots = 1  # one sequence at a time in this process
     if generator is None and use_model:
@@ -103,7 +108,9 @@ def build_answer_service(
             generator = load_remote_generator(settings)
             slots = settings.generation_workers  # one sequence per generation worker
         else:
-            generator = load_generator(settings)
+            # the model's session loads on its own thread while the embedder loads here
+            generator = load_generator(settings, wait=False)
+    embedder = embedder or get_embedder(settings)
     reranker = None
     if settings.rerank_model_dir is not None:
         from qa.retrieval.reranker import CrossEncoderReranker

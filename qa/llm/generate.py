@@ -17,7 +17,6 @@ subclasses it); ``OnnxQwenGenerator`` is the real backend:
 from __future__ import annotations
 
 import abc
-import os
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -33,8 +32,10 @@ from qa.llm.detok import IncrementalDetokenizer
 from qa.llm.kv_cache import KVBuffers, KVSessionCache
 from qa.llm.kv_quant import numpy_dtype
 from qa.llm.lookup import DRAFT_TOKENS, DraftLength, PromptLookup
-from qa.llm.manifest import LOGITS_TO_KEEP, MODEL_FILE, ModelManifest
+from qa.llm.manifest import LOGITS_TO_KEEP, ModelManifest
+from qa.llm.prefix_store import PrefixStore
 from qa.llm.sampling import Sampler, SamplingDefaults, SamplingParams
+from qa.llm.session import PrepackedCopy, SessionLoader
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -212,15 +213,19 @@ class OnnxQwenGenerator(Generator):
         prefill_chunk: int = 512,
         spin: bool = True,
         draft_tokens: int = DRAFT_TOKENS,
+        prepack: bool = True,
+        wait: bool = True,
     ) -> None:
         """``threads``: intra-op threads (default: the CPUs this process may use).
         ``spin=False`` makes idle worker threads sleep instead of busy-waiting between
         operators: a little slower, but fairer to other processes on a shared machine.
         ``draft_tokens``: most tokens prompt lookup may draft per step (0: no speculation;
         a model built before ``logits_to_keep`` existed, or with layers on the dynamic
-        kernel, never speculates)."""
+        kernel, never speculates). ``prepack``: map the weights from this machine's
+        prepacked copy, writing it at the first load (``qa.llm.session``). ``wait=False``
+        returns while the session still loads on its own thread, so the caller can load
+        other things meanwhile; the first use waits for it."""
         import onnxruntime as ort
-        from transformers import AutoTokenizer
 
         self.model_dir = Path(model_dir)
         self.manifest = ModelManifest.read(self.model_dir)
@@ -230,22 +235,15 @@ class OnnxQwenGenerator(Generator):
         self.sampling_defaults = SamplingDefaults.from_model_dir(self.model_dir)
         self.prefill_chunk = max(1, prefill_chunk)
         self.model_key = self.manifest.key
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        if not spin:
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.session = ort.InferenceSession(
-                str(self.model_dir / MODEL_FILE), opts, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise ModelNotBuilt(f"{self.model_dir}: model does not load ({exc})") from exc
-        self._keep_input = any(i.name == LOGITS_TO_KEEP for i in self.session.get_inputs())
-        off = speculation_off(self.manifest, self._keep_input, draft_tokens)
-        self.draft_tokens = 0 if off else draft_tokens
+        self._loader = SessionLoader(self.model_dir, self.model_key, threads, spin, prepack)
+        self._session: Any = None
+        self._wanted_drafts = draft_tokens
+        self._draft_tokens = 0
+        self._keep_input = False
+        #: where the session's weights came from (``qa.llm.session.open_session``)
+        self.session_source = "loading"
+        from transformers import AutoTokenizer  # on this thread while the session loads
+
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
         except (OSError, ValueError) as exc:
@@ -257,6 +255,36 @@ class OnnxQwenGenerator(Generator):
         self.vocab_limit = min(len(self.tokenizer), spec.vocab_size)
         self._lock = threading.Lock()
         self._ort = ort
+        if wait:
+            self._loaded()
+
+    def wait_loaded(self) -> None:
+        """Wait for the session (ModelNotBuilt when the model does not load)."""
+        self._loaded()
+
+    def _loaded(self) -> Any:
+        """The session, once loaded (raises ModelNotBuilt when it could not be)."""
+        if self._session is None:
+            session, self.session_source = self._loader.result()
+            self._keep_input = any(i.name == LOGITS_TO_KEEP for i in session.get_inputs())
+            off = speculation_off(self.manifest, self._keep_input, self._wanted_drafts)
+            self._draft_tokens = 0 if off else self._wanted_drafts
+            self._session = session
+        return self._session
+
+    @property
+    def session(self) -> Any:
+        return self._loaded()
+
+    @property
+    def draft_tokens(self) -> int:
+        self._loaded()
+        return self._draft_tokens
+
+    @draft_tokens.setter
+    def draft_tokens(self, value: int) -> None:
+        self._loaded()
+        self._draft_tokens = value
 
     # ---- prompts -------------------------------------------------------------------------
 
@@ -290,11 +318,28 @@ class OnnxQwenGenerator(Generator):
             return 0
         if cache.has_prefix(self.model_key, ids):
             return len(ids)
-        with self._lock:
-            kv, keys, values = self._new_buffers(len(ids))
-            self._step(ids, kv, keys, values, Logits(self._ort, self.spec.vocab_size, 1))
-            cache.put_prefix(kv.snapshot(self.model_key, ids))
+        store = self._prefix_store()
+        snap = store.load(self.model_key, ids) if store else None
+        if snap is None:
+            with self._lock:
+                kv, keys, values = self._new_buffers(len(ids))
+                self._step(ids, kv, keys, values, Logits(self._ort, self.spec.vocab_size, 1))
+                snap = kv.snapshot(self.model_key, ids)
+            if store:
+                store.save(snap)
+        cache.put_prefix(snap)
         return len(ids)
+
+    def _prefix_store(self) -> PrefixStore | None:
+        """Where the system prompt's KV is kept between starts: beside this machine's
+        prepacked copy, whose key covers what makes the KV bit-identical (None without)."""
+        self._loaded()
+        if not self.session_source.startswith("prepacked"):
+            return None
+        folder = PrepackedCopy.of(self.model_dir, self.model_key).folder
+        s = self.spec
+        dtype = np.dtype(numpy_dtype(self.manifest.kv_cache))
+        return PrefixStore(folder, s.num_layers, (s.num_kv_heads, s.head_dim), dtype)
 
     # ---- model steps ---------------------------------------------------------------------
 

@@ -60,7 +60,7 @@ def tokenizer_only(model: Path, dest: Path) -> Path:
     """The model folder without its weights: all a summarize worker (or a web host) needs."""
     dest.mkdir(parents=True)
     for f in model.iterdir():
-        if not f.name.startswith("model.onnx"):
+        if f.is_file() and not f.name.startswith("model.onnx"):  # prepacked/ holds weights
             shutil.copy2(f, dest / f.name)
     return dest
 
