@@ -155,6 +155,9 @@ class PrepackedCopy:
 
 
 def _save_options(opts: Any, into: Path) -> Any:
+    # onnxruntime warns that the optimized graph is specific to this machine's CPU: the
+    # copy is keyed by it, so the warning would only alarm whoever reads the log
+    opts.log_severity_level = 3
     opts.optimized_model_filepath = str(into / MODEL_FILE)
     opts.add_session_config_entry(
         "session.optimized_model_external_initializers_file_name", f"{MODEL_FILE}.data"
