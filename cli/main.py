@@ -409,6 +409,14 @@ def model() -> None:
     "blockwise (MatMulNBits, block 32).",
 )
 @click.option(
+    "--block-size",
+    type=click.Choice(["auto", "16", "32", "64", "128", "256"]),
+    default="auto",
+    show_default=True,
+    help="Blockwise kernel's block size along K. auto: 128 where it divides every matmul "
+    "(faster), then 32 if the accuracy check rejects it.",
+)
+@click.option(
     "--context",
     type=click.IntRange(min=256),
     default=None,
@@ -438,6 +446,7 @@ def model_build(
     out_dir: Path | None,
     precision: str,
     kernel: str,
+    block_size: str,
     context: int | None,
     check: bool,
     kv_cache: str,
@@ -453,6 +462,7 @@ def model_build(
             target,
             precision=precision,  # type: ignore[arg-type]
             int8_kernel=kernel,  # type: ignore[arg-type]
+            block_size=None if block_size == "auto" else int(block_size),
             context_length=context or DEFAULT_CONTEXT,
             check_accuracy=check,
             kv_cache=kv_cache,  # type: ignore[arg-type]

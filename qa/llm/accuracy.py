@@ -38,7 +38,7 @@ once more with every layer blockwise, before giving up (``build_checked``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -225,6 +225,7 @@ class CheckedBuild:
     blockwise_layers: tuple[int, ...]
     report: AccuracyReport | None  # None: the check was skipped
     rejected: tuple[str, ...]  # builds the check turned down, and their figures
+    block_size: int  # of the blockwise kernel in the build that was kept
 
     def manifest_accuracy(self) -> dict[str, Any] | None:
         if self.report is None:
@@ -233,36 +234,53 @@ class CheckedBuild:
 
 
 def build_checked(
-    write: Callable[[frozenset[int]], int],
+    write: Callable[[frozenset[int], int], int],
     model_dir: Path,
     make_check: Callable[[], AccuracyCheck] | None,
     kernel: str,
+    block_sizes: Sequence[int] = (32,),
 ) -> CheckedBuild:
-    """``write(blockwise_layers)`` the graph into ``model_dir``, check it, fall back.
+    """``write(blockwise_layers, block_size)`` the graph into ``model_dir``, check it, fall
+    back.
 
-    A failed dynamic-kernel build is rewritten in place (same temporary folder) with the
-    offending layers on the blockwise kernel and checked again; if that fails too (or
-    nothing is to blame), with every layer blockwise. When that fails, or a blockwise
-    build fails, ``ModelAccuracyError`` says what was tried. Nothing has replaced the
-    served model at that point.
+    The blockwise kernel's layers are tried with each of ``block_sizes`` in turn, coarsest
+    first (coarse blocks are faster: fewer scales to apply; fine ones follow outliers more
+    closely). A failed dynamic-kernel build is then rewritten in place (same temporary
+    folder) with the offending layers on the blockwise kernel and checked again; if that
+    fails too (or nothing is to blame), with every layer blockwise. When the last try fails,
+    ``ModelAccuracyError`` says what was tried. Nothing has replaced the served model at
+    that point.
     """
+    sizes = list(block_sizes)
+    block = sizes.pop(0)
     blockwise = frozenset[int]()
-    data_bytes = write(blockwise)
+    data_bytes = write(blockwise, block)
     if make_check is None:
-        return CheckedBuild(data_bytes, (), None, ())
+        return CheckedBuild(data_bytes, (), None, (), block)
     check = make_check()
     every = frozenset(range(check.spec.num_layers))
     tried: list[str] = []
     while True:
         result = check.run(model_dir)
         if result.report.passed:
-            return CheckedBuild(data_bytes, tuple(sorted(blockwise)), result.report, tuple(tried))
-        tried.append(f"{_kernel_label(kernel, blockwise, every)}: {result.report.summary()}")
-        if kernel != "dynamic" or blockwise == every:
+            return CheckedBuild(
+                data_bytes, tuple(sorted(blockwise)), result.report, tuple(tried), block
+            )
+        uses_blocks = kernel != "dynamic" or bool(blockwise)
+        label = _kernel_label(kernel, blockwise, every)
+        if uses_blocks and len(block_sizes) > 1:
+            label += f", blocks of {block}"
+        tried.append(f"{label}: {result.report.summary()}")
+        if uses_blocks and sizes:  # the same layers with finer blocks
+            block = sizes.pop(0)
+        elif kernel == "dynamic" and blockwise != every:
+            more = frozenset(result.offenders) - blockwise
+            blockwise = blockwise | more if more and len(tried) <= MIXED_TRIES else every
+            sizes = list(block_sizes)
+            block = sizes.pop(0)
+        else:
             raise ModelAccuracyError(_failure(tried, check.thresholds))
-        more = frozenset(result.offenders) - blockwise
-        blockwise = blockwise | more if more and len(tried) <= MIXED_TRIES else every
-        data_bytes = write(blockwise)
+        data_bytes = write(blockwise, block)
 
 
 def _kernel_label(kernel: str, blockwise: frozenset[int], every: frozenset[int]) -> str:

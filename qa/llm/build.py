@@ -30,10 +30,11 @@ from qa.llm.graph import Int8Kernel, Qwen3GraphBuilder
 from qa.llm.kv_quant import KV_CACHES, KVCache, scales
 from qa.llm.manifest import MANIFEST, MODEL_FILE, ModelManifest
 from qa.llm.safetensors_io import SafetensorsCheckpoint
-from qa.llm.spec import read_json_object, read_qwen3_config
+from qa.llm.spec import Qwen3Spec, read_json_object, read_qwen3_config
 from qa.store.fsutil import fsync_path
 
 DEFAULT_CONTEXT = 32768  # what docqa serves; rotary caches are sized for it
+COARSE_BLOCK, FINE_BLOCK = 128, 32  # the blockwise kernel's block sizes (auto_block_sizes)
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -55,6 +56,20 @@ class BuildReport:
     seconds: float
     model_bytes: int
     rejected: tuple[str, ...] = ()  # builds the accuracy check turned down, and why
+
+
+def auto_block_sizes(spec: Qwen3Spec) -> list[int]:
+    """The blockwise kernel's block sizes to try, coarsest first: 128 where it divides every
+    matmul's K (hidden, intermediate, attention output), then 32 if the check rejects it.
+
+    Why 128: on the Qwen3-4B shape (AMD EPYC Zen 4, 2 threads; 2- and 4-layer builds,
+    extrapolated to 36 layers) MatMulNBits with int8 activations prefills about 30% faster
+    and decodes about 25% faster with blocks of 128 than of 32, as it applies a quarter as
+    many scales; the accuracy check then decides whether its coarser scales are good enough
+    for the weights at hand.
+    """
+    ks = (spec.hidden_size, spec.intermediate_size, spec.num_heads * spec.head_dim)
+    return [COARSE_BLOCK, FINE_BLOCK] if all(k % COARSE_BLOCK == 0 for k in ks) else [FINE_BLOCK]
 
 
 def _fingerprint(hf_dir: Path, ckpt: SafetensorsCheckpoint) -> str:
@@ -88,7 +103,7 @@ def build_model(
     out_dir: Path,
     *,
     precision: Literal["int8", "fp32"] = "int8",
-    block_size: int = 32,
+    block_size: int | None = None,
     accuracy_level: int = 4,
     context_length: int = DEFAULT_CONTEXT,
     int8_kernel: Int8Kernel = "blockwise",
@@ -117,7 +132,7 @@ def build_model(
     started = time.monotonic()
     if precision not in ("int8", "fp32"):
         raise InvalidInput(f"precision must be 'int8' or 'fp32', got {precision!r}")
-    if block_size < 16 or block_size & (block_size - 1):
+    if block_size is not None and (block_size < 16 or block_size & (block_size - 1)):
         raise InvalidInput(f"block_size must be a power of two >= 16, got {block_size}")
     if accuracy_level not in (0, 1, 2, 3, 4):
         raise InvalidInput(f"accuracy_level must be 0..4, got {accuracy_level}")
@@ -128,6 +143,7 @@ def build_model(
     spec, cfg = read_qwen3_config(hf_dir)
     ckpt = SafetensorsCheckpoint(hf_dir)
     context = min(context_length, spec.max_positions)
+    block_sizes = [block_size] if block_size is not None else auto_block_sizes(spec)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
@@ -146,7 +162,7 @@ def build_model(
         early = AccuracyCheck(hf_dir, spec, context) if kv_cache == "int8" else None
         kv_scales = None if early is None else scales(early.reference.kv_bounds)
 
-        def write(blockwise_layers: frozenset[int]) -> int:
+        def write(blockwise_layers: frozenset[int], block: int) -> int:
             writer = ExternalDataWriter(tmp / f"{MODEL_FILE}.data")
             try:
                 model = Qwen3GraphBuilder(
@@ -154,7 +170,7 @@ def build_model(
                     ckpt,
                     writer,
                     precision=precision,
-                    block_size=block_size,
+                    block_size=block,
                     accuracy_level=accuracy_level,
                     context_length=context,
                     int8_kernel=int8_kernel,
@@ -174,6 +190,7 @@ def build_model(
             if check_accuracy and precision == "int8"
             else None,
             int8_kernel,
+            block_sizes,
         )
         data_bytes = checked.data_bytes
         for name in TOKENIZER_FILES:
@@ -184,7 +201,7 @@ def build_model(
             spec=spec,
             context_length=context,
             precision=precision,
-            block_size=block_size if precision == "int8" else None,
+            block_size=checked.block_size if precision == "int8" else None,
             accuracy_level=accuracy_level if precision == "int8" else None,
             int8_kernel=int8_kernel if precision == "int8" else None,
             eos_token_ids=_eos_ids(hf_dir, cfg),

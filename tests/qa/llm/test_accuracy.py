@@ -229,7 +229,10 @@ def test_planted_outliers_get_a_mixed_build_that_passes(wide_hf: Path, tmp_path:
     m = ModelManifest.read(tmp_path / "m")
     assert m.blockwise_layers == (OUTLIER_LAYER,) and m.int8_kernel == "dynamic"
     assert m.accuracy is not None and m.accuracy["passed"] is True
-    assert len(report.rejected) == 1 and report.rejected[0].startswith("--kernel dynamic:")
+    # the outlier channels spoil a whole block of 128 activations, not only one of 32
+    assert len(report.rejected) == 2 and report.rejected[0].startswith("--kernel dynamic:")
+    assert report.rejected[1].startswith("--kernel dynamic with layers 1 blockwise, blocks of 128:")
+    assert m.block_size == 32
     assert m.accuracy["rejected"] == list(report.rejected)
     kernels = kernels_by_layer(tmp_path / "m")
     assert kernels[OUTLIER_LAYER] == {"MatMulNBits"}
@@ -245,13 +248,35 @@ def test_hopeless_build_tries_every_layer_blockwise_then_fails_and_keeps_the_pre
     before = (out / "docqa_model.json").read_bytes()
     with pytest.raises(ModelAccuracyError) as err:
         build_model(planted(wide_hf, 1000), out, int8_kernel="dynamic")
-    # tried: dynamic, dynamic with the blamed layer blockwise, then every layer blockwise
+    # tried: dynamic, dynamic with the blamed layer blockwise, then every layer blockwise,
+    # the blockwise layers in blocks of 128 and then of 32
     message = str(err.value)
-    assert (
-        "  --kernel dynamic:" in message
-        and "  --kernel dynamic with layers 1 blockwise:" in message
-    )
-    assert "  --kernel dynamic with every layer blockwise:" in message
+    assert "  --kernel dynamic:" in message
+    for blocks in (128, 32):
+        assert f"  --kernel dynamic with layers 1 blockwise, blocks of {blocks}:" in message
+        assert f"  --kernel dynamic with every layer blockwise, blocks of {blocks}:" in message
     assert "build with --precision fp32" in message
     assert (out / "docqa_model.json").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_blocks_of_128_where_they_divide_every_matmul_else_32(tiny_hf: Path, wide_hf: Path) -> None:
+    from qa.llm.build import auto_block_sizes
+    from tests.qa.llm.tiny_qwen import real_folder
+
+    assert auto_block_sizes(read_qwen3_config(tiny_hf)[0]) == [32]  # hidden 64
+    assert auto_block_sizes(read_qwen3_config(wide_hf)[0]) == [128, 32]
+    assert auto_block_sizes(read_qwen3_config(real_folder())[0]) == [128, 32]  # Qwen3-4B
+
+
+def test_a_healthy_model_keeps_the_coarse_blocks_and_an_explicit_size_is_the_only_one(
+    wide_hf: Path, tmp_path: Path
+) -> None:
+    report = build_model(wide_hf, tmp_path / "auto")
+    assert report.manifest.block_size == 128 and report.rejected == ()
+    assert kernels_by_layer(tmp_path / "auto")[0] == {"MatMulNBits"}
+    fine = build_model(wide_hf, tmp_path / "fine", block_size=32)
+    assert fine.manifest.block_size == 32 and fine.rejected == ()
+    with pytest.raises(ModelAccuracyError) as err:
+        build_model(planted(wide_hf, 1000), tmp_path / "m", block_size=64)
+    assert "blocks of" not in str(err.value)  # one size: nothing to fall back to
