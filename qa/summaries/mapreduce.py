@@ -136,13 +136,15 @@ class MapReduce:
         return token_windows(self.gen, doc.pieces, lambda t: map_messages(doc.name, t, n), opts)
 
     def per_window(self, limit: int, windows: int, opts: SummaryOptions) -> int:
-        return opts.statements_per_window
+        # A document that fits one window is summarized by that one prompt: its statements
+        # are the summary (nothing to combine), so it asks for all of them.
+        return limit if windows == 1 else opts.statements_per_window
 
     # -- map ------------------------------------------------------------------------------------
 
     def map(self, doc: DocumentText, window: Window, n: int, run: Run) -> list[Statement]:
         msgs = map_messages(doc.name, window.render(), n)
-        output = self._generate(msgs, self._room(msgs, run.options), run)
+        output = self._generate(msgs, self._room(msgs, run.options, n), run)
         out = [
             Statement(parsed.text, doc.id, doc.name, window_pages(parsed, window))
             for parsed in parse_statements(output, n)
@@ -154,9 +156,12 @@ class MapReduce:
         run.stats.fallback_windows += 1
         return self.quotes.map(doc, window, n, run)
 
-    def _room(self, msgs: list[ChatMessage], opts: SummaryOptions) -> int:
-        """Tokens the model may write after ``msgs``."""
-        return min(opts.max_new_tokens, self.gen.context_length - self.gen.count_tokens(msgs) - 1)
+    def _room(self, msgs: list[ChatMessage], opts: SummaryOptions, statements: int = 0) -> int:
+        """Tokens the model may write after ``msgs``: ``max_new_tokens`` per
+        ``statements_per_window`` statements asked for (more for a one-window summary)."""
+        share = max(1, -(-statements // opts.statements_per_window))
+        room = self.gen.context_length - self.gen.count_tokens(msgs) - 1
+        return min(opts.max_new_tokens * share, room)
 
     def _generate(self, msgs: list[ChatMessage], max_new: int, run: Run) -> str:
         return self.model.generate(msgs, run.options.sampling(max_new), run.control, run.stats)

@@ -190,9 +190,9 @@ def test_citations_are_right_even_when_the_model_invents_pages(
             if "London" in p.text
         }
     assert len(london) == 1
-    # A context big enough for few windows, and a limit that makes them combine.
+    # A few windows (one would be the whole summary), and a limit that makes them combine.
     scripted = Scripted(gen_int8, _liar, context=4096)
-    options = SummaryOptions(max_statements=2)
+    options = SummaryOptions(max_statements=2, window_tokens=500)
     result = SummaryService(env.db, embedder, scripted, options=options).summarize_document(doc_id)
     assert any("Statements:" in p for p in scripted.prompts), "the map results were combined"
     by_text = {s["text"]: s["pages"] for s in result["statements"]}
@@ -202,6 +202,25 @@ def test_citations_are_right_even_when_the_model_invents_pages(
     assert "Zzyzx qwerty" not in by_text
     for pages in by_text.values():
         assert pages and set(pages) <= set(range(1, 10))
+
+
+def test_a_document_that_fits_one_window_is_summarized_by_one_prompt(
+    env: Env, embedder: Embedder, gen_int8: OnnxQwenGenerator
+) -> None:
+    """No combining round for a short document: its one prompt asks for the whole summary."""
+
+    def ten(prompt: str) -> str:
+        return "\n".join(
+            f"- Hotel limits and receipts, point {i} (p. {1 + i % 9})" for i in range(10)
+        )
+
+    scripted = Scripted(gen_int8, ten, context=32768)  # the 9 pages fit one window
+    result = SummaryService(env.db, embedder, scripted).summarize_document(
+        env.doc("travel-and-expenses.pdf")
+    )
+    assert len(result["windows"]) == 1
+    assert len(scripted.prompts) == 1 and "at most 10 short statements" in scripted.prompts[0]
+    assert len(result["statements"]) == 10
 
 
 def test_collection_summary_cites_documents_and_pages(
