@@ -51,8 +51,9 @@ test-fast: venv assets
 eval: venv
 	$(BIN)/pytest -q -s -m eval --durations=10
 
+# BENCH_ARGS=--quick: the language model at 2 and 4 layers only, not the whole 4B model
 bench: venv
-	$(BIN)/python -m tests.bench.run
+	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
 
 check: lint typecheck
 
