@@ -18,6 +18,7 @@ from pypdf.errors import DependencyError, FileNotDecryptedError, LimitReachedErr
 from pypdf.generic import Destination
 
 from ingest.document import Heading, Page, ParsedDocument
+from ingest.loaders import pdfium_text
 from ingest.loaders.common import collapse_spaces, normalize_text
 from qa.errors import NoExtractableText, ParseError, ParseLimitExceeded, PasswordProtected
 
@@ -44,10 +45,12 @@ def load(path: Path, limits: ParseLimits) -> ParsedDocument:
     except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         # pypdf signals broken structure with its own errors and, in non-strict mode, also
         # with plain Python errors from deep inside its object model.
-        raise ParseError(f"malformed PDF: {_short(exc)}") from exc
+        malformed = ParseError(f"malformed PDF: {_short(exc)}")
+        return _recovered(path, malformed, exc)
 
     texts: list[str] = []
     failures: list[str] = []
+    bombs = 0  # pages whose streams hit pypdf's decompression limits
     for index, page in enumerate(page_objects):
         try:
             texts.append(normalize_text(page.extract_text()))
@@ -57,10 +60,18 @@ def load(path: Path, limits: ParseLimits) -> ParsedDocument:
             log.info("page %d of %s: text extraction failed: %s", index + 1, path.name, exc)
             texts.append("")
             failures.append(f"{index + 1}: {_short(exc)}")
+            bombs += isinstance(exc, LimitReachedError)
 
+    # PDFium has no decompression limit of its own: a page that hit pypdf's is not handed
+    # to it (the sandbox's memory cap would end the parser instead of a clean error).
+    if failures and len(failures) == len(texts):
+        unreadable = ParseError(f"could not extract text from any page (page {failures[0]})")
+        if bombs:
+            raise unreadable
+        return _recovered(path, unreadable, None)
+    if failures and not bombs:
+        failures = _fill_failed_pages(path, texts, failures)
     if not any(t.strip() for t in texts):
-        if failures and len(failures) == len(texts):
-            raise ParseError(f"could not extract text from any page (page {failures[0]})")
         raise NoExtractableText()
 
     headings = _outline_headings(reader, texts)
@@ -72,6 +83,37 @@ def load(path: Path, limits: ParseLimits) -> ParsedDocument:
     if failures:
         metadata["failed_pages"] = ", ".join(f.split(":", 1)[0] for f in failures)
     return ParsedDocument(kind="pdf", pages=pages, title=_title(reader), metadata=metadata)
+
+
+def _recovered(path: Path, error: ParseError, cause: BaseException | None) -> ParsedDocument:
+    """The document as PDFium reads it when pypdf can't (``error`` if PDFium can't either).
+
+    No outline headings or title: the structure that holds them is what is damaged."""
+    texts = pdfium_text.page_texts(path)
+    if texts is None:
+        raise error from cause
+    if not any(t.strip() for t in texts):
+        raise NoExtractableText()
+    log.info("%s: read by PDFium after pypdf failed (%s)", path.name, error.reason)
+    pages = tuple(Page(number=i + 1, text=text) for i, text in enumerate(texts))
+    return ParsedDocument(
+        kind="pdf", pages=pages, metadata={"pages": str(len(pages)), "text_engine": "pdfium"}
+    )
+
+
+def _fill_failed_pages(path: Path, texts: list[str], failures: list[str]) -> list[str]:
+    """The pages pypdf failed on, read by PDFium where it can; the failures left."""
+    other = pdfium_text.page_texts(path)
+    if other is None or len(other) != len(texts):
+        return failures
+    left = []
+    for failure in failures:
+        index = int(failure.split(":", 1)[0]) - 1
+        if other[index].strip():
+            texts[index] = other[index]
+        else:
+            left.append(failure)
+    return left
 
 
 def _decrypt(reader: PdfReader) -> None:

@@ -281,3 +281,44 @@ def test_empty_file_is_reported_as_empty(tmp_path: Path) -> None:
     path.write_bytes(b"")
     with pytest.raises(NoExtractableText, match="empty file"):
         parse_in_process(path, LIMITS)
+
+
+def _break_xref(path: Path) -> Path:
+    """The file with its cross-reference table, trailer and EOF marker overwritten by noise:
+    what a truncated copy or a faulty writer leaves; viewers rebuild the table by scanning."""
+    import random
+
+    data = bytearray(path.read_bytes())
+    start = data.rfind(b"xref")
+    data[start:] = bytes(random.Random(7).randrange(256) for _ in range(len(data) - start))
+    broken = path.with_name("broken-" + path.name)
+    broken.write_bytes(bytes(data))
+    return broken
+
+
+def test_a_pdf_whose_structure_pypdf_refuses_is_read_by_pdfium_page_by_page(
+    tmp_path: Path,
+) -> None:
+    from pypdf import PdfReader
+    from pypdf.errors import PyPdfError
+
+    broken = _break_xref(samples.make_pdf(tmp_path / "policy.pdf"))
+    with pytest.raises(PyPdfError):
+        PdfReader(broken, strict=False)
+    document = parse_in_process(broken, LIMITS)
+    assert document.metadata["text_engine"] == "pdfium"
+    assert [p.number for p in document.pages] == [1, 2, 3]
+    assert "Economy class is required" in document.pages[0].text
+    assert document.pages[1].text == ""
+    assert "capped at 180 euros" in document.pages[2].text
+
+
+def test_a_pdf_neither_engine_can_read_keeps_pypdfs_reason(tmp_path: Path) -> None:
+    from qa.errors import ParseError
+
+    path = tmp_path / "noise.pdf"
+    path.write_bytes(b"%PDF-1.7\n" + bytes(range(256)) * 64)
+    with pytest.raises(ParseError) as caught:
+        parse_in_process(path, LIMITS)
+    assert caught.value.reason.startswith("malformed PDF: ")
+    assert "Error" not in caught.value.reason.split(":", 1)[0]
