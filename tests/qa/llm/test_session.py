@@ -254,3 +254,29 @@ def test_model_info_says_whether_this_machine_has_a_prepacked_copy(
     monkeypatch.setenv("DOCQA_LLM_PREPACK", "0")
     off = runner.invoke(docqa, info)
     assert "off (DOCQA_LLM_PREPACK=0)" in off.output
+
+
+def test_model_prepack_writes_the_copy_ahead_of_the_first_start(
+    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from cli.main import main as docqa
+
+    monkeypatch.setenv("DOCQA_MODEL_DIR", str(model))
+    prepack = ["--data-dir", str(tmp_path / "var"), "model", "prepack"]
+    runner = CliRunner(env={"COLUMNS": "240"})
+    first = runner.invoke(docqa, prepack)
+    assert first.exit_code == 0, first.output
+    assert "prepacked for this machine in" in first.output and _copy(model).ready()
+    assert OnnxQwenGenerator(model, threads=1).session_source == "prepacked"
+    again = runner.invoke(docqa, prepack)
+    assert again.exit_code == 0 and "already prepacked for this machine" in again.output
+    # a folder the copy can't go into: a clear error, not a traceback
+    shutil.rmtree(model / PREPACKED_DIR)
+    (model / PREPACKED_DIR).write_text("a file where the folder should be")
+    blocked = runner.invoke(docqa, prepack)
+    assert blocked.exit_code == 1 and "no prepacked copy written" in blocked.output
+    monkeypatch.delenv("DOCQA_MODEL_DIR")  # <data dir>/model: nothing built there
+    nothing = runner.invoke(docqa, ["--data-dir", str(tmp_path / "empty"), "model", "prepack"])
+    assert nothing.exit_code == 1 and "no built model" in nothing.output
