@@ -504,8 +504,8 @@ def model_prepack(settings: Settings) -> None:
         )
         return
     started = time.monotonic()
-    _, source = open_session(settings.llm_dir, manifest.key, settings.llm_threads, True, True)
-    if source != "prepacked now":
+    opened = open_session(settings.llm_dir, manifest.key, settings.llm_threads, True, True)
+    if opened.copy_folder is None:
         raise ConfigError(
             f"no prepacked copy written in {settings.llm_dir} (read-only folder, too little free"
             " disk, or another process writing it: see the log)"

@@ -49,7 +49,7 @@ def load(path: Path, limits: ParseLimits) -> ParsedDocument:
         return _recovered(path, malformed, exc)
 
     texts: list[str] = []
-    failures: list[str] = []
+    failures: dict[int, str] = {}  # page index -> why pypdf could not read it
     bombs = 0  # pages whose streams hit pypdf's decompression limits
     for index, page in enumerate(page_objects):
         try:
@@ -59,18 +59,19 @@ def load(path: Path, limits: ParseLimits) -> ParsedDocument:
         except Exception as exc:  # one broken page must not lose the others
             log.info("page %d of %s: text extraction failed: %s", index + 1, path.name, exc)
             texts.append("")
-            failures.append(f"{index + 1}: {_short(exc)}")
+            failures[index] = _short(exc)
             bombs += isinstance(exc, LimitReachedError)
 
     # PDFium has no decompression limit of its own: a page that hit pypdf's is not handed
     # to it (the sandbox's memory cap would end the parser instead of a clean error).
     if failures and len(failures) == len(texts):
-        unreadable = ParseError(f"could not extract text from any page (page {failures[0]})")
+        first, why = next(iter(failures.items()))
+        unreadable = ParseError(f"could not extract text from any page (page {first + 1}: {why})")
         if bombs:
             raise unreadable
         return _recovered(path, unreadable, None)
     if failures and not bombs:
-        failures = _fill_failed_pages(path, texts, failures)
+        _fill_failed_pages(path, texts, failures)
     if not any(t.strip() for t in texts):
         raise NoExtractableText()
 
@@ -81,7 +82,7 @@ def load(path: Path, limits: ParseLimits) -> ParsedDocument:
     )
     metadata = {"pages": str(len(pages))}
     if failures:
-        metadata["failed_pages"] = ", ".join(f.split(":", 1)[0] for f in failures)
+        metadata["failed_pages"] = ", ".join(str(i + 1) for i in failures)
     return ParsedDocument(kind="pdf", pages=pages, title=_title(reader), metadata=metadata)
 
 
@@ -101,19 +102,14 @@ def _recovered(path: Path, error: ParseError, cause: BaseException | None) -> Pa
     )
 
 
-def _fill_failed_pages(path: Path, texts: list[str], failures: list[str]) -> list[str]:
-    """The pages pypdf failed on, read by PDFium where it can; the failures left."""
+def _fill_failed_pages(path: Path, texts: list[str], failures: dict[int, str]) -> None:
+    """The pages pypdf failed on, read by PDFium where it can (dropped from ``failures``)."""
     other = pdfium_text.page_texts(path)
     if other is None or len(other) != len(texts):
-        return failures
-    left = []
-    for failure in failures:
-        index = int(failure.split(":", 1)[0]) - 1
-        if other[index].strip():
-            texts[index] = other[index]
-        else:
-            left.append(failure)
-    return left
+        return
+    for index in [i for i in failures if other[i].strip()]:
+        texts[index] = other[index]
+        del failures[index]
 
 
 def _decrypt(reader: PdfReader) -> None:

@@ -35,7 +35,7 @@ from qa.llm.lookup import DRAFT_TOKENS, DraftLength, PromptLookup
 from qa.llm.manifest import LOGITS_TO_KEEP, ModelManifest
 from qa.llm.prefix_store import PrefixStore
 from qa.llm.sampling import Sampler, SamplingDefaults, SamplingParams
-from qa.llm.session import PrepackedCopy, SessionLoader
+from qa.llm.session import SessionLoader
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -240,8 +240,9 @@ class OnnxQwenGenerator(Generator):
         self._wanted_drafts = draft_tokens
         self._draft_tokens = 0
         self._keep_input = False
-        #: where the session's weights came from (``qa.llm.session.open_session``)
+        #: where the session's weights came from (``qa.llm.session.OpenedSession``)
         self.session_source = "loading"
+        self._copy_folder: Path | None = None
         from transformers import AutoTokenizer  # on this thread while the session loads
 
         try:
@@ -265,7 +266,7 @@ class OnnxQwenGenerator(Generator):
     def _loaded(self) -> Any:
         """The session, once loaded (raises ModelNotBuilt when it could not be)."""
         if self._session is None:
-            session, self.session_source = self._loader.result()
+            session, self.session_source, self._copy_folder = self._loader.result()
             self._keep_input = any(i.name == LOGITS_TO_KEEP for i in session.get_inputs())
             off = speculation_off(self.manifest, self._keep_input, self._wanted_drafts)
             self._draft_tokens = 0 if off else self._wanted_drafts
@@ -334,12 +335,11 @@ class OnnxQwenGenerator(Generator):
         """Where the system prompt's KV is kept between starts: beside this machine's
         prepacked copy, whose key covers what makes the KV bit-identical (None without)."""
         self._loaded()
-        if not self.session_source.startswith("prepacked"):
+        if self._copy_folder is None:
             return None
-        folder = PrepackedCopy.of(self.model_dir, self.model_key).folder
         s = self.spec
         dtype = np.dtype(numpy_dtype(self.manifest.kv_cache))
-        return PrefixStore(folder, s.num_layers, (s.num_kv_heads, s.head_dim), dtype)
+        return PrefixStore(self._copy_folder, s.num_layers, (s.num_kv_heads, s.head_dim), dtype)
 
     # ---- model steps ---------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from qa.cpu import cpu_flags
 from qa.errors import ModelNotBuilt
@@ -145,13 +145,25 @@ class PrepackedCopy:
         free = shutil.disk_usage(self.model_dir).free
         return free >= source * _COPY_FACTOR + _SPARE_BYTES
 
-    def remove_stale(self) -> None:
-        """Copies for other builds, machines or onnxruntime versions (never read here again
-        once this one exists; another machine sharing the folder writes its own back), and
-        half-written ones a killed process left. Called with the writers' lock held."""
+    def clear_folder(self) -> None:
+        """Everything in ``prepacked/`` but the writers' lock, before this copy is written:
+        copies for other builds, machines or onnxruntime versions (never read here again;
+        another machine sharing the folder writes its own back), an outdated one of this
+        name, and half-written ones a killed process left. Called with the lock held, and
+        before the free-space check, so that what they took counts as free."""
         for other in (self.model_dir / PREPACKED_DIR).iterdir():
-            if other.name not in (self.folder.name, _LOCK):
+            if other.name != _LOCK:
                 shutil.rmtree(other, ignore_errors=True)
+
+
+class OpenedSession(NamedTuple):
+    session: Any
+    #: "prepacked" (mapped from this machine's copy), "prepacked now" (loaded while writing
+    #: the copy) or "model" (packed on the heap, as onnxruntime does by default)
+    source: str
+    #: this machine's copy, where the session's weights (and the system prompt's KV) live;
+    #: None for "model"
+    copy_folder: Path | None
 
 
 def _save_options(opts: Any, into: Path) -> Any:
@@ -171,10 +183,9 @@ def _save_options(opts: Any, into: Path) -> Any:
 
 def open_session(
     model_dir: Path, build_key: str, threads: int | None, spin: bool, prepack: bool
-) -> tuple[Any, str]:
-    """The model's session, and where it came from: "prepacked" (mapped from this machine's
-    copy), "prepacked now" (loaded while writing the copy) or "model" (packed on the heap,
-    as onnxruntime does by default)."""
+) -> OpenedSession:
+    """The model's session, mapped from this machine's prepacked copy when ``prepack`` (the
+    first time, loaded while the copy is written)."""
     import onnxruntime as ort
 
     def load(path: Path, opts: Any) -> Any:
@@ -182,20 +193,20 @@ def open_session(
 
     source = model_dir / MODEL_FILE
     if not prepack:
-        return load(source, session_options(threads, spin)), "model"
+        return OpenedSession(load(source, session_options(threads, spin)), "model", None)
     copy = PrepackedCopy.of(model_dir, build_key)
     if copy.ready():
         try:
-            return load(copy.model, session_options(threads, spin)), "prepacked"
+            mapped = load(copy.model, session_options(threads, spin))
+            return OpenedSession(mapped, "prepacked", copy.folder)
         except Exception as exc:  # a damaged copy: written again below
             log.warning("prepacked copy %s does not load (%s): writing it again", copy.folder, exc)
-            shutil.rmtree(copy.folder, ignore_errors=True)
     written = _write_copy(
         copy, lambda into: load(source, _save_options(session_options(threads, spin), into))
     )
     if written is not None:
-        return written, "prepacked now"
-    return load(source, session_options(threads, spin)), "model"
+        return OpenedSession(written, "prepacked now", copy.folder)
+    return OpenedSession(load(source, session_options(threads, spin)), "model", None)
 
 
 def _write_copy(copy: PrepackedCopy, load: Any) -> Any | None:
@@ -214,6 +225,7 @@ def _write_copy(copy: PrepackedCopy, load: Any) -> Any | None:
         except OSError:
             log.info("another process is writing the prepacked copy: packing at load this time")
             return None
+        copy.clear_folder()
         if not copy.room():
             log.warning(
                 "not enough free disk for a prepacked copy of the model in %s: weights are "
@@ -221,7 +233,6 @@ def _write_copy(copy: PrepackedCopy, load: Any) -> Any | None:
                 parent,
             )
             return None
-        copy.remove_stale()
         tmp = Path(tempfile.mkdtemp(prefix=".writing-", dir=parent))
         try:
             try:
@@ -234,7 +245,6 @@ def _write_copy(copy: PrepackedCopy, load: Any) -> Any | None:
             (tmp / _DONE).write_text(json.dumps(copy.record()) + "\n", encoding="utf-8")
             fsync_path(tmp / _DONE)
             tmp.chmod(0o755)  # mkdtemp's 0700 would hide it from a service running as another user
-            shutil.rmtree(copy.folder, ignore_errors=True)  # an outdated copy of this name
             os.replace(tmp, copy.folder)
             fsync_path(parent)
         finally:
@@ -252,7 +262,7 @@ class SessionLoader:
         import onnxruntime  # noqa: F401  (imported here, on the caller's thread)
 
         self.model_dir = model_dir
-        self._result: tuple[Any, str] | None = None
+        self._result: OpenedSession | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(
             target=self._run,
@@ -268,7 +278,7 @@ class SessionLoader:
         except BaseException as exc:  # handed to the thread that waits
             self._error = exc
 
-    def result(self) -> tuple[Any, str]:
+    def result(self) -> OpenedSession:
         self._thread.join()
         if self._result is None:
             raise ModelNotBuilt(

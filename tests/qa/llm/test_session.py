@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 
 from qa.errors import ModelNotBuilt
 from qa.llm import session as session_mod
@@ -235,47 +237,57 @@ def test_without_a_copy_the_system_prompt_kv_is_not_stored(
     assert not (model / PREPACKED_DIR).exists()
 
 
-def test_model_info_says_whether_this_machine_has_a_prepacked_copy(
+@pytest.fixture()
+def model_cli(
     model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> Callable[[str], Result]:
+    """``docqa model <command>`` on the private model, in this process."""
     from click.testing import CliRunner
 
     from cli.main import main as docqa
 
     monkeypatch.setenv("DOCQA_MODEL_DIR", str(model))
-    info = ["--data-dir", str(tmp_path / "var"), "model", "info"]
     runner = CliRunner(env={"COLUMNS": "240"})
-    before = runner.invoke(docqa, info)
+    return lambda command: runner.invoke(
+        docqa, ["--data-dir", str(tmp_path / "var"), "model", command]
+    )
+
+
+def test_model_info_says_whether_this_machine_has_a_prepacked_copy(
+    model: Path, model_cli: Callable[[str], Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = model_cli("info")
     assert before.exit_code == 0, before.output
     assert "none yet: written at the next load" in before.output
     OnnxQwenGenerator(model, threads=1)
-    after = runner.invoke(docqa, info)
+    after = model_cli("info")
     assert "none yet" not in after.output and "GB, mapped at load" in after.output
     monkeypatch.setenv("DOCQA_LLM_PREPACK", "0")
-    off = runner.invoke(docqa, info)
+    off = model_cli("info")
     assert "off (DOCQA_LLM_PREPACK=0)" in off.output
 
 
 def test_model_prepack_writes_the_copy_ahead_of_the_first_start(
-    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    model: Path,
+    model_cli: Callable[[str], Result],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from click.testing import CliRunner
 
     from cli.main import main as docqa
 
-    monkeypatch.setenv("DOCQA_MODEL_DIR", str(model))
-    prepack = ["--data-dir", str(tmp_path / "var"), "model", "prepack"]
     runner = CliRunner(env={"COLUMNS": "240"})
-    first = runner.invoke(docqa, prepack)
+    first = model_cli("prepack")
     assert first.exit_code == 0, first.output
     assert "prepacked for this machine in" in first.output and _copy(model).ready()
     assert OnnxQwenGenerator(model, threads=1).session_source == "prepacked"
-    again = runner.invoke(docqa, prepack)
+    again = model_cli("prepack")
     assert again.exit_code == 0 and "already prepacked for this machine" in again.output
     # a folder the copy can't go into: a clear error, not a traceback
     shutil.rmtree(model / PREPACKED_DIR)
     (model / PREPACKED_DIR).write_text("a file where the folder should be")
-    blocked = runner.invoke(docqa, prepack)
+    blocked = model_cli("prepack")
     assert blocked.exit_code == 1 and "no prepacked copy written" in blocked.output
     monkeypatch.delenv("DOCQA_MODEL_DIR")  # <data dir>/model: nothing built there
     nothing = runner.invoke(docqa, ["--data-dir", str(tmp_path / "empty"), "model", "prepack"])
