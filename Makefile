@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo test test-fast eval bench check lint typecheck clean samples assets browser
+.PHONY: venv demo test test-fast eval bench check lint typecheck clean samples assets browser ldap-server
 
 venv: $(STAMP)
 
@@ -36,7 +36,7 @@ demo: venv assets
 # corpora, built models) are made once; the longest files start first (LONG_FIRST in
 # tests/conftest.py) so that both processes finish together.
 PYTEST_PARALLEL ?= -n 2 --dist loadfile
-test: venv assets browser
+test: venv assets browser ldap-server
 	$(BIN)/pytest -q -m "not eval and not serial" $(PYTEST_PARALLEL) --durations=30
 	$(BIN)/pytest -q -m "serial and not eval" --durations=10
 
@@ -94,3 +94,12 @@ browser:
 	  echo "installing chromium for the browser tests"; \
 	  $(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null || \
 	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null; }; }
+
+# OpenLDAP's server for the directory sign-in tests (tests/ldap_server.py starts its own
+# slapd in a temp dir on free ports; the package's system service is not used).
+ldap-server:
+	@test -x /usr/sbin/slapd || { \
+	  echo "installing slapd for the directory sign-in tests"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q slapd ldap-utils >/dev/null || \
+	  { $(SUDO) apt-get update -q >/dev/null && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q slapd ldap-utils >/dev/null; }; }

@@ -610,6 +610,7 @@ def serve(settings: Settings, host: str | None, port: int | None, threads: int |
 
 
 from cli.backup import backup_command, restore_command  # noqa: E402
+from cli.directory import directory_command  # noqa: E402
 from cli.evaluate import eval_answers_command  # noqa: E402  (registered below)
 from cli.summarize import summarize_command  # noqa: E402  (it registers on main below)
 from cli.worker import worker_command  # noqa: E402
@@ -619,6 +620,7 @@ main.add_command(worker_command)
 main.add_command(summarize_command)
 main.add_command(backup_command)
 main.add_command(restore_command)
+main.add_command(directory_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -55,6 +55,11 @@ def build_app(settings: Settings) -> Flask:
         # Summaries share the answer service's model and slot: questions go first.
         queue.attach_summaries(SummaryService.from_answers(answers))
     services = build_web_services(settings, ingest=queue, answers=answers)
+    if isinstance(queue, EmbeddedIngestQueue) and services.sign_in.has_directory:
+        from qa.accounts.directory_sync import DirectorySyncLoop
+
+        interval_s = settings.ldap_sync_minutes * 60
+        services.directory_sync = DirectorySyncLoop(services.sign_in, interval_s).start()
     return create_app(settings, services=services)
 
 

@@ -142,7 +142,36 @@ class Settings(BaseSettings):
     sign_in_lockout_base_s: int = Field(default=30, ge=1)
     sign_in_lockout_max_s: int = Field(default=900, ge=1)
 
-    @field_validator("data_dir", "model_dir", "rerank_model_dir")
+    # directory sign-in (LDAP / Active Directory); unset ldap_url: local accounts only
+    #: one or more ldap:// or ldaps:// URLs, space- or comma-separated, tried in order
+    ldap_url: str | None = None
+    #: upgrade ldap:// connections with StartTLS before anything is sent
+    ldap_starttls: bool = False
+    #: CA certificates that sign the server's certificate (default: the system's)
+    ldap_ca_file: Path | None = None
+    #: the account that searches for users and groups; unset: an anonymous bind
+    ldap_bind_dn: str | None = None
+    ldap_bind_password: str | None = None
+    ldap_user_base: str = ""
+    #: ``{username}`` is replaced by the typed username, escaped (RFC 4515); Active
+    #: Directory: ``(sAMAccountName={username})`` or ``(userPrincipalName={username})``
+    ldap_user_filter: str = "(uid={username})"
+    ldap_display_name_attr: str = "displayName"
+    ldap_email_attr: str = "mail"
+    #: read the user's groups from this attribute of the user entry (memberOf); unset:
+    #: search ldap_group_base with ldap_group_filter
+    ldap_group_attr: str | None = "memberOf"
+    ldap_group_base: str = ""
+    #: ``{dn}`` is the user's DN, ``{username}`` the username, both escaped
+    ldap_group_filter: str = "(|(member={dn})(uniqueMember={dn})(memberUid={username}))"
+    #: connect and read timeouts of every directory request
+    ldap_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    #: role of an account the first sign-in creates (an admin may change it later)
+    ldap_default_role: Literal["admin", "editor", "reader"] = "reader"
+    #: the re-sync that ends access of people removed from the directory or a group
+    ldap_sync_minutes: int = Field(default=15, ge=1, le=24 * 60)
+
+    @field_validator("data_dir", "model_dir", "rerank_model_dir", "ldap_ca_file")
     @classmethod
     def _absolute(cls, v: Path | None) -> Path | None:
         # Relative paths are read against the directory docqa started in, once: Flask's

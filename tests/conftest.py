@@ -14,6 +14,7 @@ import pytest
 from qa.llm.build import build_model
 from qa.llm.generate import OnnxQwenGenerator
 from qa.store.db.engine import Database
+from tests.ldap_server import LdapServer
 from tests.qa.llm.tiny_qwen import make_tiny_qwen3
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -125,6 +126,15 @@ def db(db_url: str) -> Iterator[Database]:
         yield database
     finally:
         database.dispose()
+
+
+@pytest.fixture(scope="session")
+def ldap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LdapServer]:
+    """A real OpenLDAP server (tests/ldap_server.py) shared by a test process; tests that
+    change the directory do it to people of their own (``new_person``)."""
+    server = LdapServer(tmp_path_factory.mktemp("slapd")).start()
+    yield server
+    server.cleanup()
 
 
 @pytest.fixture(scope="session")

@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None, *, services: WebServices | None
             "principal": g.get("principal"),
             "answer_mode": svc.answers.mode,
             "limits": limits,
+            "directory_sign_in": svc.sign_in.has_directory,
         }
 
     register_error_handlers(app)

@@ -13,7 +13,9 @@ from flask import current_app
 from qa.accounts.access import AccessService
 from qa.accounts.app_config import AppConfig
 from qa.accounts.audit import AuditLog
+from qa.accounts.directory_sync import DirectorySyncLoop
 from qa.accounts.sessions import SessionService
+from qa.accounts.sign_in import SignIn
 from qa.accounts.users import AccountService
 from qa.answering.answer_service import AnswerService
 from qa.answering.assembly import build_answer_service
@@ -40,6 +42,8 @@ class WebServices:
     db: Database
     answers: AnswerService
     accounts: AccountService
+    #: local passwords, and the directory when one is configured
+    sign_in: SignIn
     #: browser sessions the server can end (sign-out, account changes)
     sessions: SessionService
     access: AccessService
@@ -55,8 +59,12 @@ class WebServices:
     #: per-username backoff after failed sign-ins, counted where the limiter counts
     lockout: SignInLockout
     ingest: IngestQueue | None
+    #: the single-machine service's periodic directory re-sync (scaled: Celery beat)
+    directory_sync: DirectorySyncLoop | None = None
 
     def close(self) -> None:
+        if self.directory_sync is not None:
+            self.directory_sync.stop()
         if self.ingest is not None:
             self.ingest.close()
         self.db.dispose()
@@ -97,6 +105,7 @@ def build_web_services(
         db=db,
         answers=answers,
         accounts=accounts,
+        sign_in=SignIn.from_settings(settings, accounts, audit),
         sessions=SessionService(db, lifetime=timedelta(hours=settings.session_hours)),
         access=access,
         chats=chats,

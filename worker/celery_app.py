@@ -32,6 +32,7 @@ ROUTES = {
     "docqa.ingest_document": "ingest",
     "docqa.publish_collection": "index",
     "docqa.reconcile": "index",
+    "docqa.directory_sync": "index",
     "docqa.generate": "generate",
     "docqa.summarize": "summarize",
 }
@@ -121,10 +122,20 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # long to finish (and are acknowledged), then they are cancelled and requeued for
         # another worker. Keep it below the orchestrator's kill grace period.
         "worker_soft_shutdown_timeout": WORKER_SOFT_SHUTDOWN_S,
-        "beat_schedule": {
-            "reconcile": {"task": "docqa.reconcile", "schedule": settings.reconcile_interval_s}
-        },
+        "beat_schedule": _beat_schedule(settings),
     }
+
+
+def _beat_schedule(settings: Settings) -> dict[str, dict[str, object]]:
+    schedule: dict[str, dict[str, object]] = {
+        "reconcile": {"task": "docqa.reconcile", "schedule": settings.reconcile_interval_s}
+    }
+    if settings.ldap_url:
+        schedule["directory-sync"] = {
+            "task": "docqa.directory_sync",
+            "schedule": settings.ldap_sync_minutes * 60,
+        }
+    return schedule
 
 
 def configure(settings: Settings) -> Celery:

@@ -9,6 +9,9 @@
                                                         a dead worker held, and reindex
                                                         requests (``worker.reconcile``);
                                                         every hour also ``docqa gc``'s sweep
+    docqa.directory_sync()               queue index    periodic (beat) when a directory is
+                                                        configured: disable accounts gone
+                                                        from it, refresh groups
 
 Arguments are ids; everything else is read from the metadata DB, so a redelivered or
 duplicated message finds the document as it is now (an ``indexed`` one is a no-op).
@@ -34,8 +37,12 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from ingest.pipeline import IngestService
 from qa.accounts.audit import AuditLog
+from qa.accounts.directory_sync import sync_directory
+from qa.accounts.sign_in import SignIn
+from qa.accounts.users import AccountService
 from qa.errors import NotFound
 from qa.library.gc import GC_INTERVAL_S, collect_garbage, record_gc
+from qa.store.db.engine import Database
 from qa.store.db.models import Document
 from worker import context
 from worker.celery_app import ROUTES, app, app_settings
@@ -201,6 +208,19 @@ def sweep_if_due(service: IngestService) -> dict[str, object] | None:
     if report.freed_anything:
         record_gc(AuditLog(service.db), report, run_by="reconciler")
     return report.to_dict()
+
+
+@app.task(name="docqa.directory_sync", ignore_result=True)  # type: ignore[untyped-decorator]
+def directory_sync() -> dict[str, object]:
+    """One directory re-sync (beat runs it every ``DOCQA_LDAP_SYNC_MINUTES``). A directory
+    that cannot answer fails this run only; nobody is disabled for it."""
+    settings = app_settings()
+    db = Database(settings.db_url)  # every 15 minutes: not worth a pooled engine
+    try:
+        sign_in = SignIn.from_settings(settings, AccountService(db), AuditLog(db))
+        return sync_directory(sign_in).as_dict()
+    finally:
+        db.dispose()
 
 
 def queue_backlog(queue: str) -> int | None:

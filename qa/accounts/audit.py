@@ -56,6 +56,10 @@ SUMMARY_CANCEL = "summary_cancel"
 GC = "gc"
 #: ``docqa backup`` wrote a backup (details: database kind, counts, index versions)
 BACKUP = "backup"
+#: a directory re-sync changed accounts (details: what it checked, updated and disabled)
+DIRECTORY_SYNC = "directory_sync"
+#: a directory group mapped to a docqa group, or the mapping removed
+DIRECTORY_MAP = "directory_map"
 #: ``docqa restore`` rebuilt this data dir from a backup (recorded in the restored log)
 RESTORE = "restore"
 ACTIONS = (
@@ -83,6 +87,8 @@ ACTIONS = (
     TOKEN_CREATE,
     TOKEN_REVOKE,
     SETTINGS_CHANGE,
+    DIRECTORY_SYNC,
+    DIRECTORY_MAP,
     SUMMARIZE,
     SUMMARY_CANCEL,
     GC,

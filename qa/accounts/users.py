@@ -37,6 +37,8 @@ from qa.store.user_sessions import delete_user_sessions
 
 ADMIN, EDITOR, READER = "admin", "editor", "reader"
 ROLES = (ADMIN, EDITOR, READER)
+#: ``User.auth_source`` of an account whose password docqa checks itself
+LOCAL = "local"
 
 #: the account ``ensure_first_admin`` creates on an empty database
 FIRST_ADMIN_USERNAME = "admin"
@@ -50,7 +52,7 @@ PREFERENCE_KEYS = ("system_prompt", "temperature", "top_p", "max_tokens", "theme
 #: API tokens start with this, so a leaked one is easy to recognise (and to grep for)
 TOKEN_PREFIX = "dq_"
 
-_USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+USERNAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BAD_LOGIN = "wrong username or password"
 _SESSION_ENDED = "the account no longer exists or is disabled; sign in again"
@@ -189,9 +191,9 @@ def _stored_preferences(user: User) -> dict[str, Any]:
 # --- input checks -------------------------------------------------------------------------
 
 
-def _check_username(username: str) -> str:
+def check_username(username: str) -> str:
     name = username.strip() if isinstance(username, str) else ""
-    if not _USERNAME.fullmatch(name):
+    if not USERNAME_PATTERN.fullmatch(name):
         raise InvalidInput(
             "usernames are 1-64 letters, digits, '_', '.', '@' or '-',"
             " starting with a letter or digit"
@@ -331,7 +333,7 @@ class AccountService:
         role: str = READER,
         display_name: str | None = None,
     ) -> Principal:
-        username = _check_username(username)
+        username = check_username(username)
         password_hash = hash_password(_check_password(password))
         role = _check_role(role)
         display_name = _check_display_name(display_name)
@@ -362,7 +364,7 @@ class AccountService:
         """
         name = username.strip() if isinstance(username, str) else ""
         with self.db.session() as session:
-            user = _find_user(session, name) if _USERNAME.fullmatch(name) else None
+            user = _find_user(session, name) if USERNAME_PATTERN.fullmatch(name) else None
             if user is None:
                 verify_password(password, _dummy_hash())
                 raise Unauthenticated(_BAD_LOGIN)
@@ -371,6 +373,16 @@ class AccountService:
             user.last_login_at = utcnow()
             session.commit()
             return principal_of(user)
+
+    def source_of(self, username: str) -> str | None:
+        """Who checks this account's password: "local", a directory ("ldap"), or None
+        when no account has the name (yet)."""
+        name = username.strip() if isinstance(username, str) else ""
+        if not USERNAME_PATTERN.fullmatch(name):
+            return None
+        with self.db.session() as session:
+            user = _find_user(session, name)
+            return None if user is None else user.auth_source
 
     def principal(self, user_id: int) -> Principal:
         """The current state of a user (disabled or deleted: Unauthenticated). A browser
@@ -414,6 +426,10 @@ class AccountService:
         new_hash = hash_password(_check_password(password)) if password is not None else None
         with self.db.session() as session:
             user = _get_user(session, user_id)
+            if new_hash is not None and user.auth_source != LOCAL:
+                raise InvalidInput(
+                    "this account signs in through the directory; its password is changed there"
+                )
             still_admin = (role or user.role) == ADMIN and not (
                 user.disabled if disabled is None else disabled
             )

@@ -8,6 +8,7 @@ import pytest
 
 from qa.errors import ConfigError
 from qa.settings import Settings
+from tests.ldap_server import LdapServer
 from worker.celery_app import celery_config
 from worker.reconcile import processing_deadline_s, summary_deadline_s
 
@@ -60,3 +61,25 @@ def test_the_reconciler_waits_the_hard_limit_plus_the_grace(tmp_path: Path) -> N
     )
     assert (processing_deadline_s(settings), summary_deadline_s(settings)) == (25, 45)
     assert processing_deadline_s(Settings(data_dir=tmp_path)) == 900 + 15
+
+
+def test_beat_re_syncs_the_directory_when_one_is_configured(
+    tmp_path: Path, ldap: LdapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = celery_config(Settings(data_dir=tmp_path, broker_url=BROKER))
+    assert set(plain["beat_schedule"]) == {"reconcile"}
+    settings = Settings(
+        data_dir=tmp_path,
+        broker_url=BROKER,
+        ldap_sync_minutes=5,
+        **ldap.settings(),  # type: ignore[arg-type]
+    )
+    entry = celery_config(settings)["beat_schedule"]["directory-sync"]
+    assert entry == {"task": "docqa.directory_sync", "schedule": 300}
+    # The task itself, run in this process against the real directory and database.
+    from worker.celery_app import app
+    from worker.tasks import directory_sync
+
+    monkeypatch.setitem(app.conf, "docqa_settings", settings)
+    report = directory_sync.run()
+    assert report == {"checked": 0, "updated": 0, "disabled": [], "sessions_ended": 0}

@@ -9,7 +9,7 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as WzResponse
 
 from qa.accounts.audit import SIGN_IN, SIGN_IN_FAILED, SIGN_OUT, SIGN_OUT_EVERYWHERE
-from qa.errors import RateLimited, Unauthenticated
+from qa.errors import RateLimited, Unauthenticated, Unavailable
 from web.auth import current_principal, login_required, sign_in, sign_out, sign_out_everywhere
 from web.extensions import services
 from web.requests import client_ip
@@ -43,7 +43,7 @@ def login() -> str | WzResponse | tuple[str, int] | tuple[str, int, dict[str, st
         raise
     try:
         svc.lockout.check(username)
-        p = svc.accounts.authenticate(username, password[:1024])
+        p = svc.sign_in.authenticate(username, password[:1024])
     except RateLimited as locked:
         # The same answer for every name typed, existing or not: only the count differs.
         _failed(username, ip, "locked")
@@ -51,6 +51,10 @@ def login() -> str | WzResponse | tuple[str, int] | tuple[str, int, dict[str, st
         error = f"Too many failed sign-ins for this username. Try again in {wait} s."
         page = render_template("login.html", next=next_url, error=error)
         return page, 429, {"Retry-After": str(wait)}
+    except Unavailable as exc:
+        # The directory could not say: not the user's failure, so no lockout count.
+        _failed(username, ip, "directory_unavailable")
+        return render_template("login.html", next=next_url, error=str(exc)), 503
     except Unauthenticated as exc:
         locked_for = svc.lockout.failed(username)
         _failed(username, ip, None, {"locked_s": locked_for} if locked_for else None)

@@ -223,6 +223,14 @@ class User(Base):
     preferences: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    #: "local" (a password in password_hash) or the directory that signs the user in
+    #: ("ldap"); a directory account has no usable local password (migration 0009)
+    auth_source: Mapped[str] = mapped_column(String(16), default="local", server_default="local")
+    #: the account's name in its directory (an LDAP DN), as of the last sign-in or sync
+    external_id: Mapped[str | None] = mapped_column(String(1024), default=None)
+    email: Mapped[str | None] = mapped_column(String(320), default=None)
+    #: when the directory last confirmed the account (sign-in or re-sync)
+    synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
 
 # "Alice" and "alice" are the same person to everyone reading a list of users, so the
@@ -253,6 +261,27 @@ class GroupMember(Base):
     user_id: Mapped[int] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
     )
+
+
+class DirectoryGroupMap(Base):
+    """A directory group whose members belong to a docqa group (migration 0009).
+
+    For an account signed in through ``source``, membership of every docqa group that has
+    a mapping from that source follows the directory: it is set at each sign-in and
+    re-sync, and a manual change to it lasts only until then. Other groups stay manual.
+    """
+
+    __tablename__ = "directory_group_maps"
+    __table_args__ = (
+        UniqueConstraint("source", "external_group", "group_id", name="uq_directory_group_maps"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: "ldap"
+    source: Mapped[str] = mapped_column(String(16))
+    #: a group DN or a group name (its cn), stored lower-cased: DNs compare without case
+    external_group: Mapped[str] = mapped_column(String(1024))
+    group_id: Mapped[int] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"), index=True)
 
 
 class CollectionGrant(Base):

@@ -19,6 +19,7 @@ from qa.accounts.audit import (
     USER_DELETE,
     USER_UPDATE,
 )
+from qa.accounts.directory_accounts import MAX_EXTERNAL_GROUP_CHARS, DirectoryAccounts
 from qa.accounts.users import ROLES
 from qa.errors import InvalidInput, NotFound
 from qa.store.db.models import Group
@@ -35,6 +36,7 @@ from web.blueprints.admin.forms import (
     form_optional,
     form_text,
     ip,
+    parse_id,
 )
 from web.extensions import services
 
@@ -158,9 +160,39 @@ def groups() -> Page:
     svc = services()
     all_users = svc.accounts.list_users()
     names = {u.id: u.username for u in all_users}
+    directory = svc.sign_in.directory_accounts
     return render_template(
-        "admin/groups.html", groups=svc.accounts.list_groups(), users=all_users, names=names
+        "admin/groups.html",
+        groups=svc.accounts.list_groups(),
+        users=all_users,
+        names=names,
+        directory_maps=directory.group_maps() if directory is not None else None,
     )
+
+
+def _directory_accounts() -> DirectoryAccounts:
+    directory = services().sign_in.directory_accounts
+    if directory is None:
+        raise NotFound("no directory is configured (DOCQA_LDAP_URL)")
+    return directory
+
+
+@bp.post("/groups/directory")
+@admin_required
+def add_directory_map() -> Redirect:
+    external = form_text("directory_group", max_len=MAX_EXTERNAL_GROUP_CHARS)
+    group_id = parse_id(form_text("group_id", max_len=20), "group_id")
+    _directory_accounts().add_group_map(external, group_id, actor=current_principal())
+    return done(
+        f"Members of {external!r} join at their next sign-in or the next re-sync.", "admin.groups"
+    )
+
+
+@bp.post("/groups/directory/<int:map_id>/delete")
+@admin_required
+def delete_directory_map(map_id: int) -> Redirect:
+    _directory_accounts().remove_group_map(map_id, actor=current_principal())
+    return done("Mapping removed; members leave at their next sign-in or re-sync.", "admin.groups")
 
 
 @bp.post("/groups")
