@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo test test-fast eval bench check lint typecheck clean samples assets browser ldap-server
+.PHONY: venv demo test test-fast eval bench check lint typecheck clean samples assets browser ldap-server oidc-provider
 
 venv: $(STAMP)
 
@@ -36,7 +36,7 @@ demo: venv assets
 # corpora, built models) are made once; the longest files start first (LONG_FIRST in
 # tests/conftest.py) so that both processes finish together.
 PYTEST_PARALLEL ?= -n 2 --dist loadfile
-test: venv assets browser ldap-server
+test: venv assets browser ldap-server oidc-provider
 	$(BIN)/pytest -q -m "not eval and not serial" $(PYTEST_PARALLEL) --durations=30
 	$(BIN)/pytest -q -m "serial and not eval" --durations=10
 
@@ -103,3 +103,16 @@ ldap-server:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q slapd ldap-utils >/dev/null || \
 	  { $(SUDO) apt-get update -q >/dev/null && \
 	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q slapd ldap-utils >/dev/null; }; }
+
+# A real OpenID provider for the single sign-on tests: panva's certified oidc-provider at
+# the version tests/oidc_provider/package-lock.json pins, run with the machine's Node.js by
+# tests/oidc_server.py. The stamp is named after the lockfile, like the browser assets.
+OIDC_DIR := tests/oidc_provider
+OIDC_STAMP := $(OIDC_DIR)/node_modules/.stamp-$(shell cat $(OIDC_DIR)/package-lock.json | sha256sum | cut -c1-16)
+
+oidc-provider: $(OIDC_STAMP)
+
+$(OIDC_STAMP): $(OIDC_DIR)/package.json $(OIDC_DIR)/package-lock.json
+	$(NPM) ci $(NPM_CI_FLAGS) --prefix $(OIDC_DIR)
+	@rm -f $(OIDC_DIR)/node_modules/.stamp-*
+	@touch $@

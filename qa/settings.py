@@ -171,7 +171,30 @@ class Settings(BaseSettings):
     #: the re-sync that ends access of people removed from the directory or a group
     ldap_sync_minutes: int = Field(default=15, ge=1, le=24 * 60)
 
-    @field_validator("data_dir", "model_dir", "rerank_model_dir", "ldap_ca_file")
+    # single sign-on (OpenID Connect); unset oidc_issuer: no "Sign in with" button
+    #: the provider's issuer URL; its /.well-known/openid-configuration is read from there
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    #: a confidential client's secret (client_secret_basic); unset: a public client (PKCE)
+    oidc_client_secret: str | None = None
+    #: add the scope that carries groups if the provider has one (e.g. "groups")
+    oidc_scopes: str = "openid profile email"
+    oidc_username_claim: str = "preferred_username"
+    oidc_display_name_claim: str = "name"
+    oidc_email_claim: str = "email"
+    #: a list of group names (Keycloak: "/finance" paths unless configured otherwise)
+    oidc_groups_claim: str = "groups"
+    #: shown on the button: "Sign in with <name>"
+    oidc_provider_name: str = "single sign-on"
+    #: CA certificates of a provider with a private CA (default: the system's)
+    oidc_ca_file: Path | None = None
+    oidc_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    #: the callback URL registered at the provider, when docqa is behind a proxy that
+    #: changes the host or scheme; default: /login/oidc/callback on the request's host
+    oidc_redirect_uri: str | None = None
+    oidc_default_role: Literal["admin", "editor", "reader"] = "reader"
+
+    @field_validator("data_dir", "model_dir", "rerank_model_dir", "ldap_ca_file", "oidc_ca_file")
     @classmethod
     def _absolute(cls, v: Path | None) -> Path | None:
         # Relative paths are read against the directory docqa started in, once: Flask's

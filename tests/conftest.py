@@ -15,6 +15,7 @@ from qa.llm.build import build_model
 from qa.llm.generate import OnnxQwenGenerator
 from qa.store.db.engine import Database
 from tests.ldap_server import LdapServer
+from tests.oidc_server import OidcServer
 from tests.qa.llm.tiny_qwen import make_tiny_qwen3
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -135,6 +136,21 @@ def ldap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LdapServer]:
     server = LdapServer(tmp_path_factory.mktemp("slapd")).start()
     yield server
     server.cleanup()
+
+
+#: where the OIDC tests' docqa lives for the provider (the Flask test client's host)
+OIDC_REDIRECT_URI = "http://localhost/login/oidc/callback"
+OIDC_POST_LOGOUT_URI = "http://localhost/login"
+
+
+@pytest.fixture(scope="session")
+def oidc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcServer]:
+    """A real OpenID provider (tests/oidc_server.py) shared by a test process."""
+    server = OidcServer(
+        tmp_path_factory.mktemp("oidc"), OIDC_REDIRECT_URI, OIDC_POST_LOGOUT_URI
+    ).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ import datetime
 import ipaddress
 import itertools
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -29,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from ldap3 import MODIFY_ADD, MODIFY_DELETE, Connection, Server
 
-from tests.web.live import free_port
+from tests.web.live import free_port, stop_process
 
 SLAPD = Path("/usr/sbin/slapd")
 SCHEMA = Path("/etc/ldap/schema")
@@ -148,13 +147,7 @@ class LdapServer:
         return self
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        stop_process(self._process)
         self._process = None
 
     def cleanup(self) -> None:

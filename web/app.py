@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None, *, services: WebServices | None
             "answer_mode": svc.answers.mode,
             "limits": limits,
             "directory_sign_in": svc.sign_in.has_directory,
+            "oidc_provider_name": svc.sign_in.oidc_provider_name,
         }
 
     register_error_handlers(app)

@@ -24,6 +24,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: the cookie's session id (cookies of earlier versions carried a "uid" and are ignored)
 SESSION_ID = "sid"
+#: a single sign-on under way: state, nonce and PKCE verifier (``PendingSignIn``)
+OIDC_PENDING = "oidc"
+#: the ID token of a single sign-on, for the provider's logout (``id_token_hint``)
+OIDC_ID_TOKEN = "oidc_id_token"
 
 
 def load_principal() -> None:

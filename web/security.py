@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from collections.abc import Sequence
 
 from flask import Response, g, request, session
 
@@ -27,21 +28,29 @@ CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
-CSP = "; ".join(
-    [
-        "default-src 'self'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self' data: blob:",
-        "font-src 'self'",
-        "connect-src 'self'",
-        "worker-src 'self' blob:",
-        "object-src 'none'",
-        "base-uri 'none'",
-        "frame-ancestors 'none'",
-        "form-action 'self'",
-    ]
-)
+
+def content_security_policy(form_action_origins: Sequence[str] = ()) -> str:
+    """The CSP header. ``form-action`` also names the OpenID provider when single sign-on is
+    configured: signing out is a form post that the provider's logout endpoint ends, and
+    browsers apply form-action to every redirect after a form post."""
+    return "; ".join(
+        [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data: blob:",
+            "font-src 'self'",
+            "connect-src 'self'",
+            "worker-src 'self' blob:",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "frame-ancestors 'none'",
+            " ".join(["form-action", "'self'", *form_action_origins]),
+        ]
+    )
+
+
+CSP = content_security_policy()
 
 
 def csrf_token() -> str:
@@ -78,7 +87,9 @@ def check_rate() -> None:
 
 
 def set_headers(resp: Response) -> Response:
-    resp.headers.setdefault("Content-Security-Policy", CSP)
+    origin = services().sign_in.oidc_origin
+    policy = CSP if origin is None else content_security_policy([origin])
+    resp.headers.setdefault("Content-Security-Policy", policy)
     resp.headers.setdefault("X-Content-Type-Options", "nosniff")
     resp.headers.setdefault("Referrer-Policy", "same-origin")
     resp.headers.setdefault("X-Frame-Options", "DENY")

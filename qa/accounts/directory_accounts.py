@@ -71,12 +71,22 @@ class SyncReport:
 
 class DirectoryAccounts:
     def __init__(
-        self, db: Database, audit: AuditLog, *, default_role: str = READER, source: str = SOURCE
+        self,
+        db: Database,
+        audit: AuditLog,
+        *,
+        default_role: str = READER,
+        source: str = SOURCE,
+        stable_ids: bool = False,
     ) -> None:
         self.db = db
         self.audit = audit
         self.default_role = default_role
         self.source = source
+        #: the external id never changes for a person (an OIDC issuer + sub, unlike an
+        #: LDAP DN that moves with the entry): another id under a known username is
+        #: another person, who must not inherit the account
+        self.stable_ids = stable_ids
 
     # --- sign-in --------------------------------------------------------------------
 
@@ -99,6 +109,15 @@ class DirectoryAccounts:
                 )
                 session.add(user)
             elif user.auth_source != self.source or user.disabled:
+                raise Unauthenticated(_TAKEN_BY_LOCAL)
+            elif self.stable_ids and user.external_id not in (None, account.dn):
+                log.warning(
+                    "%s sign-in of %r refused: the account belongs to %r, not %r",
+                    self.source,
+                    username,
+                    user.external_id,
+                    account.dn,
+                )
                 raise Unauthenticated(_TAKEN_BY_LOCAL)
             _refresh(session, user, account, self.source)
             user.last_login_at = utcnow()

@@ -62,7 +62,7 @@ def test_a_mapped_directory_group_grants_a_collection_until_the_directory_drops_
     team = env.svc.accounts.create_group("Finance team")
     env.svc.access.grant(env.collections["finance"], READ, group_id=team.id)
     page = admin.get("/admin/groups").get_data(as_text=True)
-    assert 'id="directory-groups"' in page and "No directory group is mapped yet" in page
+    assert 'id="directory-groups-ldap"' in page and "No group is mapped yet" in page
     resp = admin.post(
         "/admin/groups/directory",
         data={"directory_group": "cn=Managers,ou=groups,dc=example,dc=org", "group_id": team.id},
@@ -111,7 +111,7 @@ def test_mapping_form_errors_are_clear(directory_web: WebEnv) -> None:
 
 def test_without_a_directory_the_mapping_routes_say_so(web: WebEnv) -> None:
     admin = web.client("admin")
-    assert 'id="directory-groups"' not in admin.get("/admin/groups").get_data(as_text=True)
+    assert 'id="directory-groups-ldap"' not in admin.get("/admin/groups").get_data(as_text=True)
     team = web.svc.accounts.create_group("Team")
     resp = admin.post("/admin/groups/directory", data={"directory_group": "x", "group_id": team.id})
     assert resp.status_code == 404 and "DOCQA_LDAP_URL" in resp.get_data(as_text=True)

@@ -35,8 +35,11 @@ QUESTIONS = {"en": "What is the hotel limit in London?", "zh": "带薪年假有�
 
 
 def _build(data: Path, hf: Path, out: Path) -> None:
+    # Blockwise INT8 stays within the check on every CPU, so the check (which on a CPU
+    # without VNNI rejects the dynamic kernel and rebuilds layer by layer, a minute per
+    # build on an AMD Zen 3) is left out: this module is about declines, not builds.
     args = ["--data-dir", str(data), "model", "build", "--from", str(hf), "--out", str(out)]
-    docqa(args, standalone_mode=False)
+    docqa([*args, "--kernel", "blockwise", "--no-check"], standalone_mode=False)
 
 
 @pytest.fixture(scope="module")

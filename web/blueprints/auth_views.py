@@ -5,12 +5,21 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response as WzResponse
 
 from qa.accounts.audit import SIGN_IN, SIGN_IN_FAILED, SIGN_OUT, SIGN_OUT_EVERYWHERE
+from qa.accounts.oidc_client import PendingSignIn
 from qa.errors import RateLimited, Unauthenticated, Unavailable
-from web.auth import current_principal, login_required, sign_in, sign_out, sign_out_everywhere
+from web.auth import (
+    OIDC_ID_TOKEN,
+    OIDC_PENDING,
+    current_principal,
+    login_required,
+    sign_in,
+    sign_out,
+    sign_out_everywhere,
+)
 from web.extensions import services
 from web.requests import client_ip
 
@@ -66,7 +75,7 @@ def login() -> str | WzResponse | tuple[str, int] | tuple[str, int, dict[str, st
 
 
 def _failed(
-    username: str, ip: str | None, reason: str | None, extra: dict[str, int] | None = None
+    username: str | None, ip: str | None, reason: str | None, extra: dict[str, int] | None = None
 ) -> None:
     details: dict[str, object] = {"reason": reason} if reason else {}
     details.update(extra or {})
@@ -75,13 +84,57 @@ def _failed(
     )
 
 
+@bp.get("/login/oidc")
+def oidc_start() -> str | WzResponse | tuple[str, int]:
+    """Off to the OpenID provider; the state, nonce and PKCE verifier wait in the session."""
+    svc = services()
+    svc.limiter.hit("sign_in", f"ip:{client_ip()}", svc.settings.rate_sign_ins_per_min)
+    next_url = _safe_next(request.args.get("next"))
+    try:
+        url, pending = svc.sign_in.oidc_begin(
+            url_for("auth.oidc_callback", _external=True), next_url
+        )
+    except Unavailable as exc:
+        return render_template("login.html", next=next_url, error=str(exc)), 503
+    session[OIDC_PENDING] = pending.to_dict()
+    return redirect(url)
+
+
+@bp.get("/login/oidc/callback")
+def oidc_callback() -> str | WzResponse | tuple[str, int]:
+    """The provider's answer: checked once (the pending sign-in leaves the session here,
+    so a replayed callback finds nothing to complete)."""
+    svc = services()
+    ip = client_ip()
+    svc.limiter.hit("sign_in", f"ip:{ip}", svc.settings.rate_sign_ins_per_min)
+    pending = PendingSignIn.from_dict(session.pop(OIDC_PENDING, None))
+    try:
+        p, id_token = svc.sign_in.oidc_finish(pending, request.args.to_dict())
+    except Unavailable as exc:
+        _failed(None, ip, "oidc_unavailable")
+        return render_template("login.html", next="", error=str(exc)), 503
+    except Unauthenticated as exc:
+        _failed(None, ip, "oidc_refused")
+        return render_template("login.html", next="", error=str(exc)), 401
+    sign_in(p)
+    session[OIDC_ID_TOKEN] = id_token
+    svc.audit.record(SIGN_IN, actor=p, ip=ip, details={"via": "oidc"})
+    return redirect(_safe_next(pending.next_url if pending else None))
+
+
 @bp.post("/logout")
 @login_required
 def logout() -> WzResponse:
+    """Ends this session; after a single sign-on, the provider's session too (RP-initiated
+    logout), which then sends the browser back to the sign-in page."""
     p = current_principal()
+    id_token = session.get(OIDC_ID_TOKEN)
     sign_out()
-    services().audit.record(SIGN_OUT, actor=p, ip=client_ip())
-    return redirect(url_for("auth.login"))
+    svc = services()
+    svc.audit.record(SIGN_OUT, actor=p, ip=client_ip())
+    back = url_for("auth.login", _external=True)
+    at_provider = svc.sign_in.oidc_logout_url(id_token, back) if isinstance(id_token, str) else None
+    return redirect(at_provider or url_for("auth.login"))
 
 
 @bp.post("/logout/everywhere")

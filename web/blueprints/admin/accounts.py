@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import (
     render_template,
+    request,
 )
 
 from qa.accounts.audit import (
@@ -20,6 +21,7 @@ from qa.accounts.audit import (
     USER_UPDATE,
 )
 from qa.accounts.directory_accounts import MAX_EXTERNAL_GROUP_CHARS, DirectoryAccounts
+from qa.accounts.ldap_directory import SOURCE as LDAP
 from qa.accounts.users import ROLES
 from qa.errors import InvalidInput, NotFound
 from qa.store.db.models import Group
@@ -160,21 +162,22 @@ def groups() -> Page:
     svc = services()
     all_users = svc.accounts.list_users()
     names = {u.id: u.username for u in all_users}
-    directory = svc.sign_in.directory_accounts
     return render_template(
         "admin/groups.html",
         groups=svc.accounts.list_groups(),
         users=all_users,
         names=names,
-        directory_maps=directory.group_maps() if directory is not None else None,
+        external=[(e, e.accounts.group_maps()) for e in svc.sign_in.external_sources()],
     )
 
 
-def _directory_accounts() -> DirectoryAccounts:
-    directory = services().sign_in.directory_accounts
-    if directory is None:
-        raise NotFound("no directory is configured (DOCQA_LDAP_URL)")
-    return directory
+def _source_accounts() -> DirectoryAccounts:
+    source = request.form.get("source") or LDAP
+    if not services().sign_in.external_sources():
+        raise NotFound(
+            "no directory or single sign-on is configured (DOCQA_LDAP_URL, DOCQA_OIDC_ISSUER)"
+        )
+    return services().sign_in.source_accounts(source)
 
 
 @bp.post("/groups/directory")
@@ -182,17 +185,19 @@ def _directory_accounts() -> DirectoryAccounts:
 def add_directory_map() -> Redirect:
     external = form_text("directory_group", max_len=MAX_EXTERNAL_GROUP_CHARS)
     group_id = parse_id(form_text("group_id", max_len=20), "group_id")
-    _directory_accounts().add_group_map(external, group_id, actor=current_principal())
-    return done(
-        f"Members of {external!r} join at their next sign-in or the next re-sync.", "admin.groups"
-    )
+    accounts = _source_accounts()
+    accounts.add_group_map(external, group_id, actor=current_principal())
+    when = "their next sign-in" + (" or the next re-sync" if accounts.source == LDAP else "")
+    return done(f"Members of {external!r} join at {when}.", "admin.groups")
 
 
 @bp.post("/groups/directory/<int:map_id>/delete")
 @admin_required
 def delete_directory_map(map_id: int) -> Redirect:
-    _directory_accounts().remove_group_map(map_id, actor=current_principal())
-    return done("Mapping removed; members leave at their next sign-in or re-sync.", "admin.groups")
+    _source_accounts().remove_group_map(map_id, actor=current_principal())
+    return done(
+        "Mapping removed; its members leave the group at their next sign-in.", "admin.groups"
+    )
 
 
 @bp.post("/groups")
