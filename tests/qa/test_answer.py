@@ -113,25 +113,24 @@ def test_bad_requests_raise_before_any_event(
 
 
 def test_cli_ask_prints_sources_answer_and_pages(tmp_path: Path) -> None:
+    """``docqa ask`` as the process a user runs (one real process: the entry point, the
+    output as printed), then the JSON stream, a decline and an empty question through the
+    same command in this process (each process start costs 10-15 s on 2 busy cores)."""
+    import json
     import subprocess
     import sys
 
+    from click.testing import CliRunner
+
+    from cli.main import main as docqa
+    from qa.answering.decline import DECLINE_SENTENCES
+
     data = tmp_path / "var"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cli.main",
-            "--data-dir",
-            str(data),
-            "ingest",
-            str(SAMPLES),
-            "-c",
-            "h",
-        ],
-        check=True,
-        capture_output=True,
+    env = {"DOCQA_DATABASE_URL": None}
+    ingested = CliRunner().invoke(
+        docqa, ["--data-dir", str(data), "ingest", str(SAMPLES), "-c", "h"], env=env
     )
+    assert ingested.exit_code == 0, ingested.output
     run = subprocess.run(
         [
             sys.executable,
@@ -147,29 +146,18 @@ def test_cli_ask_prints_sources_answer_and_pages(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr
     assert "travel-and-expenses.pdf, page 4" in run.stdout and "EUR 220" in run.stdout
-    as_json = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cli.main",
-            "--data-dir",
-            str(data),
-            "ask",
-            "--json",
-            "-c",
-            "h",
-            "hotel?",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    import json
 
-    kinds = [json.loads(line)["type"] for line in as_json.stdout.splitlines()]
+    def ask(*args: str) -> Any:
+        return CliRunner().invoke(docqa, ["--data-dir", str(data), "ask", *args], env=env)
+
+    as_json = ask("--json", "-c", "h", "hotel?")
+    assert as_json.exit_code == 0, as_json.output
+    kinds = [json.loads(line)["type"] for line in as_json.output.splitlines()]
     assert kinds[0] == "sources" and kinds[-1] == "done"
-    bad = subprocess.run(
-        [sys.executable, "-m", "cli.main", "--data-dir", str(data), "ask", "  "],
-        capture_output=True,
-        text=True,
-    )
-    assert bad.returncode == 1 and "the question is empty" in bad.stderr
+    declined = ask("What is the capital of France?")
+    assert declined.exit_code == 0, declined.output
+    assert DECLINE_SENTENCES["en"] in declined.output
+    assert "only the closest passages" in declined.output
+    assert "Extractive answer" not in declined.output
+    bad = ask("  ")
+    assert bad.exit_code == 1 and "the question is empty" in bad.output

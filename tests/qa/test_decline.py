@@ -8,7 +8,6 @@ on-topic questions worded unlike the documents are still answered.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -165,24 +164,6 @@ def test_evidence_weighs_the_rare_terms(service: tuple[AnswerService, dict[str, 
     assert yes.evidence.coverage == 1.0 and no.evidence.coverage < 0.3
     assert yes.evidence.similarity is not None and no.evidence.similarity is not None
     assert yes.evidence.similarity > no.evidence.similarity + 0.3
-
-
-def test_the_cli_prints_the_decline(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    data = tmp_path / "var"
-    base = [sys.executable, "-m", "cli.main", "--data-dir", str(data)]
-    subprocess.run([*base, "ingest", str(SAMPLES), "-c", "h"], check=True, capture_output=True)
-    run = subprocess.run(
-        [*base, "ask", "What is the capital of France?"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    assert EN in run.stdout
-    assert "only the closest passages" in run.stdout
-    assert "Extractive answer" not in run.stdout
 
 
 @pytest.mark.parametrize(
