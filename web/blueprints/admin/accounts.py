@@ -9,16 +9,14 @@ from flask import (
     request,
 )
 
+from qa.accounts.account_changes import create_and_record, update_and_record
 from qa.accounts.audit import (
     GROUP_CREATE,
     GROUP_DELETE,
     GROUP_UPDATE,
-    SESSIONS_ENDED,
     TOKEN_CREATE,
     TOKEN_REVOKE,
-    USER_CREATE,
     USER_DELETE,
-    USER_UPDATE,
 )
 from qa.accounts.directory_accounts import MAX_EXTERNAL_GROUP_CHARS, DirectoryAccounts
 from qa.accounts.ldap_directory import SOURCE as LDAP
@@ -55,36 +53,29 @@ def users() -> Page:
 @admin_required
 def create_user() -> Redirect:
     svc = services()
-    created = svc.accounts.create_user(
+    created = create_and_record(
+        svc.accounts,
+        svc.audit,
         form_text("username", max_len=64),
         form_text("password", max_len=MAX_PASSWORD_CHARS, strip=False),
         form_text("role", max_len=16),
         form_optional("display_name"),
-    )
-    details = {"user_id": created.user_id, "role": created.role}
-    svc.audit.record(
-        USER_CREATE, actor=current_principal(), target=created.username, details=details, ip=ip()
+        actor=current_principal(),
+        ip=ip(),
     )
     return done(f"User {created.username!r} created.", "admin.users")
 
 
 def _update_user(user_id: int, changes: dict[str, Any], audit: dict[str, Any]) -> Redirect:
-    """Apply ``changes`` (qa refuses to lose the last admin) and audit ``audit``, and the
-    end of the user's sessions when the change ended them."""
+    """``update_and_record``, then a new session for an admin whose own change ended theirs."""
     svc = services()
     actor = current_principal()
-    result = svc.accounts.update_user(user_id, **changes)
+    result = update_and_record(
+        svc.accounts, svc.audit, user_id, changes, audit, actor=actor, ip=ip()
+    )
     updated = result.principal
-    details = {"user_id": user_id, **audit}
-    svc.audit.record(USER_UPDATE, actor=actor, target=updated.username, details=details, ip=ip())
-    if result.session_reasons:
-        ended = {"user_id": user_id, "reason": list(result.session_reasons)}
-        ended["sessions"] = result.sessions_ended
-        svc.audit.record(
-            SESSIONS_ENDED, actor=actor, target=updated.username, details=ended, ip=ip()
-        )
-        if user_id == actor.user_id:
-            sign_in(updated)  # an admin changing their own account stays signed in, anew
+    if result.session_reasons and user_id == actor.user_id:
+        sign_in(updated)  # an admin changing their own account stays signed in, anew
     return done(f"User {updated.username!r} updated.", "admin.users")
 
 
