@@ -12,8 +12,6 @@ and a new password or disabling ends the account's browser sessions.
 from __future__ import annotations
 
 import json
-import secrets
-import string
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +22,13 @@ from rich.table import Table
 from cli.console import out
 from qa.accounts.account_changes import create_and_record, update_and_record
 from qa.accounts.audit import AuditLog
-from qa.accounts.users import MAX_PASSWORD_CHARS, ROLES, AccountService, UserUpdate
+from qa.accounts.users import (
+    MAX_PASSWORD_CHARS,
+    ROLES,
+    AccountService,
+    UserUpdate,
+    random_password,
+)
 from qa.errors import InvalidInput, NotFound
 from qa.settings import Settings
 from qa.store.db.engine import Database
@@ -55,8 +59,7 @@ def _user_id(accounts: AccountService, username: str) -> int:
 def _new_password(from_stdin: bool) -> tuple[str, bool]:
     """The password and whether it was generated (then it is printed once)."""
     if not from_stdin:
-        alphabet = string.ascii_letters + string.digits
-        return "".join(secrets.choice(alphabet) for _ in range(_GENERATED_CHARS)), True
+        return random_password(_GENERATED_CHARS), True
     line = sys.stdin.readline(MAX_PASSWORD_CHARS + 2)
     password = line.rstrip("\r\n")
     if not password:

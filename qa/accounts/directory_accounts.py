@@ -144,7 +144,6 @@ class DirectoryAccounts:
         Unavailable from the directory propagates before anything is written for the
         account it failed on; accounts already handled keep their (correct) update."""
         report = SyncReport()
-        directory.check()  # a directory that cannot answer says so, even with nobody to check
         with self.db.session() as session:
             names = list(
                 session.scalars(
@@ -153,8 +152,9 @@ class DirectoryAccounts:
                     )
                 )
             )
-        for username in names:
-            account = directory.lookup(username)
+        # One connection for the whole run; opening it fails before anything is written
+        # when the directory cannot answer, even with nobody to check.
+        for username, account in directory.lookups(names):
             report.checked += 1
             with self.db.session() as session:
                 user = _find(session, username)

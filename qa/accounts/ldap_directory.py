@@ -22,7 +22,7 @@ import logging
 import math
 import re
 import ssl
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,11 +166,15 @@ class LdapDirectory:
     def lookup(self, username: str) -> DirectoryAccount | None:
         """The account as the directory has it now, None if no entry matches (gone);
         Unavailable when the directory cannot answer."""
+        return next(self.lookups([username]))[1]
+
+    def lookups(self, usernames: Iterable[str]) -> Iterator[tuple[str, DirectoryAccount | None]]:
+        """``lookup`` for many names over one bound connection (the re-sync's: one bind per
+        run, not one per account). Opening it raises Unavailable before the first name."""
         with self._search_connection() as conn:
-            found = self._find_user(conn, username)
-            if found is None:
-                return None
-            return self._account(conn, username, *found)
+            for username in usernames:
+                found = self._find_user(conn, username)
+                yield username, None if found is None else self._account(conn, username, *found)
 
     def check(self) -> str:
         """Connect and bind as the search account: a line for ``docqa directory check``."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from urllib.parse import urlsplit
 
 from qa.accounts.audit import AuditLog
@@ -86,10 +87,11 @@ class SignIn:
         """The name on the "Sign in with" button, or None without single sign-on."""
         return self.oidc.config.provider_name if self.oidc is not None else None
 
-    @property
+    @cached_property
     def oidc_origin(self) -> str | None:
         """``scheme://host[:port]`` of the provider (the pages' CSP lets a form post end
-        there: signing out), or None without single sign-on."""
+        there: signing out), or None without single sign-on; read on every response, so
+        worked out once."""
         if self.oidc is None:
             return None
         parts = urlsplit(self.oidc.config.issuer)

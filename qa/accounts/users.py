@@ -121,7 +121,8 @@ def _dummy_hash() -> str:
     return hash_password(secrets.token_urlsafe(16))
 
 
-def _random_password(length: int) -> str:
+def random_password(length: int) -> str:
+    """Letters and digits from ``secrets``: the first admin's, and generated ones."""
     alphabet = string.ascii_letters + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(length))
 
@@ -624,7 +625,7 @@ class AccountService:
         with self.db.session() as session:
             if session.scalar(select(User.id).limit(1)) is not None:
                 return None
-            password = _random_password(_FIRST_ADMIN_PASSWORD_CHARS)
+            password = random_password(_FIRST_ADMIN_PASSWORD_CHARS)
             session.add(
                 User(
                     username=FIRST_ADMIN_USERNAME,
