@@ -280,3 +280,24 @@ def test_a_healthy_model_keeps_the_coarse_blocks_and_an_explicit_size_is_the_onl
     with pytest.raises(ModelAccuracyError) as err:
         build_model(planted(wide_hf, 1000), tmp_path / "m", block_size=64)
     assert "blocks of" not in str(err.value)  # one size: nothing to fall back to
+
+
+def test_a_stage_s_session_is_freed_as_the_stage_ends_without_a_gc_pass(
+    built_int8: Path,
+) -> None:
+    """Two stages' weights must never be resident together; reference counting alone
+    frees each session (a full gc pass per stage cost seconds a check)."""
+    import gc
+    import weakref
+
+    from qa.llm.staged import _in_stage
+
+    model = onnx.load(str(built_int8 / "model.onnx"), load_external_data=False)
+    refs: list[weakref.ref[Any]] = []
+    gc.disable()
+    try:
+        _in_stage(built_int8, cut(model, [], ["embeds"]), lambda s: refs.append(weakref.ref(s)))
+        assert refs[0]() is None
+    finally:
+        gc.enable()
+    assert not (built_int8 / STAGE_FILE).exists()
