@@ -35,7 +35,7 @@ MAX_COLLECTION_IDS = 1000
 MAX_JOBS_LISTED = 200
 #: messages one OpenAI-style chat completion request may hold
 MAX_CHAT_MESSAGES = 500
-#: characters in an OpenAI-style model name ("docqa/<collection name>")
+#: characters in an OpenAI-style model name ("docqa/<collection slug>", or the name)
 MAX_MODEL_NAME_CHARS = 300
 #: questions one evaluation run (``docqa eval answers --limit``) may ask of each set
 MAX_EVAL_QUESTIONS = 100_000

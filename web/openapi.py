@@ -45,11 +45,22 @@ ERROR_RESPONSES: dict[int, tuple[str, str]] = {
         f" {MAX_ANONYMOUS_BODY_BYTES // 1024} KiB without credentials,"
         f" {MAX_REQUEST_BODY_BYTES // 2**20} MiB for JSON, max_upload_mb for uploads",
     ),
+    415: (
+        "UnsupportedMediaType",
+        "A multipart/form-data body sent to an endpoint that takes JSON",
+    ),
     429: ("RateLimited", "Too many requests; retry after Retry-After seconds"),
+    500: ("InternalError", "A defect on docqa's side, logged with its traceback"),
     503: ("Unavailable", "Model queue full or a needed part not running; see Retry-After"),
 }
 #: every operation that needs credentials can answer these
 AUTH_ERRORS = (401, 429)
+#: every operation can answer this
+ANY_ERRORS = (500,)
+#: every operation that reads a request body can answer these (web.bodies guards them
+#: all); one that takes JSON also refuses a multipart body
+BODY_ERRORS = (400, 413)
+JSON_BODY_ERRORS = (*BODY_ERRORS, 415)
 _RETRY_AFTER = {
     "Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}
 }
@@ -255,7 +266,13 @@ def _not_null(field: Schema) -> Schema:
 
 def responses(op: Operation, refs: dict[ModelKey, Schema]) -> Schema:
     out: Schema = {str(status): reply_object(reply, refs) for status, reply in op.replies.items()}
-    errors = op.errors if op.public else (*op.errors, *AUTH_ERRORS)
+    errors = {*op.errors, *ANY_ERRORS}
+    if not op.public:
+        errors.update(AUTH_ERRORS)
+    if op.body is not None:
+        errors.update(JSON_BODY_ERRORS)
+    elif op.raw_body is not None:
+        errors.update(BODY_ERRORS)
     for status in sorted(errors):
         out[str(status)] = {"$ref": f"#/components/responses/{ERROR_RESPONSES[status][0]}"}
     return out

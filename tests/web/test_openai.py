@@ -8,6 +8,7 @@ passages a user can reach; streaming framing and cancellation work the same way.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -73,7 +74,7 @@ def test_models_per_user(web: WebEnv) -> None:
         assert body["object"] == "list"
         for model in body["data"]:
             assert model["object"] == "model" and model["owned_by"] == "docqa"
-            assert isinstance(model["created"], int)
+            assert isinstance(model["created"], int) and model["name"].startswith("docqa: ")
         return [m["id"] for m in body["data"]]
 
     alice = model_ids("alice")
@@ -85,6 +86,29 @@ def test_models_with_a_session(web: WebEnv) -> None:
     resp = web.client("bob").get(MODELS)
     assert resp.status_code == 200
     assert [m["id"] for m in resp.get_json()["data"]] == ["docqa", "docqa/handbook"]
+
+
+def test_model_ids_are_url_safe_slugs_and_the_names_still_resolve(web: WebEnv) -> None:
+    admin = web.users["admin"]
+    names = ["Corpus trial", "corpus-trial", "员工手册", "Q3 Finance_Legal. Übersicht"]
+    ids = {n: web.svc.library.create_collection(admin, n) for n in names}
+    resp = web.app.test_client().get(MODELS, headers=bearer(web.token("admin")))
+    listed = {m["name"]: m["id"] for m in resp.get_json()["data"]}
+    assert listed["docqa: Corpus trial"] == "docqa/corpus-trial"
+    # the younger of two equal slugs gets its id; the older keeps the plain one
+    assert listed["docqa: corpus-trial"] == f"docqa/corpus-trial-{ids['corpus-trial']}"
+    assert listed["docqa: 员工手册"] == f"docqa/collection-{ids['员工手册']}"
+    assert listed["docqa: Q3 Finance_Legal. Übersicht"] == "docqa/q3-finance-legal-ubersicht"
+    assert all(re.fullmatch(r"docqa(/[a-z0-9-]+)?", i) for i in listed.values())
+
+    def asked(model: str) -> int:
+        return ask(web, "admin", model, question="anything at all").status_code
+
+    for model in [*listed.values(), "docqa/Corpus trial", "docqa/员工手册"]:
+        assert asked(model) == 200, model  # slugs, and the names clients were given before
+    assert asked(f"docqa/corpus-trial-{ids['Corpus trial']}") == 200  # <slug>-<id> always
+    assert asked("docqa/corpus-trial-999999") == 404
+    assert asked("docqa/finance ") == 404  # near misses are not guessed
 
 
 # -- non-streaming --------------------------------------------------------------------------
@@ -103,7 +127,8 @@ def test_completion_object(web: WebEnv) -> None:
     assert choice["message"]["role"] == "assistant"
     content = choice["message"]["content"]
     assert SECRET_PHRASE in content and "[1]" in content
-    assert "usage" not in body  # extractive answers use no model tokens
+    # clients read usage unconditionally; an extractive answer ran no model
+    assert body["usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     assert body["citations"] and body["citations"][0]["n"] == 1
     assert body["citations"][0]["document_name"].endswith("falcon-budget.md")
     source = body["sources"][0]
@@ -216,7 +241,8 @@ def test_streaming_usage_chunk(web: WebEnv) -> None:
     payloads = parse_sse(resp.get_data(as_text=True))
     assert payloads[-1] == "[DONE]"
     usage_chunk = payloads[-2]
-    assert usage_chunk["choices"] == [] and usage_chunk["usage"] is None  # extractive
+    assert usage_chunk["choices"] == []
+    assert usage_chunk["usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     assert payloads[-3]["choices"][0]["finish_reason"] == "stop"
 
 

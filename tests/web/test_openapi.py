@@ -20,6 +20,7 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 from qa.limits import MAX_JOBS_LISTED, MAX_QUESTION_CHARS, MAX_SOURCES
+from tests.conftest import REPO
 from tests.web.conftest import WebEnv
 from web.openapi import openapi_spec
 
@@ -121,6 +122,26 @@ def test_every_route_is_described_and_nothing_else(web: WebEnv) -> None:
     assert sorted(documented(spec) - routes) == [], "described operations with no route"
 
 
+def test_the_readme_s_rest_table_lists_every_route(web: WebEnv) -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[
+        readme.index("**REST API** (`/api/v1`") : readme.index("**OpenAI-compatible**")
+    ]
+    listed: set[tuple[str, str]] = set()
+    for span in re.findall(r"`([A-Z][A-Z, ]*) (/[^`\s]+)`", section):
+        methods, path = span
+        for method in methods.split(","):
+            path = re.sub(r"\{\w+\}", "{}", path.removeprefix("/api/v1"))
+            listed.add((method.strip().lower(), path))
+    routes = {
+        (method, re.sub(r"\{\w+\}", "{}", path.removeprefix("/api/v1")))
+        for path, method in routed(web.app)
+        if path.startswith("/api/v1/")
+    }
+    assert routes - listed == set(), "routes missing from the README's REST table"
+    assert listed - routes == set(), "README rows that are no route"
+
+
 def test_path_parameters_match_the_routes(web: WebEnv) -> None:
     spec = openapi_spec()
     for (path, method), converters in routed(web.app).items():
@@ -175,6 +196,11 @@ def test_operations_are_complete() -> None:
         assert op["summary"] and op["tags"], (path, method)
         statuses = set(op["responses"])
         assert any(s.startswith("2") for s in statuses), (path, method)
+        assert "500" in statuses, (path, method)  # every error a client can meet is listed
+        if "requestBody" in op:
+            assert {"400", "413"} <= statuses, (path, method)
+            json_body = "application/json" in op["requestBody"]["content"]
+            assert ("415" in statuses) == json_body, (path, method)
         if path == "/api/v1/openapi.json":
             assert op["security"] == []
             continue
@@ -317,6 +343,19 @@ def test_error_bodies_match_the_schema(
     )
     assert resp.status_code == status
     conforms(spec, path, method, resp)
+
+
+def test_multipart_to_a_json_endpoint_is_the_documented_415(web: WebEnv) -> None:
+    spec = openapi_spec()
+    resp = web.app.test_client().post(
+        "/api/v1/collections",
+        data={"name": "x"},
+        content_type="multipart/form-data",
+        headers=bearer(web.token("admin")),
+    )
+    assert resp.status_code == 415
+    assert "415" in operation(spec, "/api/v1/collections", "post")["responses"]
+    conforms(spec, "/api/v1/collections", "post", resp)
 
 
 def test_component_schemas_are_valid_json_schema() -> None:

@@ -1,7 +1,8 @@
 """An OpenAI-compatible endpoint (``/v1``), so existing chat clients and SDKs can ask docqa.
 
     GET  /v1/models             "docqa" (every collection the caller may read) and one
-                                "docqa/<collection name>" per readable collection
+                                "docqa/<collection slug>" per readable collection (URL-safe,
+                                see qa.library.slugs; the collection's own name is ``name``)
     POST /v1/chat/completions   the last user message is the question, earlier user and
                                 assistant turns the history, the first system message the
                                 system prompt; the model name picks the collection(s)
@@ -39,6 +40,7 @@ from qa.answering.events import (
 from qa.answering.prompt import Message
 from qa.answering.question_service import resolve_options
 from qa.errors import DocqaError, InvalidInput, NotFound, Unavailable
+from qa.library.slugs import find_by_slug, slugs
 from web.auth import current_principal, login_required
 from web.contracts.api import QUESTION_ERRORS
 from web.contracts.openai import (
@@ -73,14 +75,20 @@ RETRYABLE_CODES = frozenset({"busy", "cancelled", "unavailable", "index_unavaila
 @bp.get("/models")
 @login_required
 @operation(
-    "Models: 'docqa' (all readable collections) and 'docqa/<collection>'",
+    "Models: 'docqa' (all readable collections) and 'docqa/<collection slug>'",
     "openai",
     {200: ModelList},
 )
 def list_models() -> Response:
     views = services().library.collections(current_principal())
-    names = [MODEL] + [MODEL_PREFIX + v.name for v in views]
-    data = [{"id": n, "object": "model", "created": _STARTED, "owned_by": "docqa"} for n in names]
+    by_id = slugs(views)
+    named = [(MODEL, "docqa: all collections")] + [
+        (MODEL_PREFIX + by_id[v.id], f"docqa: {v.name}") for v in views
+    ]
+    data = [
+        {"id": i, "object": "model", "created": _STARTED, "owned_by": "docqa", "name": n}
+        for i, n in named
+    ]
     return jsonify({"object": "list", "data": data})
 
 
@@ -102,7 +110,8 @@ COMPLETION = Reply(
     body=ChatCompletionRequest,
     description=(
         "The model selects the collections: 'docqa' searches every collection the caller "
-        "may read, 'docqa/<name>' one of them. An unknown or unreadable model is 404."
+        "may read, 'docqa/<slug>' one of them (the ids GET /v1/models lists; the exact "
+        "collection name is accepted too). An unknown or unreadable model is 404."
     ),
 )
 def chat_completions(body: ChatCompletionRequest) -> Response:
@@ -179,14 +188,13 @@ def split_messages(messages: list[ChatCompletionMessage]) -> Conversation:
 
 
 def collections_for_model(svc: WebServices, p: Principal, model: str) -> list[int] | None:
-    """None (every readable collection) for "docqa", one id for "docqa/<name>"."""
+    """None (every readable collection) for "docqa", one id for "docqa/<slug>"."""
     if model == MODEL:
         return None
     if model.startswith(MODEL_PREFIX):
-        name = model[len(MODEL_PREFIX) :]
-        for view in svc.library.collections(p):
-            if view.name == name:
-                return [view.id]
+        found = find_by_slug(svc.library.collections(p), model[len(MODEL_PREFIX) :])
+        if found is not None:
+            return [found]
     # A collection the caller may not read is reported exactly like a missing one.
     raise NotFound(f"the model {model!r} does not exist; GET /v1/models lists yours")
 
@@ -228,14 +236,16 @@ class Answer(AnswerCollector):
         return "length" if reason == "length" else "stop"
 
     @property
-    def usage(self) -> dict[str, int] | None:
+    def usage(self) -> dict[str, int]:
+        """Model tokens; zeros for an extractive answer or a decline before the model (no
+        model ran), since clients read ``usage`` unconditionally."""
         done = self.done
-        if done is None or done.prompt_tokens is None or done.completion_tokens is None:
-            return None  # extractive answers use no model tokens
+        prompt = (done.prompt_tokens if done is not None else None) or 0
+        written = (done.completion_tokens if done is not None else None) or 0
         return {
-            "prompt_tokens": done.prompt_tokens,
-            "completion_tokens": done.completion_tokens,
-            "total_tokens": done.prompt_tokens + done.completion_tokens,
+            "prompt_tokens": prompt,
+            "completion_tokens": written,
+            "total_tokens": prompt + written,
         }
 
     def extras(self) -> dict[str, Any]:
@@ -279,10 +289,8 @@ def completion(answer: Answer, head: ChunkHead) -> dict[str, Any]:
                 "finish_reason": answer.openai_finish_reason,
             }
         ],
+        "usage": answer.usage,
     }
-    usage = answer.usage
-    if usage is not None:
-        body["usage"] = usage
     body.update(answer.extras())
     return body
 

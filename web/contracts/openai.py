@@ -71,10 +71,15 @@ class ChatCompletionRequest(Body):
 
 
 class Model(Shape):
-    id: str = Field(description="'docqa' or 'docqa/<collection name>'")
+    id: str = Field(
+        pattern=r"^docqa(/[a-z0-9]+(-[a-z0-9]+)*)?$",
+        description="'docqa' or 'docqa/<collection slug>': lower-case ASCII letters,"
+        " digits and '-', safe in a URL",
+    )
     object: Literal["model"]
     created: int
     owned_by: Literal["docqa"]
+    name: str = Field(description="for people: 'docqa: <collection name>'")
 
 
 class ModelList(Shape):
@@ -105,7 +110,7 @@ class ChatCompletion(Shape):
     created: int
     model: str
     choices: list[Choice] = Field(min_length=1, max_length=1)
-    usage: Usage | None = Field(None, description="absent for extractive answers")
+    usage: Usage = Field(description="model tokens; zeros when no model ran (extractive)")
     citations: list[Citation]
     sources: list[SourceRef]
     outcome: Outcome = Field(
@@ -137,7 +142,9 @@ class ChatCompletionChunk(Shape):
     model: str
     choices: list[ChunkChoice]
     usage: Usage | None = Field(
-        None, description="only in the last chunk with stream_options.include_usage"
+        None,
+        description="only in the last chunk with stream_options.include_usage (zeros when"
+        " no model ran)",
     )
     citations: list[Citation] = Field([], description="final chunk only")
     sources: list[SourceRef] = Field([], description="final chunk only")
