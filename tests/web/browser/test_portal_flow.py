@@ -205,8 +205,9 @@ def test_a_queued_question_shows_its_place_then_streams(
             """() => {
                 const all = document.querySelectorAll('#messages .message.assistant');
                 const msg = all[all.length - 1];
-                const queue = msg ? msg.querySelector('.queue-position') : null;
-                return queue !== null && /position 1\\b/.test(queue.textContent);
+                const status = msg ? msg.querySelector('.answer-status') : null;
+                return status !== null && status.dataset.phase === 'queued'
+                    && /position 1\\b/.test(status.textContent);
             }"""
         )
         msg = last_answer(page)
@@ -217,9 +218,81 @@ def test_a_queued_question_shows_its_place_then_streams(
     finally:
         leave(conn)  # the other client goes away: the model is ours within a few tokens
     assert wait_answer_state(page, ("done", "error", "stopped"), 30_000) == "done"
-    assert (last_answer(page).locator(".queue-position").text_content() or "").strip() == ""
+    assert (last_answer(page).locator(".answer-status").text_content() or "").strip() == ""
     assert answer_length(page) > 0
     shots(page, "answered")
+
+
+# Logs the status line's phases of the last assistant message, in order.
+OBSERVE_PHASES = """() => {
+  const phases = [];
+  window.__phases = phases;
+  const box = document.querySelector('#messages');
+  new MutationObserver(() => {
+    const all = box.querySelectorAll('.message.assistant .answer-status');
+    const status = all[all.length - 1];
+    if (!status) return;
+    const entry = status.dataset.phase + ':' + status.textContent;
+    if (phases[phases.length - 1] !== entry) phases.push(entry);
+  }).observe(box, { subtree: true, childList: true, characterData: true, attributes: true });
+}"""
+
+
+def test_answer_first_with_sources_as_compact_chips_and_a_status_that_follows_the_stream(
+    page: Any, extractive_server: LiveServer, shots: Shots
+) -> None:
+    sign_in(page, extractive_server, "alice")
+    page.set_viewport_size({"width": 1366, "height": 860})
+    page.evaluate(OBSERVE_PHASES)
+    ask(page, "How many days per week may employees work remotely?")
+    assert wait_answer_state(page, ("done", "error")) == "done"
+    msg = last_answer(page)
+    phases = [p.split(":", 1)[0] for p in page.evaluate("window.__phases")]
+    # the stream's steps in order (an extractive answer is never queued for the model)
+    assert phases[0] == "searching" and phases[-1] == "done", phases
+    assert phases.index("found") < phases.index("writing") < phases.index("done"), phases
+    found = next(p for p in page.evaluate("window.__phases") if p.startswith("found:"))
+    assert re.fullmatch(r"found:Found \d+ sources?", found), found
+    assert (msg.locator(".answer-status").text_content() or "") == ""
+
+    # The answer comes first and the whole message fits on a 1366x860 screen.
+    answer_box = msg.locator(".answer").bounding_box()
+    sources_box = msg.locator("details.sources-box").bounding_box()
+    assert answer_box and sources_box and answer_box["y"] < sources_box["y"]
+    chips = msg.locator(".sources li.source")
+    assert chips.count() >= 3
+    assert sources_box["height"] < 140, f"sources take {sources_box['height']} px"
+    message_box = msg.bounding_box()
+    assert message_box and message_box["height"] < 700
+    shots(page, "answer-first", full_page=False)
+
+    # Each chip: number, title, page; the passage shows on hover, as plain text.
+    first = chips.first
+    assert re.match(r"^1\s", first.locator("a.source-name").inner_text())
+    snippet = first.locator(".source-snippet")
+    assert snippet.is_hidden()
+    first.locator("a.source-name").hover()
+    snippet.wait_for(state="visible")
+    shots(page, "snippet-on-hover", full_page=False)
+    texts = [
+        chips.nth(i).locator(".source-snippet").text_content() or "" for i in range(chips.count())
+    ]
+    assert all(t.strip() for t in texts)
+    # the handbook is Markdown ("## Remote work"): its headings must not show as "##"
+    names = [chips.nth(i).locator("a.source-name").get_attribute("title") or "" for i in range(3)]
+    assert any(n.endswith(".md") for n in names), names
+    markdown_marks = re.compile(r"(^|\s)#{1,6}\s|\*\*|\]\(|^\s*[-*]\s")
+    assert not [t for t in texts if markdown_marks.search(t)], texts
+
+    # A tap on the chip's "..." opens its passage, and closes the other one.
+    page.mouse.move(0, 0)
+    second = chips.nth(1)
+    second.locator(".snippet-toggle").click()
+    assert second.locator(".snippet-toggle").get_attribute("aria-expanded") == "true"
+    assert second.locator(".source-snippet").is_visible()
+    chips.nth(2).locator(".snippet-toggle").click()
+    assert second.locator(".snippet-toggle").get_attribute("aria-expanded") == "false"
+    shots(page, "snippet-on-tap", full_page=False)
 
 
 def test_citation_opens_the_viewer_on_the_cited_pdf_page_with_the_highlight(

@@ -88,6 +88,22 @@ export function markdownToFragment(markdown) {
   return fragment;
 }
 
+const HTML_SPECIALS = { "&": "&amp;", "<": "&lt;", ">": "&gt;" };
+
+/** The text a reader sees of a markdown string: headings, emphasis, list and table marks
+ * and link syntax rendered away (for one-line snippets of passages). Markup in it stays
+ * characters: a document's "<b>" is text to quote, not HTML to drop. */
+export function markdownToText(markdown) {
+  const escaped = markdown.replace(/[&<>]/g, (c) => HTML_SPECIALS[c]);
+  const fragment = markdownToFragment(escaped);
+  // Block boundaries become spaces, so "# Title" and the next paragraph do not run together.
+  for (const block of fragment.querySelectorAll("p, li, h1, h2, h3, h4, h5, h6, td, th, pre")) {
+    block.append(" ");
+  }
+  for (const br of fragment.querySelectorAll("br")) br.replaceWith(" ");
+  return fragment.textContent || "";
+}
+
 /** Replace target's content with the rendered markdown, code blocks highlighted. */
 export function renderMarkdown(target, markdown) {
   target.replaceChildren(markdownToFragment(markdown));

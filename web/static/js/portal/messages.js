@@ -2,19 +2,21 @@
 //
 // An assistant message is an <article class="message assistant" data-state=...> holding,
 // answer first (it used to sit below six long source cards and needed scrolling):
-//   .queue-position  "Waiting for the model: position N" while queued
 //   .answer          the rendered markdown, with a.citation[data-n] links
+//   .answer-status   where the stream is (data-phase): searching, found N sources, the
+//                    place in the model's queue, writing; empty once it ends
 //   .error           the message when the answer failed
 //   .answer-meta     mode and timings
-//   details.sources-box  summary "Sources (N)", then .sources: numbered list,
-//                    li.source[data-n]: document name, page, snippet
+//   details.sources-box  summary "Sources (N)", then .sources: a row of compact chips,
+//                    li.source[data-n]: number, title and page linking to the viewer, and
+//                    the snippet (as plain text) shown on hover, focus or a tap of "…"
 // data-state: waiting -> streaming -> done | stopped | error.
 // data-outcome (once done): answered | not_found. A declined answer (the documents do not
 // say) shows the decline sentence, and its sources collapse under "Closest passages".
 // Everything that comes from documents (names, snippets) is set with textContent.
 
 import { citationTargets, linkCitations, sourceTarget, viewerUrl } from "./citations.js";
-import { renderMarkdown } from "./markdown.js";
+import { markdownToText, renderMarkdown } from "./markdown.js";
 
 const SNIPPET_CHARS = 280;
 
@@ -28,35 +30,69 @@ function el(tag, className, text) {
 function pageLabel(source) {
   if (!source.page_start) return "";
   return source.page_end && source.page_end !== source.page_start
-    ? `pages ${source.page_start}–${source.page_end}`
-    : `page ${source.page_start}`;
+    ? `pp. ${source.page_start}–${source.page_end}`
+    : `p. ${source.page_start}`;
 }
 
-function snippet(text) {
-  const flat = (text || "").replace(/\s+/g, " ").trim();
+const MARKDOWN_FILE = /\.(md|markdown)$/i;
+
+/** A passage as one line of plain text; a Markdown document's marks (#, **, |, links)
+ * rendered away. Other formats' text is already plain: a "*" in a PDF stays a "*". */
+function snippet(source) {
+  const text = source.text || "";
+  const plain = MARKDOWN_FILE.test(source.document_name || "") ? markdownToText(text) : text;
+  const flat = plain.replace(/\s+/g, " ").trim();
   return flat.length > SNIPPET_CHARS ? `${flat.slice(0, SNIPPET_CHARS)}…` : flat;
 }
+
+let snippetIds = 0;
 
 function sourceItem(source) {
   const li = el("li", "source");
   li.dataset.n = String(source.n);
-  li.append(el("span", "source-n", `[${source.n}]`), " ");
   // The server withholds a source the reader can no longer read (grant revoked, document
   // deleted): no name, no link; citations to it carry no document_id, so they stay text.
   if (source.available === false) {
     li.classList.add("unavailable");
-    li.append(el("span", "source-unavailable muted", "source no longer available"));
+    li.append(el("span", "source-n", String(source.n)), " ",
+      el("span", "source-unavailable muted", "source no longer available"));
     return li;
   }
-  const link = el("a", "source-name", source.title || source.document_name || "document");
+  const link = el("a", "source-name");
   link.href = viewerUrl(sourceTarget(source));
   link.target = "_blank";
   link.rel = "noopener";
   link.title = source.document_name || "";
+  const where = [pageLabel(source)].filter(Boolean).join(" · ");
+  link.append(el("span", "source-n", String(source.n)), " ",
+    el("span", "source-title", source.title || source.document_name || "document"));
+  if (where) link.append(" ", el("span", "source-where", where));
   li.append(link);
-  const where = [pageLabel(source), source.collection].filter(Boolean).join(" · ");
-  if (where) li.append(" ", el("span", "source-where muted", where));
-  if (source.text) li.append(el("div", "source-snippet", snippet(source.text)));
+  const text = snippet(source);
+  if (text) {
+    // Hover or keyboard focus shows the passage; on a touch screen the "…" button does.
+    const panel = el("div", "source-snippet");
+    panel.id = `snippet-${++snippetIds}`;
+    panel.setAttribute("role", "tooltip");
+    if (source.collection) panel.append(el("div", "source-collection", source.collection));
+    panel.append(text);
+    const toggle = el("button", "snippet-toggle", "…");
+    toggle.type = "button";
+    toggle.setAttribute("aria-expanded", "false");
+    toggle.setAttribute("aria-controls", panel.id);
+    toggle.setAttribute("aria-label", `Show the passage of source ${source.n}`);
+    toggle.addEventListener("click", () => {
+      const open = !li.classList.contains("open");
+      for (const other of li.parentElement?.querySelectorAll("li.source.open") || []) {
+        other.classList.remove("open");
+        other.querySelector(".snippet-toggle")?.setAttribute("aria-expanded", "false");
+      }
+      li.classList.toggle("open", open);
+      toggle.setAttribute("aria-expanded", String(open));
+    });
+    link.setAttribute("aria-describedby", panel.id);
+    li.append(toggle, panel);
+  }
   return li;
 }
 
@@ -77,21 +113,29 @@ export class AssistantMessage {
     this.sourcesHeading = el("summary", "sources-heading", "Sources");
     this.sourcesList = el("ol", "sources");
     this.sourcesBox.append(this.sourcesHeading, this.sourcesList);
-    this.queue = el("div", "queue-position muted");
     this.answer = el("div", "answer");
+    this.status = el("div", "answer-status muted");
+    this.status.setAttribute("role", "status");
     this.errorBox = el("div", "error");
     this.errorBox.hidden = true;
     this.meta = el("div", "answer-meta muted");
-    this.element.append(this.queue, this.answer, this.errorBox, this.meta, this.sourcesBox);
+    this.element.append(this.answer, this.status, this.errorBox, this.meta, this.sourcesBox);
     this.sources = [];
     this.text = "";
     this.pending = 0;
     this.setState("waiting");
+    this.setPhase("searching", "Searching your documents…");
   }
 
   setState(state) {
     this.state = state;
     this.element.dataset.state = state;
+  }
+
+  /** The status line: searching -> found -> queued -> writing -> done (empty). */
+  setPhase(phase, text) {
+    this.status.dataset.phase = phase;
+    this.status.textContent = text;
   }
 
   showSources(sources, dropped = 0) {
@@ -106,16 +150,22 @@ export class AssistantMessage {
         : "No matching passages.";
       this.sourcesList.replaceChildren(el("li", "muted no-sources", text));
     }
+    if (this.state === "waiting") {
+      const n = this.sources.length;
+      this.setPhase("found", n ? `Found ${n} source${n === 1 ? "" : "s"}` : "No matching passages");
+    }
   }
 
   showQueued(position) {
-    this.queue.textContent = `Waiting for the model: position ${position}`;
+    this.setPhase("queued", `Waiting for the model: position ${position}`);
   }
 
   /** Append streamed text; the markdown is re-rendered at most once per frame. */
   addToken(text) {
-    this.queue.textContent = "";
-    if (this.state === "waiting") this.setState("streaming");
+    if (this.state === "waiting") {
+      this.setState("streaming");
+      this.setPhase("writing", "Writing…");
+    }
     this.text += text;
     if (!this.pending) {
       this.pending = requestAnimationFrame(() => {
@@ -152,7 +202,7 @@ export class AssistantMessage {
   }
 
   finish(done) {
-    this.queue.textContent = "";
+    this.setPhase("done", "");
     this.setState("done");
     this.showOutcome(done.outcome);
     const parts = [done.mode === "extractive" ? "extractive answer" : "generated answer"];
@@ -168,7 +218,7 @@ export class AssistantMessage {
   /** The user pressed Stop: keep what arrived, say that it is incomplete. */
   stop() {
     this.flush();
-    this.queue.textContent = "";
+    this.setPhase("done", "");
     this.setState("stopped");
     this.meta.append(el("span", "stopped-note", "Stopped."));
     if (this.sources.length) {
@@ -178,7 +228,7 @@ export class AssistantMessage {
 
   fail(message) {
     this.flush();
-    this.queue.textContent = "";
+    this.setPhase("done", "");
     this.errorBox.textContent = message;
     this.errorBox.hidden = false;
     this.setState("error");
@@ -197,6 +247,7 @@ export class AssistantMessage {
   /** Redraw a stored answer: content + meta saved by the server with the chat. */
   static fromStored(message) {
     const view = new AssistantMessage();
+    view.setPhase("done", "");
     const meta = message.meta || {};
     view.showSources(meta.sources || []);
     view.text = message.content || "";
