@@ -341,6 +341,7 @@ class AnswerService:
             yield self._citations_event(validate_citations(reply, plan.sources), [])
         done = Done(
             mode="generative",
+            model=generator.label,
             finish_reason=finish,
             retrieval_ms=round(retrieval_ms, 1),
             outcome=NOT_FOUND if declined else ANSWERED,

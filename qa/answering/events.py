@@ -106,6 +106,8 @@ class Done:
     #: "answered", or "not_found" when the documents did not support an answer and the
     #: answer is the decline sentence (qa.answering.decline)
     outcome: Outcome = ANSWERED
+    #: the language model that wrote the answer (``Generator.label``); None when none did
+    model: str | None = None
     time_to_first_token_ms: float | None = None
     queue_wait_ms: float | None = None
     tokens_per_s: float | None = None
@@ -123,6 +125,7 @@ class Done:
         """The figures that were measured (a field a mode does not measure is left out)."""
         names = (
             "mode",
+            "model",
             "outcome",
             "finish_reason",
             "retrieval_ms",

@@ -159,6 +159,7 @@ class QuestionService:
                     "citations": said.citations.citations if said.citations else [],
                     "highlights": said.citations.highlights if said.citations else [],
                     "mode": said.done.mode if said.done else self.answers.mode,
+                    "model": said.done.model if said.done else None,
                     "finish_reason": said.finish_reason,
                 }
                 if said.error is not None:

@@ -83,6 +83,8 @@ class Generator(abc.ABC):
 
     #: longest prompt + answer the backend accepts, in tokens
     context_length: int
+    #: the model for people, named under each answer (``manifest.model_label``)
+    label: str = "language model"
     #: what a request samples with for each setting it leaves out (None): the model
     #: folder's generation_config.json
     sampling_defaults: SamplingDefaults = SamplingDefaults()
@@ -235,6 +237,7 @@ class OnnxQwenGenerator(Generator):
         self.sampling_defaults = SamplingDefaults.from_model_dir(self.model_dir)
         self.prefill_chunk = max(1, prefill_chunk)
         self.model_key = self.manifest.key
+        self.label = self.manifest.label
         self._loader = SessionLoader(self.model_dir, self.model_key, threads, spin, prepack)
         self._session: Any = None
         self._wanted_drafts = draft_tokens

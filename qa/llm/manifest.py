@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from qa.errors import ModelNotBuilt
@@ -46,6 +46,11 @@ class ModelManifest:
     def key(self) -> str:
         """Which build produced a KV cache or planned a prompt (``build_key``)."""
         return build_key(self.to_json())
+
+    @property
+    def label(self) -> str:
+        """What answers name as their model: ``model_label``."""
+        return model_label(self.to_json())
 
     @property
     def kv_bytes_per_token(self) -> int:
@@ -137,3 +142,11 @@ def _accuracy(value: object) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise TypeError(f"accuracy must be an object, got {type(value).__name__}")
     return value
+
+
+def model_label(manifest: dict[str, Any]) -> str:
+    """The model for people: the source folder's name (a Hugging Face checkout is named
+    after the model) and the weights' precision, e.g. ``Qwen3-4B-Instruct-2507 (INT8)``."""
+    name = PurePath(str(manifest.get("source") or "")).name or "model"
+    precision = str(manifest.get("precision") or "").upper()
+    return f"{name} ({precision})" if precision else name

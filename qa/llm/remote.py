@@ -71,7 +71,7 @@ from qa.errors import (
 )
 from qa.llm.generate import ChatMessage, GenerationStats, Generator, Prompt, TokenEvent
 from qa.llm.kv_cache import KVSessionCache
-from qa.llm.manifest import FORMAT_VERSION, MANIFEST, build_key
+from qa.llm.manifest import FORMAT_VERSION, MANIFEST, build_key, model_label
 from qa.llm.sampling import SamplingDefaults
 
 log = logging.getLogger(__name__)
@@ -127,8 +127,8 @@ def _error(event: dict[str, Any]) -> DocqaError:
 # -- the web side ---------------------------------------------------------------------------
 
 
-def read_model_info(model_dir: Path) -> tuple[int, int, str]:
-    """(context length, vocabulary size, model key) from the manifest alone.
+def read_model_info(model_dir: Path) -> tuple[int, int, str, str]:
+    """(context length, vocabulary size, model key, label) from the manifest alone.
 
     The web needs no weights: the manifest and the tokenizer files of the model folder are
     enough, so a web host may carry the folder without ``model.onnx(.data)``.
@@ -138,7 +138,12 @@ def read_model_info(model_dir: Path) -> tuple[int, int, str]:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("format_version") != FORMAT_VERSION:
             raise ModelNotBuilt(f"{path}: format {data.get('format_version')}; rebuild the model")
-        return int(data["context_length"]), int(data["vocab_size"]), build_key(data)
+        return (
+            int(data["context_length"]),
+            int(data["vocab_size"]),
+            build_key(data),
+            model_label(data),
+        )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelNotBuilt(f"{path}: no readable model manifest ({exc})") from exc
 
@@ -193,7 +198,8 @@ class RemoteGenerator(Generator):
         from transformers import AutoTokenizer
 
         self.model_dir = Path(model_dir)
-        self.context_length, self.vocab_size, self.model_key = read_model_info(self.model_dir)
+        info = read_model_info(self.model_dir)
+        self.context_length, self.vocab_size, self.model_key, self.label = info
         self.sampling_defaults = SamplingDefaults.from_model_dir(self.model_dir)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)

@@ -320,6 +320,7 @@ print(json.dumps({
     done = events[-1]
     assert done["mode"] == "generative" and done["finish_reason"] == "length"
     assert done["completion_tokens"] == 60 and done["prompt_tokens"] > 50
+    assert done["model"].endswith("(INT8)")  # named from the manifest, no weights loaded
 
 
 def test_tokens_stream_from_the_worker_as_fast_as_in_process(

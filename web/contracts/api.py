@@ -297,6 +297,7 @@ class CitationsEvent(Shape):
 class DoneEvent(Shape):
     type: Literal["done"]
     mode: str
+    model: str | None = Field(None, description="the language model that wrote the answer")
     outcome: Outcome
     finish_reason: str | None = None
     retrieval_ms: float | None = None
@@ -363,7 +364,7 @@ class ChatMessage(Shape):
     role: str = enum_of(MESSAGE_ROLES)
     content: str
     meta: dict[str, Any] = Field(
-        description="sources, citations, highlights, mode, finish_reason. A source or citation"
+        description="sources, citations, highlights, mode, model, finish_reason. A source or citation"
         " whose document the caller can no longer read (grant revoked, document deleted) is"
         ' only {"n": n, "available": false}, and its highlights are left out'
     )

@@ -88,7 +88,7 @@ def test_stream_order_and_a_model_written_citation_lands_on_the_right_page(setup
     assert first["chunk_id"] == events[0]["sources"][0]["chunk_id"]
     done = events[-1]
     assert done["mode"] == "generative" and done["finish_reason"] == "stop"
-    assert done["outcome"] == "answered"
+    assert done["outcome"] == "answered" and done["model"] == "hf (INT8)"
     assert done["prompt_tokens"] > 0 and done["completion_tokens"] > 5
     assert done["time_to_first_token_ms"] > 0
     # the system turn was prefilled when the service loaded the model

@@ -12,7 +12,7 @@ import pytest
 from qa.errors import ConfigError, DocqaError, InvalidInput, ModelBuildError, ModelNotBuilt
 from qa.llm.build import build_model
 from qa.llm.generate import OnnxQwenGenerator
-from qa.llm.manifest import ModelManifest
+from qa.llm.manifest import ModelManifest, model_label
 from qa.llm.quant import quantize_rows
 from tests.qa.llm.tiny_qwen import REAL_FILES, REAL_QWEN3
 
@@ -37,6 +37,11 @@ def test_built_folder_has_model_tokenizer_and_manifest(built_int8: Path, tiny_hf
     assert m.context_length == cfg["max_position_embeddings"]
     assert m.eos_token_ids == [151645, 151643]  # config's, then generation_config's
     assert len(m.source_fingerprint) == 16
+    # answers name their model: the source folder (named after the model) and precision
+    assert m.label == f"{tiny_hf.name} (INT8)"
+    assert model_label({"source": "/srv/Qwen3-4B-Instruct-2507", "precision": "fp32"}) == (
+        "Qwen3-4B-Instruct-2507 (FP32)"
+    )
     # the graph protobuf holds no weights; they are in the external data file
     assert (built_int8 / "model.onnx").stat().st_size < 100_000
 

@@ -108,10 +108,13 @@ def test_answer_streams_sources_first_then_tokens_and_is_kept_in_history(
         for i in range(sources.count())
     ), "the travel policy is not among the sources"
     assert answer_length(page) > 20
-    assert "generated answer" in (msg.locator(".answer-meta").text_content() or "")
+    footer = msg.locator(".answer-meta").text_content() or ""
+    # the mode and the model that wrote it (the built folder's source and precision)
+    assert "generated answer" in footer and re.search(r" · \S+ \((INT8|FP32)\)", footer), footer
     assert page.locator("#stop").is_hidden()
     assert page.locator("#ask").is_enabled()
 
+    assert page.locator("#model-settings").is_enabled()  # a model is built: they apply
     # History: the chat is listed, survives a reload, and reopens with both messages.
     item = page.locator("#chat-list li[data-chat-id]")
     item.first.wait_for()
@@ -126,6 +129,7 @@ def test_answer_streams_sources_first_then_tokens_and_is_kept_in_history(
     reopened = last_answer(page)
     assert reopened.get_attribute("data-state") == "done"
     assert reopened.locator(".sources li.source").count() == sources.count()
+    assert reopened.locator(".answer-meta").text_content() == footer.split(" · first token")[0]
     shots(page, "history")
 
 
@@ -265,6 +269,18 @@ def test_answer_first_with_sources_as_compact_chips_and_a_status_that_follows_th
     message_box = msg.bounding_box()
     assert message_box and message_box["height"] < 700
     shots(page, "answer-first", full_page=False)
+
+    # Settings that steer a model are off, and say why, while none is built; theme is not.
+    assert "extractive answer" in (msg.locator(".answer-meta").text_content() or "")
+    page.click("#settings-toggle")
+    page.wait_for_selector("#settings-panel", state="visible")
+    for field in ("#set-system-prompt", "#set-temperature", "#set-top-p", "#set-max-tokens"):
+        assert page.locator(field).is_disabled(), field
+    assert page.locator("#set-theme").is_enabled()
+    hint = page.locator("#model-settings-hint")
+    assert hint.is_visible() and "No language model is built" in (hint.text_content() or "")
+    shots(page, "settings-without-a-model", full_page=False)
+    page.click("#settings-toggle")
 
     # Each chip: number, title, page; the passage shows on hover, as plain text.
     first = chips.first

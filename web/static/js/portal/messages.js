@@ -207,10 +207,11 @@ export class AssistantMessage {
     this.showOutcome(done.outcome);
     const parts = [done.mode === "extractive" ? "extractive answer" : "generated answer"];
     if (done.outcome === "not_found") parts[0] = "not found in your documents";
+    if (done.model) parts.push(done.model);
     if (done.time_to_first_token_ms !== undefined) {
       parts.push(`first token ${(done.time_to_first_token_ms / 1000).toFixed(1)} s`);
     }
-    if (done.tokens_per_s) parts.push(`${done.tokens_per_s} tokens/s`);
+    if (done.tokens_per_s) parts.push(`${done.tokens_per_s.toFixed(1)} tokens/s`);
     if (done.finish_reason === "length") parts.push("cut off at the token limit");
     this.meta.append(el("span", "mode", parts.join(" · ")));
   }
@@ -266,8 +267,10 @@ export class AssistantMessage {
       view.setState("done");
       view.showOutcome(message.outcome);
       const label = message.outcome === "not_found" ? "not found in your documents"
-        : meta.mode ? `${meta.mode} answer` : "";
-      if (label) view.meta.append(el("span", "mode", label));
+        : meta.mode === "generative" ? "generated answer"
+          : meta.mode ? `${meta.mode} answer` : "";
+      const parts = [label, meta.model].filter(Boolean);
+      if (parts.length) view.meta.append(el("span", "mode", parts.join(" · ")));
     }
     return view;
   }
