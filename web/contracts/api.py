@@ -364,8 +364,9 @@ class ChatMessage(Shape):
     role: str = enum_of(MESSAGE_ROLES)
     content: str
     meta: dict[str, Any] = Field(
-        description="sources, citations, highlights, mode, model, finish_reason. A source or citation"
-        " whose document the caller can no longer read (grant revoked, document deleted) is"
+        description="sources, citations, highlights, mode, model, finish_reason. A source or"
+        " citation whose document the caller can no longer read (grant revoked, document"
+        " deleted) is"
         ' only {"n": n, "available": false}, and its highlights are left out'
     )
     created_at: Timestamp = None
