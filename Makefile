@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo test test-fast eval bench check lint typecheck clean samples assets browser ldap-server oidc-provider
+.PHONY: venv demo test test-fast eval bench check lint typecheck clean samples assets browser ldap-server oidc-provider translations translations-update
 
 venv: $(STAMP)
 
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 # Ingest the bundled sample documents into ./var, answer one question on the command line,
 # then serve the portal on http://127.0.0.1:8000/ (first start prints the admin account).
 # Answers are extractive until a model is built with `docqa model build`.
-demo: venv assets
+demo: venv assets translations
 	$(BIN)/docqa ingest samples/docs --collection handbook
 	$(BIN)/docqa ask "What is the hotel limit in London?"
 	$(BIN)/docqa serve
@@ -36,12 +36,28 @@ demo: venv assets
 # corpora, built models) are made once; the longest files start first (LONG_FIRST in
 # tests/conftest.py) so that both processes finish together.
 PYTEST_PARALLEL ?= -n 2 --dist loadfile
-test: venv assets browser ldap-server oidc-provider
+test: venv assets translations browser ldap-server oidc-provider
 	$(BIN)/pytest -q -m "not eval and not serial" $(PYTEST_PARALLEL) --durations=30
 	$(BIN)/pytest -q -m "serial and not eval" --durations=10
 
+# The UI's languages: the gettext catalogs web/translations/<lang>/LC_MESSAGES/*.po compiled
+# to the .mo files Flask-Babel and the pages' browser strings read (the build's step; only
+# the .po files are in git). messages = templates and Python, js = web/static/js.
+translations: venv
+	$(BIN)/pybabel compile -d web/translations -D messages 2>&1 | grep -v '^compiling' || true
+	$(BIN)/pybabel compile -d web/translations -D js 2>&1 | grep -v '^compiling' || true
+
+# After changing UI strings: extract them and merge them into every .po for translating
+# (a test fails while any string of the pages lacks a translation).
+translations-update: venv
+	@mkdir -p var
+	$(BIN)/pybabel --quiet extract -F babel.cfg -k lazy_gettext --no-location -o var/messages.pot .
+	$(BIN)/pybabel --quiet extract -F babel-js.cfg -k _ -k ngettext:1,2 --no-location -o var/js.pot .
+	$(BIN)/pybabel --quiet update -i var/messages.pot -d web/translations -D messages --no-fuzzy-matching --ignore-obsolete --width 100
+	$(BIN)/pybabel --quiet update -i var/js.pot -d web/translations -D js --no-fuzzy-matching --ignore-obsolete --width 100
+
 # The quick loop while developing: no quality evaluations, worker faults, latency bounds.
-test-fast: venv assets
+test-fast: venv assets translations
 	$(BIN)/pytest -q -m "not slow and not eval and not serial" $(PYTEST_PARALLEL)
 
 # Quality evaluations over whole datasets (minutes to an hour on 2 cores): retrieval on
@@ -89,11 +105,14 @@ $(ASSETS_STAMP): $(FRONTEND_DIR)/package.json $(FRONTEND_DIR)/package-lock.json 
 	@touch $@
 
 # The browser tests drive Debian's Chromium (never a downloaded one); install it if missing.
+# A Chinese font too (WenQuanYi Micro Hei, 5 MB), so the Chinese pages' screenshots show
+# characters rather than empty boxes.
+BROWSER_PACKAGES := chromium chromium-driver fonts-wqy-microhei
 browser:
-	@test -x /usr/bin/chromium || { \
-	  echo "installing chromium for the browser tests"; \
-	  $(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null || \
-	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null; }; }
+	@{ test -x /usr/bin/chromium && test -d /usr/share/fonts/truetype/wqy; } || { \
+	  echo "installing chromium and a Chinese font for the browser tests"; \
+	  $(SUDO) apt-get install -y -q $(BROWSER_PACKAGES) >/dev/null || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q $(BROWSER_PACKAGES) >/dev/null; }; }
 
 # OpenLDAP's server for the directory sign-in tests (tests/ldap_server.py starts its own
 # slapd in a temp dir on free ports; the package's system service is not used).

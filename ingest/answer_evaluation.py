@@ -48,7 +48,7 @@ from ingest.evaluation import (
 from ingest.squad import GoldQuestion, SquadSet, contains_answer, load_questions_jsonl, load_squad
 from qa.answering.answer_service import AnswerService, AskOptions
 from qa.answering.events import AnswerCollector
-from qa.answering.extractive import EXTRACTIVE_LABEL
+from qa.answering.extractive import EXTRACTIVE_LABELS
 from qa.errors import DocqaError, InvalidInput, ModelNotBuilt
 from qa.limits import MAX_EVAL_QUESTIONS
 from qa.llm.manifest import MANIFEST
@@ -201,7 +201,9 @@ def _check_limit(limit: int | None) -> None:
 
 def _answer_text(text: str) -> str:
     """The answer without the extractive label, whose own words must not match a gold."""
-    return text.removeprefix(EXTRACTIVE_LABEL).strip()
+    for label in EXTRACTIVE_LABELS.values():
+        text = text.removeprefix(label)
+    return text.strip()
 
 
 def _ask(

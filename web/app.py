@@ -20,6 +20,7 @@ from qa.settings import Settings, get_settings
 from web import auth, bodies, security
 from web.errors import register_error_handlers
 from web.extensions import EXTENSION, WebServices, build_web_services, load_secret_key
+from web.i18n import init_i18n
 from web.requests import IdConverter, TextIdConverter
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None, *, services: WebServices | None
     app.url_map.converters["int"] = IdConverter
     app.url_map.converters["default"] = app.url_map.converters["string"] = TextIdConverter
     app.extensions[EXTENSION] = svc
+    init_i18n(app)
 
     @app.before_request
     def _guards() -> None:

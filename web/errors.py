@@ -24,6 +24,7 @@ from qa.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from web.i18n import status_title
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,9 @@ def error_response(
         resp = jsonify({"error": {"code": code, "message": message}})
     else:
         resp = Response(
-            render_template("error.html", status=status, code=code, message=message),
+            render_template(
+                "error.html", status=status, title=status_title(status), code=code, message=message
+            ),
             mimetype="text/html",
         )
     resp.status_code = status

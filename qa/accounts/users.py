@@ -47,8 +47,10 @@ MAX_DISPLAY_NAME_CHARS = 200
 MAX_GROUP_NAME_CHARS = 100
 MAX_TOKEN_NAME_CHARS = 100
 THEMES = ("dark", "light")
+#: the web UI's languages (web.i18n); no preference means the browser's
+LANGUAGES = ("en", "zh")
 #: every preference key set_preferences accepts
-PREFERENCE_KEYS = ("system_prompt", "temperature", "top_p", "max_tokens", "theme")
+PREFERENCE_KEYS = ("system_prompt", "temperature", "top_p", "max_tokens", "theme", "language")
 #: API tokens start with this, so a leaked one is easy to recognise (and to grep for)
 TOKEN_PREFIX = "dq_"
 
@@ -293,12 +295,19 @@ def _pref_theme(value: Any) -> str:
     return str(value)
 
 
+def _pref_language(value: Any) -> str:
+    if value not in LANGUAGES:
+        raise InvalidInput(f"language must be one of {', '.join(LANGUAGES)}")
+    return str(value)
+
+
 _PREFERENCE_CHECKS: dict[str, Callable[[Any], Any]] = {
     "system_prompt": _pref_system_prompt,
     "temperature": _pref_temperature,
     "top_p": _pref_top_p,
     "max_tokens": _pref_max_tokens,
     "theme": _pref_theme,
+    "language": _pref_language,
 }
 
 

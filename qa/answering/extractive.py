@@ -16,13 +16,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from qa.retrieval.embedder import Embedder
+from qa.retrieval.language import question_language
 from qa.retrieval.lexical import analyze
 from qa.retrieval.retriever import Passage
 
-EXTRACTIVE_LABEL = (
-    "Extractive answer (no language model is configured): the passages below are quoted "
-    "from your documents and best match the question."
-)
+#: the first line of an extractive answer, in the question's language (like the decline)
+EXTRACTIVE_LABELS = {
+    "en": (
+        "Extractive answer (no language model is configured): the passages below are quoted "
+        "from your documents and best match the question."
+    ),
+    "zh": "摘录式回答（未配置语言模型）：以下段落引自你的文档，与问题最为匹配。",
+}
+EXTRACTIVE_LABEL = EXTRACTIVE_LABELS["en"]
+_NOTHING_MATCHES = {
+    "en": "The documents you may read contain nothing that matches.",
+    "zh": "你可以阅读的文档中没有匹配的内容。",
+}
 
 # A line that stands alone: a Markdown heading or a list item (bullet or number).
 _HEADING_MD = re.compile(r"#{1,6}\s")
@@ -168,11 +178,10 @@ def extractive_answer(
 ) -> ExtractiveAnswer:
     q_terms = set(analyze(question))
     candidates = _candidates(sources, q_terms)
+    language = question_language(question)
+    label = EXTRACTIVE_LABELS[language]
     if not candidates:
-        return ExtractiveAnswer(
-            f"{EXTRACTIVE_LABEL}\n\nThe documents you may read contain nothing that matches.",
-            [],
-        )
+        return ExtractiveAnswer(f"{label}\n\n{_NOTHING_MATCHES[language]}", [])
     q_vec = embedder.embed_query(question)
     vecs = embedder.embed_passages([c[3] for c in candidates])
     dense = vecs @ q_vec
@@ -191,7 +200,7 @@ def extractive_answer(
         if len(best) == max_sentences:
             break
     quoted = "\n\n".join(f"> {_one_line(b.text)} [{b.source}]" for b in best)
-    return ExtractiveAnswer(f"{EXTRACTIVE_LABEL}\n\n{quoted}", best)
+    return ExtractiveAnswer(f"{label}\n\n{quoted}", best)
 
 
 def _candidates(sources: Sequence[Passage], q_terms: set[str]) -> list[tuple[int, int, int, str]]:
@@ -226,6 +235,7 @@ def _one_line(text: str) -> str:
 
 __all__ = [
     "EXTRACTIVE_LABEL",
+    "EXTRACTIVE_LABELS",
     "ExtractiveAnswer",
     "Sentence",
     "extractive_answer",

@@ -513,7 +513,8 @@ def test_the_wheel_carries_templates_and_browser_assets(tmp_path: Path) -> None:
                 shutil.copytree(
                     ROOT / source,
                     target,
-                    ignore=shutil.ignore_patterns("__pycache__", "node_modules", "vendor"),
+                    # a clean clone has no compiled catalogs: the image compiles them
+                    ignore=shutil.ignore_patterns("__pycache__", "node_modules", "vendor", "*.mo"),
                 )
             else:
                 target.mkdir(parents=True, exist_ok=True)
@@ -521,6 +522,18 @@ def test_the_wheel_carries_templates_and_browser_assets(tmp_path: Path) -> None:
     vendored = src / "web/static/vendor/manifest.json"
     vendored.parent.mkdir(parents=True)
     vendored.write_text("{}\n", encoding="utf-8")
+    # the python stage's `pybabel compile` lines, run on the copy
+    compiles = [
+        rest for keyword, rest in python.instructions if keyword == "RUN" and "pybabel" in rest
+    ]
+    assert compiles, "the image must compile the UI's translations"
+    for command in re.findall(r"pybabel compile ([^&\\]+)", " ".join(compiles)):
+        args = command.replace("/src", str(src)).split()
+        subprocess.run(
+            [sys.executable, "-m", "babel.messages.frontend", "compile", *args],
+            check=True,
+            capture_output=True,
+        )
     out = tmp_path / "wheel"
     subprocess.run(
         [
@@ -550,6 +563,11 @@ def test_the_wheel_carries_templates_and_browser_assets(tmp_path: Path) -> None:
         if p.is_file() and "vendor" not in p.parts
     }
     expected |= {"web/static/vendor/manifest.json", "qa/store/db/migrations/script.py.mako"}
+    for po in (ROOT / "web/translations").rglob("*.po"):
+        expected |= {
+            po.relative_to(ROOT).as_posix(),
+            po.with_suffix(".mo").relative_to(ROOT).as_posix(),
+        }
     missing = sorted(expected - inside)
     assert not missing, f"`pip install .` would lack {missing} (pyproject package-data)"
 

@@ -7,7 +7,12 @@ from dataclasses import replace
 import pytest
 
 from qa.answering.citations import cited_numbers, validate_citations
-from qa.answering.extractive import EXTRACTIVE_LABEL, extractive_answer, split_sentences
+from qa.answering.extractive import (
+    EXTRACTIVE_LABEL,
+    EXTRACTIVE_LABELS,
+    extractive_answer,
+    split_sentences,
+)
 from qa.answering.prompt import (
     DEFAULT_SYSTEM_PROMPT,
     build_prompt,
@@ -121,6 +126,9 @@ def test_extractive_answer_quotes_the_best_sentence_with_its_source(embedder: Em
     assert top.source == 2 and "EUR 220" in top.text
     assert sources[1].text[top.start : top.end] == top.text
     assert "[2]" in answer.text
+    # a Chinese question gets the label in Chinese, as it gets the decline in Chinese
+    zh = extractive_answer("伦敦的酒店住宿上限是多少？London hotel", sources, embedder)
+    assert zh.text.startswith(EXTRACTIVE_LABELS["zh"])
 
 
 def test_extractive_answer_without_sources(embedder: Embedder) -> None:

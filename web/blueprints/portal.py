@@ -30,6 +30,7 @@ def index() -> str:
     return render_template(
         "portal/chat.html",
         theme=_theme(p),
+        language_preference=_language_preference(p),
         collections=svc.library.collections(p),
     )
 
@@ -78,3 +79,9 @@ def _optional_offset(name: str) -> int | None:
 def _theme(p: Principal) -> str:
     theme = services().accounts.preferences(p.user_id).get("theme")
     return theme if theme in ("dark", "light") else "dark"
+
+
+def _language_preference(p: Principal) -> str:
+    """The language the user chose in the settings; "" = the browser's."""
+    language = services().accounts.preferences(p.user_id).get("language")
+    return language if isinstance(language, str) else ""

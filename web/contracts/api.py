@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, RootModel
 
 from qa.accounts.access import PERMISSIONS
-from qa.accounts.users import ROLES, THEMES
+from qa.accounts.users import LANGUAGES, ROLES, THEMES
 from qa.answering.chat_sources import ReadMessage
 from qa.answering.chats import MAX_TITLE_CHARS, MESSAGE_ROLES
 from qa.answering.decline import Outcome
@@ -417,6 +417,7 @@ class Preferences(Body):
     top_p: TopP | None = None
     max_tokens: MaxTokens | None = None
     theme: str | None = enum_of(THEMES, default=None)
+    language: str | None = enum_of(LANGUAGES, default=None)
 
 
 class PreferencesEnvelope(Shape):

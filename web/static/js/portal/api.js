@@ -1,6 +1,8 @@
 // Talking to /api/v1 from the portal: JSON in and out, the CSRF header on every change,
 // and error messages a person can act on ("retry in 12 s").
 
+import { _ } from "../i18n.js";
+
 /** The per-session CSRF token the server put into <meta name="csrf-token">. */
 export function csrfToken() {
   const meta = document.querySelector('meta[name="csrf-token"]');
@@ -46,7 +48,7 @@ export async function errorFrom(resp) {
   if ((resp.status === 429 || resp.status === 503) && retryAfter !== null) {
     // The header is the number to trust; the server's wording may carry one already.
     const base = message.replace(/[;,]?\s*retry in (about )?\d+ s\.?$/i, "");
-    message = `${base}; retry in ${retryAfter} s`;
+    message = _("%(message)s; retry in %(seconds)s s", { message: base, seconds: retryAfter });
   }
   return new ApiError(resp.status, code, message, retryAfter);
 }

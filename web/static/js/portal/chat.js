@@ -1,6 +1,7 @@
 // The chat page: chat history in the sidebar, collection picker, settings, and asking
 // with a streamed answer (sources first, then tokens, then the cited text).
 
+import { _, ngettext } from "../i18n.js";
 import { api, askStream, errorFrom } from "./api.js";
 import { AssistantMessage, userMessage } from "./messages.js";
 import { initSettings, showPreferences } from "./settings.js";
@@ -35,7 +36,7 @@ function renderPicker(collections) {
     const p = document.createElement("p");
     p.className = "muted";
     p.id = "no-collections";
-    p.textContent = "You may not read any collection yet; ask an administrator.";
+    p.textContent = _("You may not read any collection yet; ask an administrator.");
     box.replaceChildren(p);
     return;
   }
@@ -50,7 +51,8 @@ function renderPicker(collections) {
     const name = document.createElement("span");
     name.className = "picker-name";
     name.textContent = c.name;
-    label.title = `${c.documents} documents`;
+    name.translate = false;
+    label.title = ngettext("%(n)s document", "%(n)s documents", c.documents);
     label.append(input, " ", name);
     return label;
   }));
@@ -77,20 +79,21 @@ function chatItem(chat) {
   const title = document.createElement("span");
   title.className = "chat-title";
   title.textContent = chat.title;
+  title.translate = false;
   title.title = chat.title;
   title.tabIndex = 0;
   const rename = document.createElement("button");
   rename.type = "button";
   rename.className = "rename";
-  rename.title = "Rename";
+  rename.title = _("Rename");
   rename.textContent = "✎";
-  rename.setAttribute("aria-label", `Rename ${chat.title}`);
+  rename.setAttribute("aria-label", _("Rename %(title)s", { title: chat.title }));
   const del = document.createElement("button");
   del.type = "button";
   del.className = "delete";
-  del.title = "Delete";
+  del.title = _("Delete");
   del.textContent = "×";
-  del.setAttribute("aria-label", `Delete ${chat.title}`);
+  del.setAttribute("aria-label", _("Delete %(title)s", { title: chat.title }));
   li.append(title, rename, del);
   return li;
 }
@@ -230,7 +233,7 @@ function handleEvent(view, event) {
     case "token": view.addToken(event.text); break;
     case "citations": view.showCitations(event); break;
     case "done": view.finish(event); break;
-    case "error": view.fail(event.message || "the answer failed"); break;
+    case "error": view.fail(event.message || _("the answer failed")); break;
     default: break; // newer servers may send more; ignore what we do not know
   }
 }
@@ -248,7 +251,7 @@ async function streamAnswer(view, body, signal) {
     $("messages").scrollTop = $("messages").scrollHeight;
   }
   if (view.state === "waiting" || view.state === "streaming") {
-    view.fail("The connection ended before the answer was complete.");
+    view.fail(_("The connection ended before the answer was complete."));
   }
   return true;
 }
@@ -313,7 +316,7 @@ async function start() {
     showPreferences(me);
     await loadChats();
   } catch (err) {
-    showBanner(`Could not load your settings: ${err.message}`);
+    showBanner(_("Could not load your settings: %(reason)s", { reason: err.message }));
   }
   document.body.dataset.ready = "1";
 }

@@ -12,6 +12,8 @@
 //   bounds the passage on page_start when the chunk ends on that same page; for a chunk
 //   running onto later pages the viewer highlights page_start from char_start to its end.
 
+import { _ } from "../i18n.js";
+
 const CITATION = /\[(\d{1,3})\]/g;
 // Without the g flag: a global regex keeps lastIndex between test() calls, and
 // matchAll() starts from it, which would skip the first citation of a text node.
@@ -104,6 +106,6 @@ function citationLink(n, target) {
   a.target = "_blank";
   a.rel = "noopener";
   a.textContent = `[${n}]`;
-  a.title = `Source ${n}, page ${target.page}`;
+  a.title = _("Source %(n)s, page %(page)s", { n, page: target.page });
   return a;
 }

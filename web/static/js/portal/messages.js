@@ -16,6 +16,7 @@
 // Everything that comes from documents (names, snippets) is set with textContent.
 
 import { citationTargets, linkCitations, sourceTarget, viewerUrl } from "./citations.js";
+import { _, formatNumber, ngettext } from "../i18n.js";
 import { markdownToText, renderMarkdown } from "./markdown.js";
 
 const SNIPPET_CHARS = 280;
@@ -30,8 +31,8 @@ function el(tag, className, text) {
 function pageLabel(source) {
   if (!source.page_start) return "";
   return source.page_end && source.page_end !== source.page_start
-    ? `pp. ${source.page_start}–${source.page_end}`
-    : `p. ${source.page_start}`;
+    ? _("pp. %(first)s–%(last)s", { first: source.page_start, last: source.page_end })
+    : _("p. %(page)s", { page: source.page_start });
 }
 
 const MARKDOWN_FILE = /\.(md|markdown)$/i;
@@ -55,17 +56,18 @@ function sourceItem(source) {
   if (source.available === false) {
     li.classList.add("unavailable");
     li.append(el("span", "source-n", String(source.n)), " ",
-      el("span", "source-unavailable muted", "source no longer available"));
+      el("span", "source-unavailable muted", _("source no longer available")));
     return li;
   }
   const link = el("a", "source-name");
+  link.translate = false; // a document's title is shown as it is
   link.href = viewerUrl(sourceTarget(source));
   link.target = "_blank";
   link.rel = "noopener";
   link.title = source.document_name || "";
   const where = [pageLabel(source)].filter(Boolean).join(" · ");
   link.append(el("span", "source-n", String(source.n)), " ",
-    el("span", "source-title", source.title || source.document_name || "document"));
+    el("span", "source-title", source.title || source.document_name || _("document")));
   if (where) link.append(" ", el("span", "source-where", where));
   li.append(link);
   const text = snippet(source);
@@ -80,7 +82,7 @@ function sourceItem(source) {
     toggle.type = "button";
     toggle.setAttribute("aria-expanded", "false");
     toggle.setAttribute("aria-controls", panel.id);
-    toggle.setAttribute("aria-label", `Show the passage of source ${source.n}`);
+    toggle.setAttribute("aria-label", _("Show the passage of source %(n)s", { n: source.n }));
     toggle.addEventListener("click", () => {
       const open = !li.classList.contains("open");
       for (const other of li.parentElement?.querySelectorAll("li.source.open") || []) {
@@ -94,6 +96,12 @@ function sourceItem(source) {
     li.append(toggle, panel);
   }
   return li;
+}
+
+/** How an answer came about, for its footer. */
+function modeLabel(mode, outcome) {
+  if (outcome === "not_found") return _("not found in your documents");
+  return mode === "extractive" ? _("extractive answer") : _("generated answer");
 }
 
 /** A question as the user typed it (plain text). */
@@ -110,7 +118,7 @@ export class AssistantMessage {
     this.sourcesBox = el("details", "sources-box");
     this.sourcesBox.open = true;
     this.sourcesBox.hidden = true;
-    this.sourcesHeading = el("summary", "sources-heading", "Sources");
+    this.sourcesHeading = el("summary", "sources-heading", _("Sources"));
     this.sourcesList = el("ol", "sources");
     this.sourcesBox.append(this.sourcesHeading, this.sourcesList);
     this.answer = el("div", "answer");
@@ -124,7 +132,7 @@ export class AssistantMessage {
     this.text = "";
     this.pending = 0;
     this.setState("waiting");
-    this.setPhase("searching", "Searching your documents…");
+    this.setPhase("searching", _("Searching your documents…"));
   }
 
   setState(state) {
@@ -143,28 +151,29 @@ export class AssistantMessage {
     this.sourcesList.replaceChildren(...this.sources.map(sourceItem));
     this.sourcesBox.hidden = false;
     this.sourcesHeading.textContent = this.sources.length
-      ? `Sources (${this.sources.length})` : "Sources";
+      ? _("Sources (%(n)s)", { n: this.sources.length }) : _("Sources");
     if (this.sources.length === 0) {
       // "dropped": passages were found but none fitted into the model's context window.
-      const text = dropped ? "The passages found did not fit into the model's context."
-        : "No matching passages.";
+      const text = dropped ? _("The passages found did not fit into the model's context.")
+        : _("No matching passages.");
       this.sourcesList.replaceChildren(el("li", "muted no-sources", text));
     }
     if (this.state === "waiting") {
       const n = this.sources.length;
-      this.setPhase("found", n ? `Found ${n} source${n === 1 ? "" : "s"}` : "No matching passages");
+      this.setPhase("found", n ? ngettext("Found %(n)s source", "Found %(n)s sources", n)
+        : _("No matching passages"));
     }
   }
 
   showQueued(position) {
-    this.setPhase("queued", `Waiting for the model: position ${position}`);
+    this.setPhase("queued", _("Waiting for the model: position %(position)s", { position }));
   }
 
   /** Append streamed text; the markdown is re-rendered at most once per frame. */
   addToken(text) {
     if (this.state === "waiting") {
       this.setState("streaming");
-      this.setPhase("writing", "Writing…");
+      this.setPhase("writing", _("Writing…"));
     }
     this.text += text;
     if (!this.pending) {
@@ -184,8 +193,9 @@ export class AssistantMessage {
       sources: this.sources, citations: event.citations, highlights: event.highlights,
     }));
     if (event.invalid) {
-      this.meta.append(el("span", "invalid-citations",
-        `${event.invalid} citation${event.invalid === 1 ? "" : "s"} pointed at no source and were removed. `));
+      this.meta.append(el("span", "invalid-citations", `${ngettext(
+        "%(n)s citation pointed at no source and was removed.",
+        "%(n)s citations pointed at no source and were removed.", event.invalid)} `));
     }
   }
 
@@ -197,7 +207,7 @@ export class AssistantMessage {
     if (outcome !== "not_found") return;
     this.element.classList.add("declined");
     this.sourcesHeading.textContent = this.sources.length
-      ? `Closest passages (${this.sources.length})` : "Closest passages";
+      ? _("Closest passages (%(n)s)", { n: this.sources.length }) : _("Closest passages");
     this.sourcesBox.open = false;
   }
 
@@ -205,14 +215,18 @@ export class AssistantMessage {
     this.setPhase("done", "");
     this.setState("done");
     this.showOutcome(done.outcome);
-    const parts = [done.mode === "extractive" ? "extractive answer" : "generated answer"];
-    if (done.outcome === "not_found") parts[0] = "not found in your documents";
+    const parts = [modeLabel(done.mode, done.outcome)];
     if (done.model) parts.push(done.model);
+    const oneDecimal = { minimumFractionDigits: 1, maximumFractionDigits: 1 };
     if (done.time_to_first_token_ms !== undefined) {
-      parts.push(`first token ${(done.time_to_first_token_ms / 1000).toFixed(1)} s`);
+      parts.push(_("first token %(seconds)s s", {
+        seconds: formatNumber(done.time_to_first_token_ms / 1000, oneDecimal),
+      }));
     }
-    if (done.tokens_per_s) parts.push(`${done.tokens_per_s.toFixed(1)} tokens/s`);
-    if (done.finish_reason === "length") parts.push("cut off at the token limit");
+    if (done.tokens_per_s) {
+      parts.push(_("%(rate)s tokens/s", { rate: formatNumber(done.tokens_per_s, oneDecimal) }));
+    }
+    if (done.finish_reason === "length") parts.push(_("cut off at the token limit"));
     this.meta.append(el("span", "mode", parts.join(" · ")));
   }
 
@@ -221,7 +235,7 @@ export class AssistantMessage {
     this.flush();
     this.setPhase("done", "");
     this.setState("stopped");
-    this.meta.append(el("span", "stopped-note", "Stopped."));
+    this.meta.append(el("span", "stopped-note", _("Stopped.")));
     if (this.sources.length) {
       linkCitations(this.answer, citationTargets({ sources: this.sources }));
     }
@@ -257,18 +271,17 @@ export class AssistantMessage {
       sources: view.sources, citations: meta.citations, highlights: meta.highlights,
     }));
     if (meta.error) {
-      view.errorBox.textContent = meta.error.message || "the answer failed";
+      view.errorBox.textContent = meta.error.message || _("the answer failed");
       view.errorBox.hidden = false;
       view.setState("error");
     } else if (meta.finish_reason === "cancelled") {
       view.setState("stopped");
-      view.meta.append(el("span", "stopped-note", "Stopped."));
+      view.meta.append(el("span", "stopped-note", _("Stopped.")));
     } else {
       view.setState("done");
       view.showOutcome(message.outcome);
-      const label = message.outcome === "not_found" ? "not found in your documents"
-        : meta.mode === "generative" ? "generated answer"
-          : meta.mode ? `${meta.mode} answer` : "";
+      const label = meta.mode || message.outcome === "not_found"
+        ? modeLabel(meta.mode, message.outcome) : "";
       const parts = [label, meta.model].filter(Boolean);
       if (parts.length) view.meta.append(el("span", "mode", parts.join(" · ")));
     }

@@ -2,6 +2,7 @@
 // (PUT /api/v1/me/preferences). The ask endpoint reads them, so they apply to every
 // question without being sent along. An empty field means "the default".
 
+import { _ } from "../i18n.js";
 import { api } from "./api.js";
 
 const FIELDS = [
@@ -13,6 +14,8 @@ const FIELDS = [
 ];
 
 const $ = (id) => document.getElementById(id);
+// the language preference the page was drawn with: saving another one reloads the page
+let savedLanguage = "";
 
 /** Switch the page theme (and the matching code-highlighting stylesheet). */
 export function applyTheme(theme) {
@@ -32,6 +35,8 @@ function fill(preferences, defaults) {
     if (defaults[key] !== undefined) input.placeholder = String(defaults[key]);
   }
   $("set-theme").value = preferences.theme === "light" ? "light" : "dark";
+  $("set-language").value = preferences.language || "";
+  savedLanguage = preferences.language || "";
 }
 
 function parse(kind, raw) {
@@ -39,7 +44,7 @@ function parse(kind, raw) {
   if (text === "") return null; // reset to the default
   if (kind === "text") return raw;
   const number = Number(text);
-  if (!Number.isFinite(number)) throw new Error("enter a number");
+  if (!Number.isFinite(number)) throw new Error(_("enter a number"));
   return kind === "int" ? Math.trunc(number) : number;
 }
 
@@ -49,10 +54,11 @@ function collect() {
     try {
       prefs[key] = parse(kind, $(id).value);
     } catch (err) {
-      throw new Error(`${key.replace("_", " ")}: ${err.message}`);
+      throw new Error(`${$(id).closest("label")?.firstChild?.textContent?.trim() || key}: ${err.message}`);
     }
   }
   prefs.theme = $("set-theme").value;
+  prefs.language = $("set-language").value || null; // "": as in the browser
   return prefs;
 }
 
@@ -76,9 +82,15 @@ async function save(event) {
   const button = $("save-settings");
   button.disabled = true;
   try {
+    const before = savedLanguage;
     const result = await api("PUT", "/api/v1/me/preferences", prefs);
     applyTheme(result.preferences.theme);
-    status("Saved.", false);
+    if ((result.preferences.language || "") !== before) {
+      // The page's words come from the server in the chosen language: load it again.
+      window.location.reload();
+      return;
+    }
+    status(_("Saved."), false);
   } catch (err) {
     status(err.message, true);
   } finally {

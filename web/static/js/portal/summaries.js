@@ -2,6 +2,7 @@
 // cancel, and read a finished summary with page links into the document viewer.
 // Statement text comes from a model: it is only ever set as textContent, never as HTML.
 
+import { _ } from "../i18n.js";
 import { api } from "./api.js";
 
 const POLL_MS = 2000;
@@ -29,13 +30,29 @@ function jobUrl(id, suffix = "") {
 
 // ---- the job list ----------------------------------------------------------------------
 
+/** Job states and targets as people read them (the API's values are identifiers). */
+function statusLabel(status) {
+  const labels = {
+    queued: _("queued"), running: _("running"), done: _("done"),
+    failed: _("failed"), cancelled: _("cancelled"),
+  };
+  return labels[status] || status;
+}
+
+function targetLabel(target) {
+  const labels = { document: _("document"), collection: _("collection") };
+  return labels[target] || target || "";
+}
+
 function jobRow(job) {
   const li = el("li", "summary-job");
   li.dataset.jobId = job.id;
   li.dataset.status = job.status;
   if (job.id === openJob) li.classList.add("open");
-  li.append(el("span", "job-name", job.name || job.id), el("span", "muted", job.target));
-  li.append(el("span", `badge ${job.status}`, job.status));
+  const name = el("span", "job-name", job.name || job.id);
+  name.translate = false;
+  li.append(name, el("span", "muted", targetLabel(job.target)));
+  li.append(el("span", `badge ${job.status}`, statusLabel(job.status)));
   const bar = el("progress");
   bar.max = 1;
   bar.value = job.progress;
@@ -43,18 +60,18 @@ function jobRow(job) {
   li.append(bar);
   const actions = el("span", "job-actions");
   if (job.status === "done") {
-    const show = el("button", "link", job.id === openJob ? "Showing" : "Show");
+    const show = el("button", "link", job.id === openJob ? _("Showing") : _("Show"));
     show.type = "button";
     show.addEventListener("click", () => showResult(job.id));
     actions.append(show);
   }
   if (ACTIVE.has(job.status) && !job.cancel_requested) {
-    const cancel = el("button", "link danger", "Cancel");
+    const cancel = el("button", "link danger", _("Cancel"));
     cancel.type = "button";
     cancel.addEventListener("click", () => cancelJob(job.id, cancel));
     actions.append(cancel);
   } else if (job.cancel_requested && ACTIVE.has(job.status)) {
-    actions.append(el("span", "muted small", "cancelling…"));
+    actions.append(el("span", "muted small", _("cancelling…")));
   }
   li.append(actions);
   if (job.error) li.append(el("span", "muted small job-error", job.error));
@@ -120,7 +137,7 @@ function statementItem(statement, withDocument) {
   const cite = el("span", "cite");
   const pages = statement.pages || [];
   const lead = withDocument ? `(${statement.document_name}, ` : "(";
-  cite.append(document.createTextNode(lead + (pages.length > 1 ? "pp. " : "p. ")));
+  cite.append(document.createTextNode(lead + (pages.length > 1 ? _("pp.") : _("p.")) + " "));
   pages.forEach((page, i) => {
     if (i > 0) cite.append(document.createTextNode(", "));
     const link = el("a", "page-link", String(page));
@@ -176,7 +193,7 @@ async function showResult(id) {
 
 async function loadDocuments(select, collectionId) {
   select.disabled = true;
-  select.replaceChildren(el("option", "", "loading…"));
+  select.replaceChildren(el("option", "", _("loading…")));
   try {
     const { documents } = await api("GET", `/api/v1/collections/${collectionId}/documents`);
     const ready = documents.filter((d) => d.status === "indexed");
@@ -187,7 +204,7 @@ async function loadDocuments(select, collectionId) {
             option.value = d.id;
             return option;
           })
-        : [el("option", "", "no indexed documents")]),
+        : [el("option", "", _("no indexed documents"))]),
     );
     select.disabled = ready.length === 0;
   } catch (err) {
@@ -209,13 +226,13 @@ if (form) {
         ? { collection_id: Number(collection.value) }
         : { document_id: docSelect.value };
     if (which === "document" && !docSelect.value) {
-      status.textContent = "Choose an indexed document first.";
+      status.textContent = _("Choose an indexed document first.");
       return;
     }
-    status.textContent = "Submitting…";
+    status.textContent = _("Submitting…");
     try {
       const { job } = await api("POST", form.dataset.submitUrl, body);
-      status.textContent = `Queued: ${job.name}.`;
+      status.textContent = _("Queued: %(name)s.", { name: job.name });
       openJob = job.id;
       lastSignature = null;
       refresh();

@@ -8,6 +8,7 @@
 //   page N wrapped in <mark class="hl">.
 // #viewer gets data-current-page once page N is in view and data-ready="1" when done.
 
+import { _ } from "../i18n.js";
 import { api } from "./api.js";
 import { passageRanges } from "./passage.js";
 
@@ -50,7 +51,7 @@ function textPage(number, text, range, showHeading) {
   if (showHeading) {
     const h = document.createElement("h2");
     h.className = "page-number";
-    h.textContent = `Page ${number}`;
+    h.textContent = _("Page %(number)s", { number });
     section.append(h);
   }
   const body = document.createElement("div");
@@ -74,7 +75,7 @@ function showText(pages, target, start, end) {
     return textPage(p.number, p.text, range, pages.length > 1);
   });
   viewer.replaceChildren(...sections);
-  if (!pages.length) say("This document has no text.");
+  if (!pages.length) say(_("This document has no text."));
   const mark = viewer.querySelector("mark.hl");
   const page = viewer.querySelector(`.text-page[data-page="${number}"]`);
   (mark || page)?.scrollIntoView({ block: mark ? "center" : "start" });
@@ -205,7 +206,7 @@ async function showPdf(pages, target, start, end) {
   const stored = pages.find((p) => p.number === number);
   const range = stored ? passageRange(stored.text, start, end) : null;
   const marked = range ? highlightPieces(textLayer, stored.text.slice(range[0], range[1])) : 0;
-  say(range && !marked ? "The passage could not be located on the page image." : "");
+  say(range && !marked ? _("The passage could not be located on the page image.") : "");
   const hl = view.shell(number).querySelector(".hl");
   (hl || view.shell(number)).scrollIntoView({ block: hl ? "center" : "start" });
   finish(number);
@@ -227,12 +228,12 @@ async function start() {
         return;
       } catch (err) {
         console.warn("pdf.js could not draw the document", err);
-        say("The PDF could not be drawn here; showing its text instead.");
+        say(_("The PDF could not be drawn here; showing its text instead."));
       }
     }
     showText(pages, target, start, end);
   } catch (err) {
-    say(`Could not show the document: ${err.message || err}`, true);
+    say(_("Could not show the document: %(reason)s", { reason: err.message || err }), true);
     viewer.dataset.ready = "1";
   }
 }

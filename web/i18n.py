@@ -1,0 +1,138 @@
+"""The web UI's languages: English and Simplified Chinese, through Flask-Babel.
+
+Catalogs are gettext files under ``web/translations/<lang>/LC_MESSAGES``: ``messages.po``
+for the templates and Python, ``js.po`` for the browser modules (``_("...")`` in
+``web/static/js``). ``make translations`` extracts (``pybabel extract``, babel.cfg) and
+compiles them to ``.mo``; the build compiles, the repository keeps only the ``.po``.
+
+The language of a request: the signed-in user's ``language`` preference, else the
+browser's Accept-Language (``zh-CN``, ``zh-TW``, ``zh`` all pick Simplified Chinese),
+else English. Pages carry ``<html lang>`` and the browser strings of their language as a
+JSON block (``js_catalog``), which ``static/js/i18n.js`` reads.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from babel.support import Translations
+from flask import Flask, g, request
+from flask_babel import Babel, get_locale, lazy_gettext
+from markupsafe import Markup
+
+from qa.accounts.users import LANGUAGES
+
+TRANSLATIONS = Path(__file__).parent / "translations"
+DEFAULT_LANGUAGE = "en"
+#: what the language menu shows for each choice, in its own language
+LANGUAGE_NAMES = {"en": "English", "zh": "简体中文"}
+#: BCP 47 tags for <html lang> and Intl in the browser
+HTML_LANG = {"en": "en", "zh": "zh-Hans"}
+#: roles as people read them (the stored values stay English identifiers)
+ROLE_NAMES = {
+    "admin": lazy_gettext("administrator"),
+    "editor": lazy_gettext("editor"),
+    "reader": lazy_gettext("reader"),
+}
+#: summary jobs' states and targets (web/static/js/portal/summaries.js has the same)
+JOB_STATUS_NAMES = {
+    "queued": lazy_gettext("queued"),
+    "running": lazy_gettext("running"),
+    "done": lazy_gettext("done"),
+    "failed": lazy_gettext("failed"),
+    "cancelled": lazy_gettext("cancelled"),
+}
+TARGET_NAMES = {"document": lazy_gettext("document"), "collection": lazy_gettext("collection")}
+#: what an error page says first, by status (the server's detail follows it)
+STATUS_TITLES = {
+    400: lazy_gettext("The request was not understood"),
+    401: lazy_gettext("Please sign in"),
+    403: lazy_gettext("You may not do this"),
+    404: lazy_gettext("Not found"),
+    405: lazy_gettext("This action is not possible here"),
+    409: lazy_gettext("This conflicts with something that exists"),
+    413: lazy_gettext("Too large"),
+    415: lazy_gettext("This kind of content is not accepted here"),
+    429: lazy_gettext("Too many requests; please wait a moment"),
+    500: lazy_gettext("Something went wrong on our side"),
+    503: lazy_gettext("Busy or not available right now; please try again shortly"),
+}
+
+
+def status_title(status: int) -> str:
+    title = STATUS_TITLES.get(status)
+    if title is None:
+        title = STATUS_TITLES[500 if status >= 500 else 400]
+    return str(title)
+
+
+def select_language() -> str:
+    p = g.get("principal")
+    if p is not None:
+        chosen = _preference(p.user_id)
+        if chosen in LANGUAGES:
+            return chosen
+    return request.accept_languages.best_match(LANGUAGES) or DEFAULT_LANGUAGE
+
+
+def _preference(user_id: int) -> str | None:
+    if "language_preference" not in g:
+        from web.extensions import services
+
+        g.language_preference = services().accounts.preferences(user_id).get("language")
+    value = g.language_preference
+    return value if isinstance(value, str) else None
+
+
+def current_language() -> str:
+    locale = get_locale()
+    return locale.language if locale is not None else DEFAULT_LANGUAGE
+
+
+@cache
+def js_catalog(language: str) -> dict[str, Any]:
+    """``{msgid: msgstr}`` (plurals: ``{msgid: [forms]}``) of ``js.mo`` for a language;
+    empty for English, whose strings are the msgids."""
+    if language == DEFAULT_LANGUAGE:
+        return {}
+    translations = Translations.load(str(TRANSLATIONS), [language], domain="js")
+    catalog: dict[str, Any] = {}
+    for key, text in getattr(translations, "_catalog", {}).items():
+        if isinstance(key, tuple):  # (msgid, plural index)
+            forms = catalog.setdefault(key[0], [])
+            forms.extend([""] * (key[1] + 1 - len(forms)))
+            forms[key[1]] = text
+        elif key:  # "" is the catalog's header
+            catalog[key] = text
+    return catalog
+
+
+def notranslate(value: object) -> Markup:
+    """A name, title or other data inside a translated sentence, marked as not to be
+    translated (``translate="no"``: browsers' page translators and the i18n test skip it)."""
+    return Markup('<span translate="no">%s</span>') % value
+
+
+def init_i18n(app: Flask) -> None:
+    Babel(
+        app,
+        locale_selector=select_language,
+        default_translation_directories=str(TRANSLATIONS),
+    )
+    app.jinja_env.filters["notranslate"] = notranslate
+
+    @app.context_processor
+    def _language_globals() -> dict[str, object]:
+        language = current_language()
+        return {
+            "html_lang": HTML_LANG.get(language, language),
+            "js_catalog": js_catalog(language),
+            "language_names": LANGUAGE_NAMES,
+            "role_names": ROLE_NAMES,
+            "job_status_names": JOB_STATUS_NAMES,
+            "target_names": TARGET_NAMES,
+            # for placeholders that carry markup (a <code> in a translated sentence)
+            "Markup": Markup,
+        }
