@@ -19,8 +19,8 @@ from typing import Any
 
 from babel.support import Translations
 from flask import Flask, g, request
-from flask_babel import Babel, get_locale, lazy_gettext
-from markupsafe import Markup
+from flask_babel import Babel, format_decimal, get_locale, lazy_gettext, ngettext
+from markupsafe import Markup, escape
 
 from qa.accounts.users import LANGUAGES
 
@@ -45,6 +45,16 @@ JOB_STATUS_NAMES = {
     "cancelled": lazy_gettext("cancelled"),
 }
 TARGET_NAMES = {"document": lazy_gettext("document"), "collection": lazy_gettext("collection")}
+#: documents' states (admin/collection.js has the same)
+DOC_STATUS_NAMES = {
+    "queued": lazy_gettext("queued"),
+    "processing": lazy_gettext("processing"),
+    "indexed": lazy_gettext("indexed"),
+    "failed": lazy_gettext("failed"),
+}
+#: a grant's permission as a noun ("Permission: read") and as what one may do ("you may ...")
+PERMISSION_NAMES = {"read": lazy_gettext("read"), "write": lazy_gettext("write")}
+PERMISSION_VERBS = {"read": lazy_gettext("read it"), "write": lazy_gettext("change it")}
 #: what an error page says first, by status (the server's detail follows it)
 STATUS_TITLES = {
     400: lazy_gettext("The request was not understood"),
@@ -109,6 +119,28 @@ def js_catalog(language: str) -> dict[str, Any]:
     return catalog
 
 
+def filesize(size: int | None) -> str:
+    """Bytes the reader's way: decimal units as Jinja's filesizeformat, digits localized."""
+    if size is None:
+        return ""
+    if size < 1000:
+        return str(ngettext("%(num)s byte", "%(num)s bytes", size))
+    value, unit = float(size), "B"
+    for unit in ("kB", "MB", "GB", "TB"):  # noqa: B007 - the unit the loop stopped at
+        value /= 1000
+        if value < 1000:
+            break
+    return f"{format_decimal(value, '#,##0.0')} {unit}"
+
+
+def with_names(translated: str, **names: object) -> Markup:
+    """A translated sentence (``_("User %(name)s created.")``) with names filled in,
+    marked translate="no", as safe HTML (a flash message). A value that is markup already
+    (a translated phrase with its own names marked) goes in as it is."""
+    values = {k: v if isinstance(v, Markup) else notranslate(v) for k, v in names.items()}
+    return Markup(escape(translated)) % values
+
+
 def notranslate(value: object) -> Markup:
     """A name, title or other data inside a translated sentence, marked as not to be
     translated (``translate="no"``: browsers' page translators and the i18n test skip it)."""
@@ -122,6 +154,7 @@ def init_i18n(app: Flask) -> None:
         default_translation_directories=str(TRANSLATIONS),
     )
     app.jinja_env.filters["notranslate"] = notranslate
+    app.jinja_env.filters["filesize"] = filesize
 
     @app.context_processor
     def _language_globals() -> dict[str, object]:
@@ -133,6 +166,9 @@ def init_i18n(app: Flask) -> None:
             "role_names": ROLE_NAMES,
             "job_status_names": JOB_STATUS_NAMES,
             "target_names": TARGET_NAMES,
+            "doc_status_names": DOC_STATUS_NAMES,
+            "permission_names": PERMISSION_NAMES,
+            "permission_verbs": PERMISSION_VERBS,
             # for placeholders that carry markup (a <code> in a translated sentence)
             "Markup": Markup,
         }

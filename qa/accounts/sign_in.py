@@ -31,8 +31,9 @@ class ExternalSource:
     """A configured source of accounts, as the admin pages list them."""
 
     source: str
-    #: "Directory (LDAP)", "Keycloak (single sign-on)"
-    label: str
+    #: the provider's name for single sign-on ("Keycloak"); "LDAP" for the directory (the
+    #: pages put it in words of their language)
+    name: str
     accounts: DirectoryAccounts
 
 
@@ -100,10 +101,10 @@ class SignIn:
     def external_sources(self) -> list[ExternalSource]:
         sources = []
         if self.directory_accounts is not None:
-            sources.append(ExternalSource(LDAP, "Directory (LDAP)", self.directory_accounts))
+            sources.append(ExternalSource(LDAP, "LDAP", self.directory_accounts))
         if self.oidc is not None and self.oidc_accounts is not None:
-            label = f"{self.oidc.config.provider_name} (single sign-on)"
-            sources.append(ExternalSource(OIDC, label, self.oidc_accounts))
+            name = self.oidc.config.provider_name
+            sources.append(ExternalSource(OIDC, name, self.oidc_accounts))
         return sources
 
     def source_accounts(self, source: str) -> DirectoryAccounts:

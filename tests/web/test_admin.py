@@ -201,7 +201,7 @@ def test_create_rename_delete_collection(web: WebEnv) -> None:
         c.id for c in web.svc.library.collections(web.users["admin"]) if c.name == "Legal docs"
     )
     page = post_ok(admin, f"/admin/collections/{cid}/rename", {"name": "Legal"})
-    assert 'id="collection-name">Legal<' in page
+    assert 'id="collection-name" translate="no">Legal<' in page
     # Deleting needs the typed name.
     body = post_err(admin, f"/admin/collections/{cid}/delete", {}, 400)
     assert "type the collection name" in body
@@ -521,12 +521,12 @@ def test_audit_log_filters_and_pages(web: WebEnv) -> None:
     for i in range(55):
         web.svc.audit.record("token_create", actor=web.users["bob"], target=f"t{i}")
     page = ok_page(admin, "/admin/audit")
-    first = re.findall(r'<td class="target">([^<]*)</td>', page)
+    first = re.findall(r'<td class="target" translate="no">([^<]*)</td>', page)
     assert first[0] == "t54"  # newest first
     assert len(first) == 50 and 'id="page-older"' in page and 'id="page-newer"' not in page
     page = ok_page(admin, "/admin/audit?page=2")
     assert 'id="page-newer"' in page
-    assert "t0" in re.findall(r'<td class="target">([^<]*)</td>', page)
+    assert "t0" in re.findall(r'<td class="target" translate="no">([^<]*)</td>', page)
 
     bob = user_id(web, "bob")
     page = ok_page(admin, f"/admin/audit?user={bob}&action=token_create")
@@ -534,7 +534,9 @@ def test_audit_log_filters_and_pages(web: WebEnv) -> None:
     assert 'id="page-older"' in page and f"user={bob}" in page
     page = ok_page(admin, "/admin/audit?action=sign_in")
     actors = re.findall(
-        r'data-action="sign_in">\s*<td class="when">.*?</td>\s*<td>([^<]*)</td>', page, re.S
+        r'data-action="sign_in">\s*<td class="when">.*?</td>\s*<td translate="no">([^<]*)</td>',
+        page,
+        re.S,
     )
     assert actors and set(actors) == {"admin"}
     page = ok_page(admin, "/admin/audit?action=no_such_action")

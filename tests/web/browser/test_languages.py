@@ -81,3 +81,22 @@ def test_the_portal_in_chinese(zh_page: Any, extractive_server: LiveServer, shot
     assert page.locator("#new-chat").inner_text() == "New chat"
     assert page.input_value("#set-language") == "en"
     shots(page, "switched-to-english")
+
+
+def test_the_admin_console_in_chinese(
+    zh_page: Any, extractive_server: LiveServer, shots: Shots
+) -> None:
+    page = zh_page
+    sign_in(page, extractive_server, "admin")
+    page.goto(extractive_server.url + "/admin/collections")
+    assert page.inner_text("h1") == "文档集"
+    page.click("#collections a >> text=handbook")
+    page.wait_for_selector("#documents tbody tr")
+    assert page.inner_text("#documents thead").split()[:2] == ["名称", "类型"]
+    assert "已索引" in page.inner_text("#documents tbody")
+    shots(page, "collection")
+    assert ui_english(page) == []
+    page.goto(extractive_server.url + "/admin/users")
+    assert page.inner_text("h1") == "用户"
+    shots(page, "users")
+    assert ui_english(page) == []

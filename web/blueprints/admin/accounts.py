@@ -8,6 +8,7 @@ from flask import (
     render_template,
     request,
 )
+from flask_babel import gettext as _
 
 from qa.accounts.account_changes import create_and_record, update_and_record
 from qa.accounts.audit import (
@@ -39,6 +40,7 @@ from web.blueprints.admin.forms import (
     parse_id,
 )
 from web.extensions import services
+from web.i18n import with_names
 
 # --- users -------------------------------------------------------------------------------
 
@@ -63,7 +65,7 @@ def create_user() -> Redirect:
         actor=current_principal(),
         ip=ip(),
     )
-    return done(f"User {created.username!r} created.", "admin.users")
+    return done(with_names(_("User %(name)s created."), name=created.username), "admin.users")
 
 
 def _update_user(user_id: int, changes: dict[str, Any], audit: dict[str, Any]) -> Redirect:
@@ -76,7 +78,7 @@ def _update_user(user_id: int, changes: dict[str, Any], audit: dict[str, Any]) -
     updated = result.principal
     if result.session_reasons and user_id == actor.user_id:
         sign_in(updated)  # an admin changing their own account stays signed in, anew
-    return done(f"User {updated.username!r} updated.", "admin.users")
+    return done(with_names(_("User %(name)s updated."), name=updated.username), "admin.users")
 
 
 def _not_yourself(user_id: int, what: str) -> None:
@@ -128,7 +130,7 @@ def delete_user(user_id: int) -> Redirect:
     svc.audit.record(
         USER_DELETE, actor=current_principal(), target=username, details=details, ip=ip()
     )
-    return done(f"User {username!r} deleted.", "admin.users")
+    return done(with_names(_("User %(name)s deleted."), name=username), "admin.users")
 
 
 # --- groups ------------------------------------------------------------------------------
@@ -178,8 +180,11 @@ def add_directory_map() -> Redirect:
     group_id = parse_id(form_text("group_id", max_len=20), "group_id")
     accounts = _source_accounts()
     accounts.add_group_map(external, group_id, actor=current_principal())
-    when = "their next sign-in" + (" or the next re-sync" if accounts.source == LDAP else "")
-    return done(f"Members of {external!r} join at {when}.", "admin.groups")
+    if accounts.source == LDAP:
+        said = _("Members of %(name)s join at their next sign-in or the next re-sync.")
+    else:
+        said = _("Members of %(name)s join at their next sign-in.")
+    return done(with_names(said, name=external), "admin.groups")
 
 
 @bp.post("/groups/directory/<int:map_id>/delete")
@@ -187,7 +192,7 @@ def add_directory_map() -> Redirect:
 def delete_directory_map(map_id: int) -> Redirect:
     _source_accounts().remove_group_map(map_id, actor=current_principal())
     return done(
-        "Mapping removed; its members leave the group at their next sign-in.", "admin.groups"
+        _("Mapping removed; its members leave the group at their next sign-in."), "admin.groups"
     )
 
 
@@ -196,36 +201,36 @@ def delete_directory_map(map_id: int) -> Redirect:
 def create_group() -> Redirect:
     grp = services().accounts.create_group(form_text("name"))
     _record_group(GROUP_CREATE, grp.name, {"group_id": grp.id})
-    return done(f"Group {grp.name!r} created.", "admin.groups")
+    return done(with_names(_("Group %(name)s created."), name=grp.name), "admin.groups")
 
 
 @bp.post("/groups/<int:group_id>/rename")
 @admin_required
 def rename_group(group_id: int) -> Redirect:
-    old, _ = _group(group_id)
+    old, _members = _group(group_id)
     old_name = old.name
     grp = services().accounts.rename_group(group_id, form_text("name"))
     _record_group(GROUP_UPDATE, grp.name, {"group_id": group_id, "from": old_name})
-    return done(f"Group renamed to {grp.name!r}.", "admin.groups")
+    return done(with_names(_("Group renamed to %(name)s."), name=grp.name), "admin.groups")
 
 
 @bp.post("/groups/<int:group_id>/members")
 @admin_required
 def set_members(group_id: int) -> Redirect:
-    grp, _ = _group(group_id)
+    grp, _members = _group(group_id)
     user_ids = form_ids("user_id")  # none checked = an empty group
     services().accounts.set_members(group_id, user_ids)
     _record_group(GROUP_UPDATE, grp.name, {"group_id": group_id, "members": sorted(set(user_ids))})
-    return done(f"Members of {grp.name!r} saved.", "admin.groups")
+    return done(with_names(_("Members of %(name)s saved."), name=grp.name), "admin.groups")
 
 
 @bp.post("/groups/<int:group_id>/delete")
 @admin_required
 def delete_group(group_id: int) -> Redirect:
-    grp, _ = _group(group_id)
+    grp, _members = _group(group_id)
     services().accounts.delete_group(group_id)
     _record_group(GROUP_DELETE, grp.name, {"group_id": group_id})
-    return done(f"Group {grp.name!r} deleted.", "admin.groups")
+    return done(with_names(_("Group %(name)s deleted."), name=grp.name), "admin.groups")
 
 
 # --- API tokens (every signed-in user manages their own) ------------------------------------
@@ -271,4 +276,4 @@ def revoke_token(token_id: int) -> Redirect:
     name = token.name if token is not None else f"#{token_id}"
     details = {"token_id": token_id, "owner_id": token.user_id if token else None}
     svc.audit.record(TOKEN_REVOKE, actor=p, target=name, details=details, ip=ip())
-    return done(f"Token {name!r} revoked.", "admin.tokens")
+    return done(with_names(_("Token %(name)s revoked."), name=name), "admin.tokens")

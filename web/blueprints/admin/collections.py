@@ -15,6 +15,9 @@ from flask import (
     request,
     url_for,
 )
+from flask_babel import get_translations, ngettext
+from flask_babel import gettext as _
+from markupsafe import Markup
 from werkzeug.datastructures import FileStorage
 
 from qa.accounts.access import GrantView
@@ -44,6 +47,7 @@ from web.bodies import upload_endpoint
 from web.contracts.api import Document
 from web.errors import wants_json
 from web.extensions import services
+from web.i18n import with_names
 
 # --- overview and collections ------------------------------------------------------------
 
@@ -73,7 +77,8 @@ def collections() -> Page:
 def create_collection() -> Redirect:
     name = form_text("name")
     cid = services().library.create_collection(current_principal(), name, ip=ip())
-    return done(f"Collection {name!r} created.", "admin.collection", cid=cid)
+    said = with_names(_("Collection %(name)s created."), name=name)
+    return done(said, "admin.collection", cid=cid)
 
 
 def _status_filter() -> str | None:
@@ -118,7 +123,7 @@ def collection(cid: int) -> Page:
 def rename_collection(cid: int) -> Redirect:
     name = form_text("name")
     services().library.rename_collection(current_principal(), cid, name, ip=ip())
-    return done(f"Renamed to {name!r}.", "admin.collection", cid=cid)
+    return done(with_names(_("Renamed to %(name)s."), name=name), "admin.collection", cid=cid)
 
 
 @bp.post("/collections/<int:cid>/delete")
@@ -131,7 +136,13 @@ def delete_collection(cid: int) -> Redirect:
     if (request.form.get("confirm") or "").strip() != view.name:
         raise InvalidInput(f"type the collection name {view.name!r} to confirm the deletion")
     n = svc.library.delete_collection(p, cid, ip=ip())
-    return done(f"Collection {view.name!r} and its {n} documents deleted.", "admin.collections")
+    # unformatted (ngettext would fill only %(num)s): with_names fills both
+    said = get_translations().ungettext(
+        "Collection %(name)s and its %(num)s document deleted.",
+        "Collection %(name)s and its %(num)s documents deleted.",
+        n,
+    )
+    return done(with_names(said, name=view.name, num=n), "admin.collections")
 
 
 # --- uploads and documents -------------------------------------------------------------
@@ -167,7 +178,13 @@ def upload(cid: int) -> Response | Redirect:
         resp.status_code = 202
         return resp
     failed = sum(1 for u in uploads if u["status"] == DocStatus.FAILED)
-    flash(f"{len(uploads)} file(s) accepted, {failed} refused; processing runs in the background.")
+    flash(
+        _(
+            "%(accepted)s accepted, %(refused)s refused; processing runs in the background.",
+            accepted=ngettext("%(num)s file", "%(num)s files", len(uploads)),
+            refused=failed,
+        )
+    )
     return redirect(url_for("admin.collection", cid=cid))
 
 
@@ -203,7 +220,7 @@ def delete_documents(cid: int) -> Redirect:
     p = current_principal()
     ids = _doc_ids_of(p, cid, request.form.getlist("doc_id"))
     names = services().library.delete_documents(p, ids, ip=ip())
-    return _back_to_collection(cid, f"Deleted {', '.join(names)}.")
+    return _back_to_collection(cid, with_names(_("Deleted %(names)s."), names=", ".join(names)))
 
 
 @bp.post("/collections/<int:cid>/retry")
@@ -219,16 +236,17 @@ def retry(cid: int) -> Redirect:
     else:
         ids = [d.id for d in svc.library.documents(p, cid, DocStatus.FAILED)]
     if not ids:
-        return _back_to_collection(cid, "No failed documents to retry.")
+        return _back_to_collection(cid, _("No failed documents to retry."))
     n = svc.library.retry(p, ids, ip=ip())
-    return _back_to_collection(cid, f"{n} document(s) queued again.")
+    said = ngettext("%(num)s document queued again.", "%(num)s documents queued again.", n)
+    return _back_to_collection(cid, said)
 
 
 @bp.post("/collections/<int:cid>/reindex")
 @console
 def reindex(cid: int) -> Redirect:
     services().library.reindex(current_principal(), cid, ip=ip())
-    return _back_to_collection(cid, "Re-indexing started; search uses the old index until then.")
+    return _back_to_collection(cid, _("Re-indexing started; search uses the old index until then."))
 
 
 @bp.post("/collections/<int:cid>/summarize")
@@ -246,10 +264,23 @@ def summarize(cid: int) -> Redirect:
         job = jobs.submit(p, document_id=doc_id, ip=ip())
     else:
         job = jobs.submit(p, collection_id=cid, ip=ip())
-    return done(f"Summary of {job.name!r} queued.", "portal.summaries", job=job.id)
+    said = with_names(_("Summary of %(name)s queued."), name=job.name)
+    return done(said, "portal.summaries", job=job.id)
 
 
 # --- grants (admins change them; editors who may write only see them) -------------------------
+
+
+def _grant_who(grants: list[GrantView], user_id: int | None, group_id: int | None) -> Markup:
+    """The grantee for a flash message: "user alice" in the reader's language."""
+    for gv in grants:
+        if user_id is not None and gv.user_id == user_id:
+            return with_names(_("user %(name)s"), name=gv.username)
+        if group_id is not None and gv.group_id == group_id:
+            return with_names(_("group %(name)s"), name=gv.group_name)
+    if user_id is not None:
+        return with_names(_("user %(name)s"), name=f"#{user_id}")
+    return with_names(_("group %(name)s"), name=f"#{group_id}")
 
 
 def _grant_label(grants: list[GrantView], user_id: int | None, group_id: int | None) -> str:
@@ -273,7 +304,12 @@ def grant(cid: int) -> Redirect:
     who = _grant_label(svc.access.grants(cid), user_id, group_id)
     details = {"user_id": user_id, "group_id": group_id, "who": who, "permission": permission}
     svc.audit.record(GRANT, actor=p, target=view.name, details=details, ip=ip())
-    return done(f"{who} may now {permission} {view.name!r}.", "admin.collection", cid=cid)
+    if permission == "write":
+        said = _("%(who)s may now change %(collection)s.")
+    else:
+        said = _("%(who)s may now read %(collection)s.")
+    grantee = _grant_who(svc.access.grants(cid), user_id, group_id)
+    return done(with_names(said, who=grantee, collection=view.name), "admin.collection", cid=cid)
 
 
 @bp.post("/collections/<int:cid>/grants/revoke")
@@ -283,8 +319,13 @@ def revoke(cid: int) -> Redirect:
     svc = services()
     user_id, group_id = form_principal()
     view = svc.library.collection(p, cid)
-    who = _grant_label(svc.access.grants(cid), user_id, group_id)
+    grants = svc.access.grants(cid)
+    who = _grant_label(grants, user_id, group_id)
+    grantee = _grant_who(grants, user_id, group_id)
     svc.access.revoke(cid, user_id=user_id, group_id=group_id)
     details = {"user_id": user_id, "group_id": group_id, "who": who}
     svc.audit.record(REVOKE, actor=p, target=view.name, details=details, ip=ip())
-    return done(f"Access of {who} to {view.name!r} revoked.", "admin.collection", cid=cid)
+    said = with_names(
+        _("Access of %(who)s to %(collection)s revoked."), who=grantee, collection=view.name
+    )
+    return done(said, "admin.collection", cid=cid)

@@ -26,6 +26,7 @@ from web.blueprints.admin import (
     log,
 )
 from web.errors import error_response, status_for, wants_json
+from web.i18n import status_title
 from web.requests import client_ip
 
 # --- request plumbing ------------------------------------------------------------------
@@ -49,7 +50,12 @@ def _error(exc: DocqaError) -> Response:
         return error_response(status, exc.code, str(exc), retry_after)
     else:
         page = render_template(
-            "admin/error.html", status=status, code=exc.code, message=str(exc), back=back_url()
+            "admin/error.html",
+            status=status,
+            title=status_title(status),
+            code=exc.code,
+            message=str(exc),
+            back=back_url(),
         )
         resp = Response(page, status=status, mimetype="text/html")
     if retry_after is not None:

@@ -9,6 +9,7 @@ from flask import (
     request,
     url_for,
 )
+from flask_babel import gettext as _
 
 from qa.accounts.audit import (
     ACTIONS,
@@ -61,9 +62,12 @@ def save_settings() -> Redirect:
     change = "reset" if not text.strip() else "set"
     details = {"default_system_prompt": change, "chars": len(text.strip())}
     svc.audit.record(SETTINGS_CHANGE, actor=current_principal(), details=details, ip=ip())
-    return done(
-        "Default system prompt " + ("reset." if change == "reset" else "saved."), "admin.settings"
+    said = (
+        _("Default system prompt reset.")
+        if change == "reset"
+        else _("Default system prompt saved.")
     )
+    return done(said, "admin.settings")
 
 
 def _audit_filters() -> tuple[str | None, int | None]:

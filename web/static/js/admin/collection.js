@@ -2,6 +2,8 @@
 // bar), then the documents' statuses are polled until each upload is indexed or failed.
 // The documents table is refreshed from the same poll.
 
+import { _, formatDateTime, formatNumber, ngettext } from "../i18n.js";
+
 const FINAL = new Set(["indexed", "failed"]);
 const PARALLEL_UPLOADS = 3;
 const POLL_MS = 1000;
@@ -29,13 +31,30 @@ function el(tag, className, text) {
   return node;
 }
 
+/** Document states as people read them (the API's values are identifiers). */
+function stateLabel(state) {
+  const labels = {
+    uploading: _("uploading"), queued: _("queued"), processing: _("processing"),
+    indexed: _("indexed"), failed: _("failed"),
+  };
+  return labels[state] || state;
+}
+
+function failedText(reason) {
+  // Not nested in the other call: the string extractor would miss an inner _().
+  const why = reason || _("unknown reason");
+  return _("failed: %(reason)s", { reason: why });
+}
+
 function makeRow(name, before = null) {
   const row = el("li", "upload");
   row.dataset.name = name;
   const bar = el("progress", "progress");
   bar.max = 100;
   bar.value = 0;
-  row.append(el("span", "name", name), bar, el("span", "state"));
+  const label = el("span", "name", name);
+  label.translate = false;
+  row.append(label, bar, el("span", "state"));
   list.insertBefore(row, before);
   setState(row, "uploading");
   return row;
@@ -44,7 +63,7 @@ function makeRow(name, before = null) {
 function setState(row, state, reason) {
   row.dataset.state = state;
   row.querySelector(".state").textContent =
-    state === "failed" ? `failed: ${reason || "unknown reason"}` : state;
+    state === "failed" ? failedText(reason) : stateLabel(state);
   if (FINAL.has(state)) row.querySelector(".progress").value = 100;
 }
 
@@ -61,7 +80,9 @@ function enqueue(file, name) {
   const row = makeRow(name);
   if (file.size > maxBytes) {
     // Checked here too, so a huge file is not sent only to be refused with 413.
-    fail(row, `the file is ${file.size} bytes; the limit is ${maxBytes} bytes`);
+    fail(row, _("the file is %(size)s bytes; the limit is %(limit)s bytes", {
+      size: formatNumber(file.size), limit: formatNumber(maxBytes),
+    }));
     return;
   }
   waiting.push({ file, name, row });
@@ -85,7 +106,7 @@ function errorText(xhr) {
   } catch {
     /* not our JSON error: fall back to the status line */
   }
-  if (xhr.status === 401) return "signed out; reload the page and sign in again";
+  if (xhr.status === 401) return _("signed out; reload the page and sign in again");
   return message || `HTTP ${xhr.status} ${xhr.statusText}`.trim();
 }
 
@@ -114,7 +135,7 @@ function send({ file, name, row }) {
       resolve();
     };
     xhr.onerror = () => {
-      fail(row, "the upload did not reach the server (network error or connection closed)");
+      fail(row, _("the upload did not reach the server (network error or connection closed)"));
       resolve();
     };
     const body = new FormData();
@@ -126,7 +147,7 @@ function send({ file, name, row }) {
 function accepted(row, uploads) {
   row.querySelector(".progress").value = 100;
   if (uploads.length === 0) {
-    fail(row, "the archive contains no files");
+    fail(row, _("the archive contains no files"));
     return;
   }
   const single = uploads.length === 1 && uploads[0].name === uploads[0].source;
@@ -269,13 +290,13 @@ function updateUploads(byId) {
     if (FINAL.has(row.dataset.state)) continue;
     const doc = byId.get(row.dataset.docId);
     if (doc) setState(row, doc.status, doc.error);
-    else fail(row, "the document was deleted meanwhile");
+    else fail(row, _("the document was deleted meanwhile"));
   }
 }
 
 function sizeText(bytes) {
-  // Mirrors Jinja's filesizeformat (decimal units), so both renderings look alike.
-  if (bytes < 1000) return bytes === 1 ? "1 Byte" : `${bytes} Bytes`;
+  // Mirrors the server's filesize filter (web/i18n.py), so both renderings look alike.
+  if (bytes < 1000) return ngettext("%(n)s byte", "%(n)s bytes", bytes);
   const units = ["kB", "MB", "GB", "TB"];
   let value = bytes;
   let unit = "";
@@ -284,7 +305,7 @@ function sizeText(bytes) {
     unit = u;
     if (value < 1000) break;
   }
-  return `${value.toFixed(1)} ${unit}`;
+  return `${formatNumber(value, { minimumFractionDigits: 1, maximumFractionDigits: 1 })} ${unit}`;
 }
 
 function hiddenInput(name, value) {
@@ -312,27 +333,36 @@ function documentRow(doc) {
   tr.dataset.docId = doc.id;
   tr.dataset.status = doc.status;
   const name = el("td", "name", doc.name);
+  name.translate = false;
   if (doc.title && doc.title !== doc.name) name.append(el("div", "muted small", doc.title));
   const badgeCell = el("td");
-  badgeCell.append(el("span", `badge status ${doc.status}`, doc.status));
-  const when = el("td", "when", doc.updated_at ? doc.updated_at.slice(0, 16).replace("T", " ") : "—");
+  badgeCell.append(el("span", `badge status ${doc.status}`, stateLabel(doc.status)));
+  // UTC, as the server renders the same column
+  const utc = { dateStyle: "short", timeStyle: "short", timeZone: "UTC" };
+  const when = el("td", "when", doc.updated_at ? formatDateTime(doc.updated_at, utc) : "—");
+  const type = el("td", "", (doc.type || "").toUpperCase());
+  type.translate = false;
+  const reason = el("td", "reason", doc.error || "");
+  reason.lang = "en"; // the server's words
   tr.append(
     name,
-    el("td", "", doc.type || ""),
+    type,
     el("td", "num", sizeText(doc.size_bytes)),
-    el("td", "num", String(doc.pages)),
-    el("td", "num", String(doc.chunks)),
+    el("td", "num", doc.pages === null || doc.pages === undefined ? "" : formatNumber(doc.pages)),
+    el("td", "num", doc.chunks === null || doc.chunks === undefined ? "" : formatNumber(doc.chunks)),
     badgeCell,
-    el("td", "reason", doc.error || ""),
+    reason,
     when,
   );
   if (canWrite) {
     const actions = el("td", "row-actions");
     if (doc.status === "indexed") {
-      actions.append(actionForm(table.dataset.summarizeUrl, doc.id, "Summarize"));
+      actions.append(actionForm(table.dataset.summarizeUrl, doc.id, _("Summarize")));
     }
-    if (doc.status === "failed") actions.append(actionForm(table.dataset.retryUrl, doc.id, "Retry"));
-    actions.append(actionForm(table.dataset.deleteUrl, doc.id, "Delete", true));
+    if (doc.status === "failed") {
+      actions.append(actionForm(table.dataset.retryUrl, doc.id, _("Retry")));
+    }
+    actions.append(actionForm(table.dataset.deleteUrl, doc.id, _("Delete"), true));
     tr.append(actions);
   }
   return tr;
@@ -354,15 +384,18 @@ function updateCounts(docs) {
   for (const d of docs) counts[d.status] = (counts[d.status] || 0) + 1;
   for (const [status, n] of Object.entries(counts)) {
     const badge = document.querySelector(`[data-count="${status}"]`);
-    if (badge) badge.textContent = `${status}: ${n}`;
+    if (badge) badge.textContent = `${stateLabel(status)}: ${formatNumber(n)}`;
     const link = document.querySelector(`a[data-filter="${status}"]`);
-    if (link) link.textContent = `${status} (${n})`;
+    if (link) link.textContent = `${stateLabel(status)} (${formatNumber(n)})`;
   }
-  document.getElementById("doc-total").textContent = String(docs.length);
+  document.getElementById("doc-total").textContent = formatNumber(docs.length);
   const chunks = docs.reduce((sum, d) => sum + (d.chunks || 0), 0);
-  document.getElementById("chunk-total").textContent = String(chunks);
+  document.getElementById("chunk-total").textContent = formatNumber(chunks);
   const retryAll = document.querySelector("#retry-failed button");
   if (retryAll) retryAll.disabled = counts.failed === 0;
+  // Available as soon as something is indexed, not only after a reload.
+  const summarize = document.querySelector("#summarize-collection button");
+  if (summarize) summarize.disabled = counts.indexed === 0;
 }
 
 // Documents still in flight when the page opens (after a retry or re-index) are followed too.

@@ -1,5 +1,7 @@
 // Shared by every console page (loaded as a module; CSP allows no inline script).
 
+import { _ } from "../i18n.js";
+
 // Forms marked data-confirm ask first. Delegated, so rows added later are covered too.
 document.addEventListener("submit", (event) => {
   const form = event.target.closest("form[data-confirm]");
@@ -13,7 +15,7 @@ for (const button of document.querySelectorAll("button[data-copy]")) {
     if (!source) return;
     try {
       await navigator.clipboard.writeText(source.textContent.trim());
-      button.textContent = "Copied";
+      button.textContent = _("Copied");
     } catch {
       // No clipboard access (plain http on an intranet host): select it for Ctrl+C.
       const range = document.createRange();
@@ -21,7 +23,7 @@ for (const button of document.querySelectorAll("button[data-copy]")) {
       const selection = window.getSelection();
       selection.removeAllRanges();
       selection.addRange(range);
-      button.textContent = "Press Ctrl+C";
+      button.textContent = _("Press Ctrl+C");
     }
   });
 }

@@ -193,9 +193,10 @@ export class AssistantMessage {
       sources: this.sources, citations: event.citations, highlights: event.highlights,
     }));
     if (event.invalid) {
-      this.meta.append(el("span", "invalid-citations", `${ngettext(
+      const note = ngettext(
         "%(n)s citation pointed at no source and was removed.",
-        "%(n)s citations pointed at no source and were removed.", event.invalid)} `));
+        "%(n)s citations pointed at no source and were removed.", event.invalid);
+      this.meta.append(el("span", "invalid-citations", note + " "));
     }
   }
 
