@@ -77,7 +77,7 @@ def test_wrong_password_is_401_and_audited(web: WebEnv) -> None:
     c = web.anonymous()
     resp = c.post("/login", data={"username": "alice", "password": "nope", "csrf_token": c.csrf})
     assert resp.status_code == 401
-    assert "wrong username or password" in resp.get_data(as_text=True)
+    assert "Wrong username or password." in resp.get_data(as_text=True)
     assert web.svc.audit.list(action="sign_in_failed")[0].username == "alice"
 
 

@@ -16,7 +16,7 @@ from babel.messages.pofile import read_po
 from bs4 import BeautifulSoup
 
 from tests.conftest import REPO
-from tests.web.conftest import WebEnv
+from tests.web.conftest import WebEnv, csrf_from
 
 TRANSLATIONS = REPO / "web" / "translations"
 ZH = {"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8"}
@@ -222,3 +222,14 @@ def test_the_page_carries_its_browser_strings(web: WebEnv) -> None:
     assert catalog["Found %(n)s source"] == ["找到 %(n)s 个来源"]  # plural forms as a list
     en = BeautifulSoup(alice.http.get("/", headers=EN).get_data(as_text=True), "html.parser")
     assert json.loads(en.find("script", id="i18n-catalog").string) == {}  # type: ignore[union-attr]
+
+
+def test_a_failed_sign_in_is_told_in_chinese(web: WebEnv) -> None:
+    http = web.app.test_client()
+    csrf = csrf_from(http.get("/login", headers=ZH).get_data(as_text=True))
+    form = {"username": "alice", "password": "not her password", "csrf_token": csrf}
+    resp = http.post("/login", data=form, headers=ZH)
+    assert resp.status_code == 401
+    html = resp.get_data(as_text=True)
+    assert "用户名或密码错误。" in html
+    assert english_left(html) == []

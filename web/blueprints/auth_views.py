@@ -6,6 +6,8 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext
 from werkzeug.wrappers import Response as WzResponse
 
 from qa.accounts.audit import SIGN_IN, SIGN_IN_FAILED, SIGN_OUT, SIGN_OUT_EVERYWHERE
@@ -57,21 +59,42 @@ def login() -> str | WzResponse | tuple[str, int] | tuple[str, int, dict[str, st
         # The same answer for every name typed, existing or not: only the count differs.
         _failed(username, ip, "locked")
         wait = locked.retry_after_s
-        error = f"Too many failed sign-ins for this username. Try again in {wait} s."
+        error = _(
+            "Too many failed sign-ins for this username. Try again in %(seconds)s s.",
+            seconds=wait,
+        )
         page = render_template("login.html", next=next_url, error=error)
         return page, 429, {"Retry-After": str(wait)}
     except Unavailable as exc:
         # The directory could not say: not the user's failure, so no lockout count.
         _failed(username, ip, "directory_unavailable")
-        return render_template("login.html", next=next_url, error=str(exc)), 503
-    except Unauthenticated as exc:
+        return _login_page(next_url, UNREACHABLE, exc), 503
+    except Unauthenticated:
         locked_for = svc.lockout.failed(username)
         _failed(username, ip, None, {"locked_s": locked_for} if locked_for else None)
-        return render_template("login.html", next=next_url, error=str(exc)), 401
+        # Every refusal reads the same (a local or directory password, a disabled account,
+        # a name taken by a local account): nothing tells which names exist.
+        return _login_page(next_url, WRONG_PASSWORD), 401
     svc.lockout.succeeded(username)
     sign_in(p)
     svc.audit.record(SIGN_IN, actor=p, ip=ip)
     return redirect(_safe_next(request.form.get("next")))
+
+
+#: what the sign-in page says, in the reader's language (the server's English detail of an
+#: outage follows, marked as English)
+WRONG_PASSWORD = lazy_gettext("Wrong username or password.")
+UNREACHABLE = lazy_gettext("The sign-in service cannot be reached right now; try again shortly.")
+SSO_REFUSED = lazy_gettext("The single sign-on did not complete; please try again.")
+
+
+def _login_page(next_url: str, said: object, detail: Exception | None = None) -> str:
+    return render_template(
+        "login.html",
+        next=next_url,
+        error=str(said),
+        error_detail=str(detail) if detail is not None else None,
+    )
 
 
 def _failed(
@@ -95,7 +118,7 @@ def oidc_start() -> str | WzResponse | tuple[str, int]:
             url_for("auth.oidc_callback", _external=True), next_url
         )
     except Unavailable as exc:
-        return render_template("login.html", next=next_url, error=str(exc)), 503
+        return _login_page(next_url, UNREACHABLE, exc), 503
     session[OIDC_PENDING] = pending.to_dict()
     return redirect(url)
 
@@ -112,10 +135,10 @@ def oidc_callback() -> str | WzResponse | tuple[str, int]:
         p, id_token = svc.sign_in.oidc_finish(pending, request.args.to_dict())
     except Unavailable as exc:
         _failed(None, ip, "oidc_unavailable")
-        return render_template("login.html", next="", error=str(exc)), 503
+        return _login_page("", UNREACHABLE, exc), 503
     except Unauthenticated as exc:
         _failed(None, ip, "oidc_refused")
-        return render_template("login.html", next="", error=str(exc)), 401
+        return _login_page("", SSO_REFUSED, exc), 401
     sign_in(p)
     session[OIDC_ID_TOKEN] = id_token
     svc.audit.record(SIGN_IN, actor=p, ip=ip, details={"via": "oidc"})

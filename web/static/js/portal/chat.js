@@ -124,6 +124,7 @@ async function openChat(chatId) {
   }
   markActive();
   box.scrollTop = box.scrollHeight;
+  closeDrawer();
 }
 
 function newChat() {
@@ -131,6 +132,7 @@ function newChat() {
   state.chatId = null;
   $("messages").replaceChildren();
   markActive();
+  closeDrawer();
   $("question").focus();
 }
 
@@ -188,6 +190,18 @@ function onChatListClick(event) {
   else if (event.target.closest("button.delete")) run(deleteChat(li));
   else if (li.querySelector(".chat-title").isContentEditable) return;
   else run(openChat(li.dataset.chatId));
+}
+
+// -- the sidebar as a drawer (phones; CSS makes it one below 760 px) ---------------------
+
+function setDrawer(open) {
+  document.querySelector("main.portal").classList.toggle("drawer-open", open);
+  $("sidebar-toggle").setAttribute("aria-expanded", String(open));
+  $("drawer-backdrop").hidden = !open;
+}
+
+function closeDrawer() {
+  setDrawer(false);
 }
 
 // -- asking -------------------------------------------------------------------------------
@@ -310,6 +324,15 @@ async function start() {
   $("new-chat").addEventListener("click", newChat);
   $("chat-list").addEventListener("click", onChatListClick);
   $("collection-picker").addEventListener("change", rememberPicked);
+  $("sidebar-toggle").addEventListener("click", () => {
+    setDrawer(!document.querySelector("main.portal").classList.contains("drawer-open"));
+  });
+  $("drawer-backdrop").addEventListener("click", closeDrawer);
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape" || event.defaultPrevented) return;
+    closeDrawer();
+    stop(); // Esc stops the answer being written, like the Stop button
+  });
   try {
     const me = await api("GET", "/api/v1/me");
     renderPicker(me.collections);
