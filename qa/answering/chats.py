@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
 
 from qa.answering.decline import OUTCOMES
@@ -217,13 +217,18 @@ class ChatService:
             messages.append({"role": ASSISTANT, "content": reply})
         return messages
 
-    def list(self, user_id: int) -> builtins.list[Chat]:
-        """The user's chats, most recently active first."""
-        query = (
-            select(Chat)
-            .where(Chat.user_id == user_id)
-            .order_by(Chat.updated_at.desc(), Chat.created_at.desc(), Chat.id)
-        )
+    def list(self, user_id: int, search: str | None = None) -> builtins.list[Chat]:
+        """The user's chats, most recently active first; with ``search``, those whose title
+        or any message contains it (case-insensitive; ``%`` and ``_`` are plain text)."""
+        query = select(Chat).where(Chat.user_id == user_id)
+        words = (search or "").strip()
+        if words:
+            in_messages = exists().where(
+                ChatMessage.chat_id == Chat.id,
+                ChatMessage.content.icontains(words, autoescape=True),
+            )
+            query = query.where(or_(Chat.title.icontains(words, autoescape=True), in_messages))
+        query = query.order_by(Chat.updated_at.desc(), Chat.created_at.desc(), Chat.id)
         with self.db.session() as session:
             return builtins.list(session.scalars(query).all())
 

@@ -272,3 +272,29 @@ def test_a_deleted_document_is_no_longer_available(web: WebEnv) -> None:
             assert stored == {"n": stored["n"], "available": False}
         else:
             assert stored["document_id"] != gone
+
+
+def test_search_finds_chats_by_title_or_message(web: WebEnv) -> None:
+    alice = web.client("alice")
+    create(alice, title="Travel rules")
+    by_answer = create(alice, title="Something else")
+    alice.post("/api/v1/ask", json={"question": HOTEL, "chat_id": by_answer["id"]})
+    create(alice, title="员工福利 问题")
+    create(alice, title="100% sure_thing")
+    web.client("bob").post("/api/v1/chats", json={"title": "Travel for bob"})
+
+    def found(q: str) -> list[str]:
+        resp = alice.get("/api/v1/chats", query_string={"q": q})
+        assert resp.status_code == 200, resp.get_data(as_text=True)
+        return sorted(c["title"] for c in resp.get_json()["chats"])
+
+    assert found("RULES") == ["Travel rules"]  # case-insensitive
+    assert "Travel for bob" not in found("travel")  # only the caller's own chats
+    assert found("london") == ["Something else"]  # in the question asked in it
+    assert found("福利") == ["员工福利 问题"]
+    assert found("0%") == ["100% sure_thing"] and found("%") == ["100% sure_thing"]
+    assert found("100_") == []  # "_" is a character, not a wildcard for the "%"
+    assert found("  ") == sorted(c["title"] for c in alice.get("/api/v1/chats").get_json()["chats"])
+    assert found("no such words anywhere") == []
+    too_long = alice.get("/api/v1/chats", query_string={"q": "x" * 201})
+    assert too_long.status_code == 400 and "q" in too_long.get_json()["error"]["message"]

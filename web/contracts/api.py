@@ -359,6 +359,12 @@ class ChatList(Shape):
     chats: list[Chat]
 
 
+class ChatQuery(Query):
+    q: str | None = Field(
+        None, max_length=200, description="only chats whose title or a message contains this"
+    )
+
+
 class ChatMessage(Shape):
     id: int
     role: str = enum_of(MESSAGE_ROLES)

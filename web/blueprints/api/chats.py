@@ -1,6 +1,6 @@
 """``/api/v1/chats``: the caller's own conversations (someone else's chat is a 404).
 
-GET    /chats              -> {"chats": [chat]}
+GET    /chats[?q=words]    -> {"chats": [chat]} (q: title or a message contains it)
 POST   /chats              {title?, collection_ids?} -> 201 {"chat": chat}
 GET    /chats/<id>         -> {"chat": chat, "messages": [message with meta]}
                               (sources the caller can no longer read are redacted)
@@ -22,6 +22,7 @@ from web.contracts.api import (
     ChatEnvelope,
     ChatList,
     ChatMessage,
+    ChatQuery,
     ChatWithMessages,
 )
 from web.contracts.operation import Reply, operation
@@ -32,10 +33,11 @@ TAG = "chats"
 
 @bp.get("/chats")
 @login_required
-@operation("The caller's chats, newest first", TAG, {200: ChatList})
-def list_chats() -> Response:
+@operation("The caller's chats, newest first", TAG, {200: ChatList}, errors=(400,), query=ChatQuery)
+def list_chats(query: ChatQuery) -> Response:
     p = current_principal()
-    return ChatList(chats=[Chat.of(c) for c in services().chats.list(p.user_id)]).reply()
+    chats = services().chats.list(p.user_id, search=query.q)
+    return ChatList(chats=[Chat.of(c) for c in chats]).reply()
 
 
 @bp.post("/chats")

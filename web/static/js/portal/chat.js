@@ -3,6 +3,7 @@
 
 import { _, ngettext } from "../i18n.js";
 import { api, askStream, errorFrom } from "./api.js";
+import { chatMarkdown, download, fileName } from "./export.js";
 import { AssistantMessage, userMessage } from "./messages.js";
 import { initSettings, showPreferences } from "./settings.js";
 import { readEvents } from "./sse.js";
@@ -12,6 +13,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   chatId: null, // the chat being shown; null = a new one, created on the first question
   controller: null, // AbortController of the answer in flight
+  lastChatKey: null, // localStorage key remembering this user's open chat across reloads
 };
 
 // -- collection picker --------------------------------------------------------------------
@@ -99,9 +101,37 @@ function chatItem(chat) {
 }
 
 async function loadChats() {
-  const { chats } = await api("GET", "/api/v1/chats");
+  const search = $("chat-search").value.trim();
+  const url = search ? `/api/v1/chats?q=${encodeURIComponent(search)}` : "/api/v1/chats";
+  const { chats } = await api("GET", url);
   $("chat-list").replaceChildren(...chats.map(chatItem));
   $("chat-list-empty").hidden = chats.length > 0;
+  $("chat-list-empty").textContent = search ? _("No chat matches.") : _("No chats yet.");
+  return chats;
+}
+
+let searchTimer = null;
+function onSearchInput() {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(() => loadChats().then(markActive).catch((e) => showBanner(e.message)), 250);
+}
+
+function rememberOpenChat() {
+  if (!state.lastChatKey) return;
+  try {
+    if (state.chatId) localStorage.setItem(state.lastChatKey, state.chatId);
+    else localStorage.removeItem(state.lastChatKey);
+  } catch {
+    // storage disabled (private mode): a reload opens a new chat, as before
+  }
+}
+
+function storedChatId() {
+  try {
+    return state.lastChatKey ? localStorage.getItem(state.lastChatKey) : null;
+  } catch {
+    return null;
+  }
 }
 
 function markActive() {
@@ -117,14 +147,42 @@ async function openChat(chatId) {
   setPicked(chat.collection_ids);
   const box = $("messages");
   box.replaceChildren();
+  let lastView = null;
+  let lastQuestion = null;
   for (const message of messages) {
-    box.append(message.role === "user"
-      ? userMessage(message.content)
-      : AssistantMessage.fromStored(message).element);
+    if (message.role === "user") {
+      lastQuestion = message.content;
+      box.append(userMessage(message.content, editQuestion));
+    } else {
+      lastView = AssistantMessage.fromStored(message);
+      lastView.showActions();
+      box.append(lastView.element);
+    }
   }
+  if (lastView && lastQuestion) {
+    const question = lastQuestion;
+    lastView.showActions({ onRegenerate: () => askQuestion(question) });
+  }
+  state.messages = messages;
   markActive();
+  rememberOpenChat();
   box.scrollTop = box.scrollHeight;
   closeDrawer();
+}
+
+/** Edit and resend: the question goes back into the composer, to change and send. */
+function editQuestion(text) {
+  const input = $("question");
+  input.value = text;
+  input.focus();
+  input.setSelectionRange(text.length, text.length);
+}
+
+/** The open chat as a Markdown file (questions, answers, sources as footnotes). */
+async function exportChat() {
+  if (!state.chatId) return;
+  const { chat, messages } = await api("GET", `/api/v1/chats/${encodeURIComponent(state.chatId)}`);
+  download(fileName(chat.title, "md"), chatMarkdown(chat.title, messages));
 }
 
 function newChat() {
@@ -132,6 +190,7 @@ function newChat() {
   state.chatId = null;
   $("messages").replaceChildren();
   markActive();
+  rememberOpenChat();
   closeDrawer();
   $("question").focus();
 }
@@ -272,8 +331,12 @@ async function streamAnswer(view, body, signal) {
 
 async function ask(event) {
   if (event) event.preventDefault();
+  await askQuestion($("question").value.trim());
+}
+
+/** Ask ``question`` in the open chat (a new one for the first question). */
+async function askQuestion(question) {
   const input = $("question");
-  const question = input.value.trim();
   if (!question || state.controller) return;
   const controller = new AbortController();
   state.controller = controller;
@@ -283,7 +346,9 @@ async function ask(event) {
   const view = new AssistantMessage();
   try {
     const created = await ensureChat();
-    box.append(userMessage(question), view.element);
+    rememberOpenChat();
+    for (const old of box.querySelectorAll(".answer-actions .regenerate")) old.remove();
+    box.append(userMessage(question, editQuestion), view.element);
     box.scrollTop = box.scrollHeight;
     input.value = "";
     const body = { question, chat_id: state.chatId };
@@ -293,6 +358,9 @@ async function ask(event) {
     if (!started) {
       input.value = question; // nothing was asked: let the user retry as is
       if (created) await dropEmptyChat();
+      rememberOpenChat();
+    } else {
+      view.showActions({ onRegenerate: () => askQuestion(question) });
     }
   } catch (err) {
     if (controller.signal.aborted) view.stop();
@@ -310,6 +378,11 @@ function stop() {
   if (state.controller) state.controller.abort();
 }
 
+function printChat() {
+  // The print stylesheet leaves only the conversation: the browser's "Save as PDF".
+  window.print();
+}
+
 function onQuestionKey(event) {
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) ask(event);
 }
@@ -324,6 +397,9 @@ async function start() {
   $("new-chat").addEventListener("click", newChat);
   $("chat-list").addEventListener("click", onChatListClick);
   $("collection-picker").addEventListener("change", rememberPicked);
+  $("chat-search").addEventListener("input", onSearchInput);
+  $("export-chat").addEventListener("click", () => exportChat().catch((e) => showBanner(e.message)));
+  $("print-chat").addEventListener("click", printChat);
   $("sidebar-toggle").addEventListener("click", () => {
     setDrawer(!document.querySelector("main.portal").classList.contains("drawer-open"));
   });
@@ -337,7 +413,11 @@ async function start() {
     const me = await api("GET", "/api/v1/me");
     renderPicker(me.collections);
     showPreferences(me);
-    await loadChats();
+    state.lastChatKey = `docqa.openChat.${me.user.id}`;
+    const chats = await loadChats();
+    // Reopen the chat that was open before the reload, if it still exists.
+    const last = storedChatId();
+    if (last && chats.some((c) => c.id === last)) await openChat(last);
   } catch (err) {
     showBanner(_("Could not load your settings: %(reason)s", { reason: err.message }));
   }

@@ -17,6 +17,7 @@
 
 import { citationTargets, linkCitations, sourceTarget, viewerUrl } from "./citations.js";
 import { _, formatNumber, ngettext } from "../i18n.js";
+import { answerMarkdown } from "./export.js";
 import { markdownToText, renderMarkdown } from "./markdown.js";
 
 const SNIPPET_CHARS = 280;
@@ -104,11 +105,34 @@ function modeLabel(mode, outcome) {
   return mode === "extractive" ? _("extractive answer") : _("generated answer");
 }
 
-/** A question as the user typed it (plain text). */
-export function userMessage(text) {
+/** A question as the user typed it (plain text); ``onEdit(text)`` puts it back into the
+ * composer to change and send again. */
+export function userMessage(text, onEdit) {
   const article = el("article", "message user");
   article.append(el("div", "content", text));
+  if (onEdit) {
+    const edit = el("button", "link edit-question", _("Edit and resend"));
+    edit.type = "button";
+    edit.addEventListener("click", () => onEdit(text));
+    article.append(edit);
+  }
   return article;
+}
+
+/** Copy text to the clipboard; on plain http (no clipboard API) select it for Ctrl+C. */
+async function copyText(text, button, fallbackNode) {
+  try {
+    await navigator.clipboard.writeText(text);
+    button.textContent = _("Copied");
+  } catch {
+    const range = document.createRange();
+    range.selectNodeContents(fallbackNode);
+    const selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+    button.textContent = _("Press Ctrl+C");
+  }
+  setTimeout(() => { button.textContent = _("Copy"); }, 2000);
 }
 
 /** One assistant answer being streamed (or redrawn from the chat history). */
@@ -127,7 +151,11 @@ export class AssistantMessage {
     this.errorBox = el("div", "error");
     this.errorBox.hidden = true;
     this.meta = el("div", "answer-meta muted");
-    this.element.append(this.answer, this.status, this.errorBox, this.meta, this.sourcesBox);
+    this.actions = el("div", "answer-actions");
+    this.actions.hidden = true;
+    this.element.append(
+      this.answer, this.status, this.errorBox, this.meta, this.actions, this.sourcesBox,
+    );
     this.sources = [];
     this.text = "";
     this.pending = 0;
@@ -138,6 +166,24 @@ export class AssistantMessage {
   setState(state) {
     this.state = state;
     this.element.dataset.state = state;
+  }
+
+  /** The answer's buttons once it ended: Copy (Markdown, citations as footnotes) and,
+   * given ``onRegenerate``, Regenerate (the question is asked again; both answers stay). */
+  showActions({ onRegenerate } = {}) {
+    const copy = el("button", "link copy-answer", _("Copy"));
+    copy.type = "button";
+    copy.title = _("Copy the answer as Markdown, with its sources as footnotes");
+    copy.addEventListener("click", () => copyText(answerMarkdown(this.text, this.sources), copy, this.answer));
+    const buttons = [copy];
+    if (onRegenerate) {
+      const again = el("button", "link regenerate", _("Regenerate"));
+      again.type = "button";
+      again.addEventListener("click", onRegenerate);
+      buttons.push(again);
+    }
+    this.actions.replaceChildren(...buttons);
+    this.actions.hidden = !this.text;
   }
 
   /** The status line: searching -> found -> queued -> writing -> done (empty). */
@@ -158,7 +204,7 @@ export class AssistantMessage {
         : _("No matching passages.");
       this.sourcesList.replaceChildren(el("li", "muted no-sources", text));
     }
-    if (this.state === "waiting") {
+    if (this.status.dataset.phase === "searching") { // live, not redrawn from history
       const n = this.sources.length;
       this.setPhase("found", n ? ngettext("Found %(n)s source", "Found %(n)s sources", n)
         : _("No matching passages"));
