@@ -21,6 +21,7 @@ from qa.answering.answer_service import AnswerService
 from qa.answering.assembly import build_answer_service
 from qa.answering.chat_sources import ChatReader
 from qa.answering.chats import ChatService
+from qa.answering.feedback import FeedbackService
 from qa.answering.question_service import QuestionService
 from qa.library.ingest_queue import IngestQueue
 from qa.library.service import LibraryService
@@ -50,6 +51,8 @@ class WebServices:
     chats: ChatService
     #: chat messages as the reader may see them now (revoked sources withheld)
     chat_reader: ChatReader
+    #: thumbs up / down on answers, and the admins' view of them
+    feedback: FeedbackService
     audit: AuditLog
     config: AppConfig
     library: LibraryService
@@ -110,6 +113,7 @@ def build_web_services(
         access=access,
         chats=chats,
         chat_reader=ChatReader(chats, access, db),
+        feedback=FeedbackService(db),
         audit=audit,
         config=config,
         library=library,

@@ -71,6 +71,7 @@ PATH_PARAMETERS = {
     "doc_id": "document id (a content hash)",
     "chat_id": "chat id",
     "job_id": "summary job id",
+    "message_id": "chat message id (an answer)",
 }
 #: an integer path variable: an id as the request models take it (``Id``); the route's
 #: converter (``web.requests.IdConverter``) takes no larger one (a 404)

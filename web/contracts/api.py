@@ -17,6 +17,7 @@ from qa.accounts.users import LANGUAGES, ROLES, THEMES
 from qa.answering.chat_sources import ReadMessage
 from qa.answering.chats import MAX_TITLE_CHARS, MESSAGE_ROLES
 from qa.answering.decline import Outcome
+from qa.answering.feedback import MAX_COMMENT_CHARS
 from qa.limits import (
     MAX_ANSWER_TOKENS,
     MAX_COLLECTION_IDS,
@@ -365,6 +366,20 @@ class ChatQuery(Query):
     )
 
 
+class Feedback(Shape):
+    rating: Literal["up", "down"]
+    comment: str = ""
+
+
+class FeedbackBody(Body):
+    rating: Literal["up", "down"]
+    comment: str | None = Field(None, max_length=MAX_COMMENT_CHARS)
+
+
+class FeedbackEnvelope(Shape):
+    feedback: Feedback
+
+
 class ChatMessage(Shape):
     id: int
     role: str = enum_of(MESSAGE_ROLES)
@@ -386,10 +401,12 @@ class ChatMessage(Shape):
         " answer (the content is then the decline sentence and the sources are the closest"
         " passages); null for questions, answers cut off, and answers stored before outcomes",
     )
+    feedback: Feedback | None = Field(None, description="the caller's vote on this answer")
 
     @classmethod
-    def of(cls, message: MessageRow | ReadMessage) -> ChatMessage:
+    def of(cls, message: MessageRow | ReadMessage, feedback: Feedback | None = None) -> ChatMessage:
         return cls(
+            feedback=feedback,
             id=message.id,
             role=message.role,
             content=message.content,

@@ -383,6 +383,44 @@ class ChatMessage(Base):
     outcome: Mapped[str | None] = mapped_column(String(16), default=None)
 
 
+class AnswerFeedback(Base):
+    """A thumbs up or down, with an optional comment, on one answer (migration 0010).
+
+    The question, answer, sources and model are copied in when the vote is cast: the
+    feedback stays readable after the chat is deleted or the answer's documents change.
+    One vote per user and answer; voting again replaces it.
+    """
+
+    __tablename__ = "answer_feedback"
+    __table_args__ = (
+        UniqueConstraint("user_id", "message_id", name="uq_answer_feedback_user_message"),
+        Index("ix_answer_feedback_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: who voted; None once the account is deleted (the feedback itself stays)
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
+    username: Mapped[str] = mapped_column(String(64))
+    #: the answer voted on; None once its chat is deleted
+    message_id: Mapped[int | None] = mapped_column(
+        ForeignKey("chat_messages.id", ondelete="SET NULL"), default=None
+    )
+    #: "up" | "down"
+    rating: Mapped[str] = mapped_column(String(8))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    #: the answer's sources as the chat stored them (n, document, title, pages)
+    sources: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    mode: Mapped[str | None] = mapped_column(String(16), default=None)
+    model: Mapped[str | None] = mapped_column(String(200), default=None)
+    outcome: Mapped[str | None] = mapped_column(String(16), default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class AuditEvent(Base):
     """Who did what, when. No foreign key to users: the log outlives the accounts."""
 

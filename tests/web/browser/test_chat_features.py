@@ -99,3 +99,38 @@ def ask_in_new_chat(page: Any, question: str) -> None:
     page.wait_for_function(
         "() => document.querySelectorAll('#chat-list li[data-chat-id]').length === 2"
     )
+
+
+def test_thumbs_and_a_comment_reach_the_admins_feedback_view(
+    page: Any, extractive_server: LiveServer, shots: Shots
+) -> None:
+    server = extractive_server
+    sign_in(page, server, "bob")
+    ask(page, QUESTION)
+    assert wait_answer_state(page, ("done", "error")) == "done"
+    answer = last_answer(page)
+    answer.locator(".vote-down").wait_for()  # once the stored answer's id is known
+    answer.locator(".vote-down").click()
+    answer.locator(".feedback-comment").wait_for(state="visible")
+    assert answer.locator(".vote-down").get_attribute("aria-pressed") == "true"
+    answer.locator(".feedback-comment input").fill("It should also name Paris.")
+    answer.locator(".feedback-comment button").click()
+    answer.locator(".feedback-comment").wait_for(state="hidden")
+    assert "Thanks" in (answer.locator(".feedback-note").text_content() or "")
+    shots(page, "voted", full_page=False)
+    page.reload()  # the vote is shown again on the reopened chat
+    page.wait_for_selector("body[data-ready='1']")
+    page.wait_for_selector(".message.assistant .vote-down[aria-pressed='true']")
+
+    sign_in(page, server, "admin")
+    page.goto(server.url + "/admin/feedback?rating=down")
+    row = page.locator("#feedback tbody tr[data-rating='down']")
+    assert row.count() == 1
+    assert "It should also name Paris." in (row.locator(".comment").text_content() or "")
+    row.locator("summary").click()
+    assert "EUR 220" in (row.locator(".answer-text").text_content() or "")
+    shots(page, "admin-feedback")
+    with page.expect_download() as info:
+        page.click("#feedback-csv")
+    text = Path(info.value.path()).read_text(encoding="utf-8")
+    assert text.startswith("created_at,username,rating,comment") and "bob,down" in text

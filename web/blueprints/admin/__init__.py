@@ -1,5 +1,5 @@
 """The admin console under ``/admin``: collections, uploads, access, users, groups, API
-tokens, settings and the audit log.
+tokens, settings, answer feedback and the audit log.
 
 Server-rendered pages with classic form posts (hidden ``csrf_token`` field) and
 Post/Redirect/Get with flash messages. Routes stay thin: parse the form, call one qa
@@ -56,6 +56,7 @@ def _browser_sessions_only() -> None:
 from web.blueprints.admin import (  # noqa: E402, F401
     accounts,
     collections,
+    feedback,
     forms,
     settings,
 )

@@ -6,6 +6,8 @@ GET    /chats/<id>         -> {"chat": chat, "messages": [message with meta]}
                               (sources the caller can no longer read are redacted)
 PATCH  /chats/<id>         {title?, collection_ids?} -> {"chat": chat}
 DELETE /chats/<id>         -> 204
+PUT    /chats/<id>/messages/<message id>/feedback   {rating: up|down, comment?}
+                           -> {"feedback": {rating, comment}} (voting again replaces it)
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from flask import Response
 
 from qa.accounts.users import Principal
 from qa.errors import InvalidInput
+from qa.store.db.models import AnswerFeedback
 from web.auth import current_principal, login_required
 from web.blueprints.api import bp
 from web.contracts.api import (
@@ -24,6 +27,9 @@ from web.contracts.api import (
     ChatMessage,
     ChatQuery,
     ChatWithMessages,
+    Feedback,
+    FeedbackBody,
+    FeedbackEnvelope,
 )
 from web.contracts.operation import Reply, operation
 from web.extensions import services
@@ -65,9 +71,37 @@ def get_chat(chat_id: str) -> Response:
     p = current_principal()
     chat = services().chats.get(p.user_id, chat_id)
     messages = services().chat_reader.messages(p, chat_id)
+    votes = services().feedback.votes(p, chat_id)
     return ChatWithMessages(
-        chat=Chat.of(chat), messages=[ChatMessage.of(m) for m in messages]
+        chat=Chat.of(chat),
+        messages=[ChatMessage.of(m, _feedback(votes.get(m.id))) for m in messages],
     ).reply()
+
+
+def _feedback(row: AnswerFeedback | None) -> Feedback | None:
+    if row is None:
+        return None
+    return Feedback(rating="up" if row.rating == "up" else "down", comment=row.comment)
+
+
+@bp.put("/chats/<chat_id>/messages/<int:message_id>/feedback")
+@login_required
+@operation(
+    "Thumbs up or down, with an optional comment, on an answer of the caller's chat",
+    TAG,
+    {200: FeedbackEnvelope},
+    errors=(400, 404, 413),
+    body=FeedbackBody,
+    description="Stored with a copy of the question, the answer, its sources and model, for"
+    " the admins' feedback view; voting again on the same answer replaces the vote.",
+)
+def vote(chat_id: str, message_id: int, body: FeedbackBody) -> Response:
+    row = services().feedback.vote(
+        current_principal(), chat_id, message_id, body.rating, body.comment
+    )
+    feedback = _feedback(row)
+    assert feedback is not None
+    return FeedbackEnvelope(feedback=feedback).reply()
 
 
 @bp.patch("/chats/<chat_id>")

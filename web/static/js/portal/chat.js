@@ -149,25 +149,51 @@ async function openChat(chatId) {
   box.replaceChildren();
   let lastView = null;
   let lastQuestion = null;
+  let lastMessage = null;
   for (const message of messages) {
     if (message.role === "user") {
       lastQuestion = message.content;
       box.append(userMessage(message.content, editQuestion));
     } else {
       lastView = AssistantMessage.fromStored(message);
-      lastView.showActions();
+      lastMessage = message;
+      lastView.showActions({ feedback: feedbackFor(chat.id, message) });
       box.append(lastView.element);
     }
   }
   if (lastView && lastQuestion) {
     const question = lastQuestion;
-    lastView.showActions({ onRegenerate: () => askQuestion(question) });
+    lastView.showActions({
+      onRegenerate: () => askQuestion(question),
+      feedback: feedbackFor(chat.id, lastMessage),
+    });
   }
   state.messages = messages;
   markActive();
   rememberOpenChat();
   box.scrollTop = box.scrollHeight;
   closeDrawer();
+}
+
+/** What an answer's vote buttons need: its stored id and the vote already given. */
+function feedbackFor(chatId, message) {
+  return {
+    current: message.feedback || null,
+    send: async (rating, comment) => {
+      const url = `/api/v1/chats/${encodeURIComponent(chatId)}/messages/${message.id}/feedback`;
+      const { feedback } = await api("PUT", url, { rating, comment: comment || null });
+      return feedback;
+    },
+  };
+}
+
+/** A streamed answer's stored id (the stream does not carry it): the chat's last answer. */
+async function storedAnswer(chatId) {
+  const { messages } = await api("GET", `/api/v1/chats/${encodeURIComponent(chatId)}`);
+  for (let i = messages.length - 1; i >= 0; i -= 1) {
+    if (messages[i].role === "assistant") return messages[i];
+  }
+  return null;
 }
 
 /** Edit and resend: the question goes back into the composer, to change and send. */
@@ -360,7 +386,13 @@ async function askQuestion(question) {
       if (created) await dropEmptyChat();
       rememberOpenChat();
     } else {
-      view.showActions({ onRegenerate: () => askQuestion(question) });
+      const regenerate = () => askQuestion(question);
+      view.showActions({ onRegenerate: regenerate });
+      const chatId = state.chatId;
+      const stored = await storedAnswer(chatId).catch(() => null);
+      if (stored && view.state !== "error") {
+        view.showActions({ onRegenerate: regenerate, feedback: feedbackFor(chatId, stored) });
+      }
     }
   } catch (err) {
     if (controller.signal.aborted) view.stop();

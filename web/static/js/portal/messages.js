@@ -170,7 +170,7 @@ export class AssistantMessage {
 
   /** The answer's buttons once it ended: Copy (Markdown, citations as footnotes) and,
    * given ``onRegenerate``, Regenerate (the question is asked again; both answers stay). */
-  showActions({ onRegenerate } = {}) {
+  showActions({ onRegenerate, feedback } = {}) {
     const copy = el("button", "link copy-answer", _("Copy"));
     copy.type = "button";
     copy.title = _("Copy the answer as Markdown, with its sources as footnotes");
@@ -182,8 +182,64 @@ export class AssistantMessage {
       again.addEventListener("click", onRegenerate);
       buttons.push(again);
     }
+    if (feedback) buttons.push(...this.feedbackControls(feedback));
     this.actions.replaceChildren(...buttons);
     this.actions.hidden = !this.text;
+  }
+
+  /** ▲ Helpful / ▼ Not helpful and, once voted, an optional comment.
+   * ``feedback.send(rating, comment)`` stores the vote (PUT .../feedback);
+   * ``feedback.current`` is the vote already given. */
+  feedbackControls(feedback) {
+    let current = feedback.current || null;
+    const box = el("span", "feedback");
+    // Text arrows, not emoji: an intranet desktop may have no emoji font. (The labels are
+    // not inside the template literals: the string extractor skips those.)
+    const helpful = _("Helpful");
+    const notHelpful = _("Not helpful");
+    const up = el("button", "link vote vote-up", `▲ ${helpful}`);
+    const down = el("button", "link vote vote-down", `▼ ${notHelpful}`);
+    const note = el("span", "feedback-note muted");
+    const form = el("form", "feedback-comment");
+    form.hidden = true;
+    const input = el("input");
+    input.name = "comment";
+    input.maxLength = 2000;
+    input.placeholder = _("Add a comment (optional)");
+    const send = el("button", "", _("Send"));
+    send.type = "submit";
+    form.append(input, send);
+    const show = () => {
+      for (const [button, rating] of [[up, "up"], [down, "down"]]) {
+        button.type = "button";
+        button.setAttribute("aria-pressed", String(Boolean(current && current.rating === rating)));
+      }
+    };
+    const vote = async (rating, comment) => {
+      try {
+        current = await feedback.send(rating, comment);
+        note.textContent = _("Thanks for the feedback.");
+        show();
+        return true;
+      } catch (err) {
+        note.textContent = err.message || String(err);
+        return false;
+      }
+    };
+    up.addEventListener("click", async () => {
+      if (await vote("up", current ? current.comment : "")) form.hidden = false;
+    });
+    down.addEventListener("click", async () => {
+      if (await vote("down", current ? current.comment : "")) form.hidden = false;
+    });
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      if (current && (await vote(current.rating, input.value))) form.hidden = true;
+    });
+    if (current && current.comment) input.value = current.comment;
+    show();
+    box.append(up, down, note, form);
+    return [box];
   }
 
   /** The status line: searching -> found -> queued -> writing -> done (empty). */
