@@ -202,18 +202,18 @@ class IngestService:
                 " quarantined"
             )
             log.warning("document %s (%s) quarantined: %s", doc_id, name, reason)
-            return self._fail(doc_id, name, reason, started)
+            return self._fail(doc_id, name, reason, started, "parser_crashed")
 
         try:
             parsed = self.parser.parse(self.blobs.path_for(sha), name)
         except ParseError as exc:
-            return self._fail(doc_id, name, exc.reason, started)
+            return self._fail(doc_id, name, exc.reason, started, exc.code)
 
         try:
             rows, pages = self._chunk(parsed)
             vectors = self.embedder.embed_passages([r.text for r in rows])
         except DocqaError as exc:
-            return self._fail(doc_id, name, str(exc), started)
+            return self._fail(doc_id, name, str(exc), started, exc.code)
 
         with self.db.session() as session:
             doc = get_document(session, doc_id)
@@ -222,7 +222,7 @@ class IngestService:
             replace_document_content(session, doc, pages, rows, vectors, self.embedder.model_id)
             replaced = self._remove_older_versions(session, doc)
             doc.status = DocStatus.INDEXED
-            doc.error = None
+            doc.error = doc.error_code = None
             session.commit()
         if replaced:
             self.forget(replaced)
@@ -252,22 +252,26 @@ class IngestService:
         ).all()
         return delete_documents(session, older)
 
-    def _fail(self, doc_id: str, name: str, reason: str, started: float) -> Processed:
+    def _fail(
+        self, doc_id: str, name: str, reason: str, started: float, code: str | None = None
+    ) -> Processed:
+        """Record a failure; ``code`` is its kind (``Document.retryable`` reads it)."""
         log.info("document %s (%s) failed: %s", doc_id, name, reason)
         with self.db.session() as session:
             doc = get_document(session, doc_id)
             doc.status = DocStatus.FAILED
             doc.error = public_reason(reason)[:2000]
+            doc.error_code = code[:32] if code else None
             session.commit()
         return Processed(
             doc_id, name, Outcome.FAILED, reason, seconds=time.perf_counter() - started
         )
 
-    def mark_failed(self, doc_id: str, reason: str) -> Processed:
+    def mark_failed(self, doc_id: str, reason: str, code: str | None = None) -> Processed:
         """Record a failure seen outside ``process`` (a worker's time limit, say)."""
         with self.db.session() as session:
             name = get_document(session, doc_id).original_name
-        return self._fail(doc_id, name, reason, time.perf_counter())
+        return self._fail(doc_id, name, reason, time.perf_counter(), code)
 
     def forget(self, shas: set[str]) -> Released:
         """After a committed delete: remove the originals no document references any more

@@ -52,6 +52,19 @@ DOC_STATUS_NAMES = {
     "indexed": lazy_gettext("indexed"),
     "failed": lazy_gettext("failed"),
 }
+#: why documents failed, by the failure's code (``Document.error_code``)
+FAILURE_NAMES = {
+    "password_protected": lazy_gettext("password-protected"),
+    "unsupported_type": lazy_gettext("unsupported file type"),
+    "no_text": lazy_gettext("no text found (scanned?)"),
+    "hostile_file": lazy_gettext("refused as unsafe"),
+    "parse_failed": lazy_gettext("the file could not be read"),
+    "parse_limit": lazy_gettext("over a size limit"),
+    "time_limit": lazy_gettext("took too long"),
+    "parser_crashed": lazy_gettext("the parser crashed"),
+    "embedding": lazy_gettext("embedding failed"),
+    "unknown": lazy_gettext("other"),
+}
 #: a grant's permission as a noun ("Permission: read") and as what one may do ("you may ...")
 PERMISSION_NAMES = {"read": lazy_gettext("read"), "write": lazy_gettext("write")}
 PERMISSION_VERBS = {"read": lazy_gettext("read it"), "write": lazy_gettext("change it")}
@@ -169,6 +182,7 @@ def init_i18n(app: Flask) -> None:
             "doc_status_names": DOC_STATUS_NAMES,
             "permission_names": PERMISSION_NAMES,
             "permission_verbs": PERMISSION_VERBS,
+            "failure_names": FAILURE_NAMES,
             # for placeholders that carry markup (a <code> in a translated sentence)
             "Markup": Markup,
         }

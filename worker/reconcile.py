@@ -242,7 +242,7 @@ def mark_queued(db: Database, doc_ids: Sequence[str]) -> None:
         session.execute(
             update(Document)
             .where(Document.id.in_(doc_ids), Document.status == DocStatus.FAILED)
-            .values(status=DocStatus.QUEUED, error=None, updated_at=utcnow())
+            .values(status=DocStatus.QUEUED, error=None, error_code=None, updated_at=utcnow())
         )
         session.commit()
 

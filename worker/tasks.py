@@ -111,7 +111,9 @@ def ingest_document(self: Task, doc_id: str) -> dict[str, Any]:
             context.reset()
             soft = app.conf.task_soft_time_limit
             result = context.ingest_service().mark_failed(
-                doc_id, f"processing took longer than {soft} s (the ingest task time limit)"
+                doc_id,
+                f"processing took longer than {soft} s (the ingest task time limit)",
+                "time_limit",
             )
         publish_collection.apply_async(args=[collection_id])
     except NotFound:  # deleted while it was being processed

@@ -227,7 +227,13 @@ class LibraryService:
         docs = [self.document(p, d) for d in doc_ids]
         for doc in docs:
             self.access.require_write(p, doc.collection_id)
-        todo = [d.id for d in docs if d.status != DocStatus.INDEXED]
+        # Indexed ones have nothing to retry; a failure whose file is the problem (a
+        # password, an unsupported type) would fail the same way again.
+        todo = [
+            d.id
+            for d in docs
+            if d.status != DocStatus.INDEXED and (d.status != DocStatus.FAILED or d.retryable)
+        ]
         if todo:
             self._queue().retry(todo)
         self.audit.record("retry", actor=p, details={"document_ids": todo}, ip=ip)

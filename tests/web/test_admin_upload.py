@@ -7,6 +7,7 @@ Real files (the samples and a broken PDF) go through the real embedded ingest qu
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 
 from qa.answering.events import Sources
 from qa.retrieval.embedder import Embedder
+from qa.store.db.models import Document as DocumentRow
 from tests.conftest import SAMPLES
 from tests.web.conftest import Client, Seeded, WebEnv, build_env
 
@@ -190,27 +192,39 @@ def test_retry_failed_and_reindex(web: WebEnv) -> None:
     web.wait_ingested()
     before = by_name(documents(admin, cid))["broken.pdf"]
     assert before["status"] == "failed"
+    # A malformed file fails the same way every time: no retry is offered for it.
+    assert before["error_code"] == "parse_failed" and before["retryable"] is False
+    page = admin.get(f"/admin/collections/{cid}").get_data(as_text=True)
+    assert ">Retry<" not in page and "the file could not be read (1)" in page
+    assert re.search(r'<button type="submit" disabled[^>]*>Retry failed', page)
+    resp = admin.post(f"/admin/collections/{cid}/retry", data={"status": "failed"})
+    assert "No failed documents" in admin.get(resp.headers["Location"]).get_data(as_text=True)
+    api = admin.post(f"/api/v1/documents/{bad['document_id']}/retry")
+    assert api.status_code == 202 and api.get_json()["queued"] == 0
 
+    # A failure a retry may fix (a crashed parser): offered, and queued again.
+    with web.svc.db.session() as session:
+        row = session.get(DocumentRow, bad["document_id"])
+        assert row is not None
+        row.error_code = "parser_crashed"
+        session.commit()
+    assert by_name(documents(admin, cid))["broken.pdf"]["retryable"] is True
+    assert ">Retry<" in admin.get(f"/admin/collections/{cid}").get_data(as_text=True)
     resp = admin.post(f"/admin/collections/{cid}/retry", data={"status": "failed"})
     assert resp.status_code == 302 and resp.headers["Location"].endswith("?status=failed")
     assert "1 document queued again" in admin.get(resp.headers["Location"]).get_data(as_text=True)
     web.wait_ingested()
     after = by_name(documents(admin, cid))["broken.pdf"]
     assert after["status"] == "failed" and after["attempts"] > before["attempts"]
+    assert after["error_code"] == "parse_failed"  # what it really is
 
-    # One row's retry button, then a re-index of the whole collection.
-    resp = admin.post(f"/admin/collections/{cid}/retry", data={"doc_id": bad["document_id"]})
-    assert resp.status_code == 302
-    web.wait_ingested()
-    assert by_name(documents(admin, cid))["broken.pdf"]["attempts"] > after["attempts"]
+    # A re-index of the whole collection.
     resp = admin.post(f"/admin/collections/{cid}/reindex")
     assert resp.status_code == 302
     web.wait_ingested()
     assert by_name(documents(admin, cid))["notes.md"]["status"] == "indexed"
-    assert [e.details["document_ids"] for e in web.svc.audit.list(action="retry", limit=5)] == [
-        [bad["document_id"]],
-        [bad["document_id"]],
-    ]
+    retried = [e.details["document_ids"] for e in web.svc.audit.list(action="retry", limit=5)]
+    assert retried == [[bad["document_id"]], []]  # the API call that queued nothing too
     assert web.svc.audit.list(action="reindex", limit=1)[0].target == str(cid)
     assert (
         admin.post(f"/admin/collections/{cid}/retry", data={"doc_id": "x" * 100}).status_code == 404

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from qa.store.db.models import Document as DocumentRow
 from tests.web.conftest import WebEnv
 
 API = "/api/v1"
@@ -367,7 +368,18 @@ def test_failed_document_reason_and_retry(web: WebEnv) -> None:
     web.wait_ingested()
     doc = http.get(f"{API}/documents/{doc_id}", headers=headers).get_json()
     assert doc["status"] == "failed" and doc["error"], doc
+    # The file itself is broken: a retry would fail the same way, so none is made.
+    assert doc["error_code"] == "parse_failed" and doc["retryable"] is False
+    refused = http.post(f"{API}/documents/{doc_id}/retry", headers=headers)
+    assert refused.status_code == 202 and refused.get_json() == {"id": doc_id, "queued": 0}
 
+    # A failure a retry may fix (here: one recorded before failures had a kind).
+    with web.svc.db.session() as session:
+        row = session.get(DocumentRow, doc_id)
+        assert row is not None
+        row.error_code = None
+        session.commit()
+    assert http.get(f"{API}/documents/{doc_id}", headers=headers).get_json()["retryable"]
     retried = http.post(f"{API}/documents/{doc_id}/retry", headers=headers)
     assert retried.status_code == 202 and retried.get_json() == {"id": doc_id, "queued": 1}
     web.wait_ingested()

@@ -123,6 +123,12 @@ class Document(Shape):
     size_bytes: int | None = None
     status: str = enum_of(DocStatus.ALL)
     error: str | None = Field(description="why processing failed (status failed)")
+    error_code: str | None = Field(
+        None, description="the failure's kind: password_protected, parser_crashed, ..."
+    )
+    retryable: bool = Field(
+        False, description="failed, and a retry may help (not when the file is the problem)"
+    )
     pages: int | None = None
     chunks: int | None = None
     attempts: int = 0
@@ -140,6 +146,8 @@ class Document(Shape):
             size_bytes=doc.size_bytes,
             status=doc.status,
             error=doc.error,
+            error_code=doc.error_code,
+            retryable=doc.retryable,
             pages=doc.page_count,
             chunks=doc.chunk_count,
             attempts=doc.attempts,

@@ -80,6 +80,21 @@ class Collection(Base):
         return f"c{self.id}"
 
 
+#: failures a retry cannot fix: the file itself is the problem, or it outgrows a limit
+#: that a second try would hit again (an unknown or transient failure may be retried)
+UNRETRYABLE_ERRORS = frozenset(
+    {
+        "password_protected",
+        "unsupported_type",
+        "no_text",
+        "hostile_file",
+        "parse_failed",
+        "parse_limit",
+        "time_limit",
+    }
+)
+
+
 class Document(Base):
     __tablename__ = "documents"
     __table_args__ = (
@@ -97,6 +112,9 @@ class Document(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16), default=DocStatus.QUEUED)
     error: Mapped[str | None] = mapped_column(Text, default=None)
+    #: the failure's kind (the error's code: "password_protected", "parser_crashed", ...;
+    #: migration 0011); None for failures recorded before it existed
+    error_code: Mapped[str | None] = mapped_column(String(32), default=None)
     title: Mapped[str | None] = mapped_column(String(1024), default=None)
     page_count: Mapped[int] = mapped_column(Integer, default=0)
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -110,6 +128,11 @@ class Document(Base):
     )
 
     collection: Mapped[Collection] = relationship(back_populates="documents")
+
+    @property
+    def retryable(self) -> bool:
+        """A failed document a retry may fix: not one whose file is the problem."""
+        return self.status == DocStatus.FAILED and self.error_code not in UNRETRYABLE_ERRORS
 
 
 class PageText(Base):

@@ -90,3 +90,30 @@ def test_upload_three_files_two_index_and_the_broken_one_fails_with_its_reason(
     table_reason = (failed[0].locator(".reason").text_content() or "").strip()
     assert table_reason and table_reason in reason, (table_reason, reason)
     shots(page, "documents-table")
+
+    # Progress followed the real stages: a finished file's bar is full; the upload alone
+    # filled only part of it.
+    page.goto(page.url)
+    for name in ("parking-rules.md", "plant-care.txt"):
+        assert page.locator(f"#documents a.preview:text-is('{name}')").count() == 1
+    assert failed[0].locator("button", has_text="Retry").count() == 0  # no retry can help
+    assert page.locator("#retry-failed button").is_disabled()
+    assert "could not be read (1)" in (page.text_content("#failures-by-reason") or "")
+    assert re.match(r"· [\d.]+ (kB|bytes?)$", (page.text_content("#storage-used") or "").strip())
+
+    # Find by name: the table keeps only the matching rows.
+    page.fill("#doc-search", "plant")
+    visible = page.locator("#documents tbody tr[data-doc-id]:visible")
+    assert visible.count() == 1 and "plant-care.txt" in (visible.first.text_content() or "")
+    shots(page, "found-by-name")
+    page.fill("#doc-search", "")
+    assert page.locator("#documents tbody tr[data-doc-id]:visible").count() == table.count()
+
+    # Preview: the document opens in the viewer.
+    with page.context.expect_page() as opened:
+        page.locator("#documents a.preview:text-is('plant-care.txt')").click()
+    viewer = opened.value
+    viewer.wait_for_load_state()
+    assert "/view" in viewer.url and "plant-care.txt" in (
+        viewer.text_content("h1, .viewer-sub") or ""
+    )

@@ -102,15 +102,19 @@ def collection(cid: int) -> Page:
     svc = services()
     view = svc.library.collection(p, cid)
     status = _status_filter()
-    docs = svc.library.documents(p, cid, status)
+    every = svc.library.documents(p, cid)
+    failed = [d for d in every if d.status == DocStatus.FAILED]
     return render_template(
         "admin/collection.html",
         coll=view,
         can_write=view.permission == "write",
-        documents=docs,
+        documents=[d for d in every if status is None or d.status == status],
         status=status,
         statuses=DocStatus.ALL,
-        counts=_status_counts(p, cid),
+        counts={s: sum(1 for d in every if d.status == s) for s in DocStatus.ALL},
+        storage_bytes=sum(d.size_bytes for d in every),
+        failures=Counter(d.error_code or "unknown" for d in failed).most_common(),
+        retryable=sum(1 for d in failed if d.retryable),
         grants=_visible_grants(p, view),
         users=svc.accounts.list_users() if p.is_admin else [],
         groups=[grp for grp, _ in svc.accounts.list_groups()] if p.is_admin else [],
@@ -234,7 +238,7 @@ def retry(cid: int) -> Redirect:
     if ids:
         ids = _doc_ids_of(p, cid, ids)
     else:
-        ids = [d.id for d in svc.library.documents(p, cid, DocStatus.FAILED)]
+        ids = [d.id for d in svc.library.documents(p, cid, DocStatus.FAILED) if d.retryable]
     if not ids:
         return _back_to_collection(cid, _("No failed documents to retry."))
     n = svc.library.retry(p, ids, ip=ip())

@@ -44,8 +44,10 @@ def delete_document(doc_id: str) -> Response:
     TAG,
     {202: Reply(Retried, "Queued")},
     errors=(403, 404, 503),
+    description="queued is 0 when a retry cannot help: the document is indexed, or its"
+    " failure is the file's own (retryable false: a password, an unsupported type, no text)",
 )
 def retry_document(doc_id: str) -> tuple[Response, int]:
     n = services().library.retry(current_principal(), [doc_id], ip=client_ip())
-    # An indexed document has nothing to retry: queued is 0 and nothing changes.
+    # An indexed document, or one no retry can fix: queued is 0 and nothing changes.
     return Retried(id=doc_id, queued=n).reply(202), 202

@@ -5,6 +5,10 @@
 import { _, formatDateTime, formatNumber, ngettext } from "../i18n.js";
 
 const FINAL = new Set(["indexed", "failed"]);
+// How far along the bar each stage is: the upload itself fills the first 40 %, so a file
+// that is sent but still queued does not read 100 %.
+const STAGE_PROGRESS = { queued: 55, processing: 80, indexed: 100, failed: 100 };
+const UPLOAD_SHARE = 40;
 const PARALLEL_UPLOADS = 3;
 const POLL_MS = 1000;
 const POLL_RETRY_MS = 4000;
@@ -64,7 +68,7 @@ function setState(row, state, reason) {
   row.dataset.state = state;
   row.querySelector(".state").textContent =
     state === "failed" ? failedText(reason) : stateLabel(state);
-  if (FINAL.has(state)) row.querySelector(".progress").value = 100;
+  if (state in STAGE_PROGRESS) row.querySelector(".progress").value = STAGE_PROGRESS[state];
 }
 
 function fail(row, reason) {
@@ -118,7 +122,9 @@ function send({ file, name, row }) {
     xhr.setRequestHeader("X-CSRF-Token", csrf);
     xhr.setRequestHeader("Accept", "application/json");
     xhr.upload.onprogress = (event) => {
-      if (event.lengthComputable) bar.value = Math.round((event.loaded / event.total) * 100);
+      if (event.lengthComputable) {
+        bar.value = Math.round((event.loaded / event.total) * UPLOAD_SHARE);
+      }
     };
     xhr.onload = () => {
       let data = null;
@@ -145,7 +151,7 @@ function send({ file, name, row }) {
 }
 
 function accepted(row, uploads) {
-  row.querySelector(".progress").value = 100;
+  row.querySelector(".progress").value = UPLOAD_SHARE;
   if (uploads.length === 0) {
     fail(row, _("the archive contains no files"));
     return;
@@ -158,7 +164,7 @@ function accepted(row, uploads) {
   // A zip archive: one row per member (named by the server) in place of the archive's.
   for (const upload of uploads) {
     const member = makeRow(upload.name, row);
-    member.querySelector(".progress").value = 100;
+    member.querySelector(".progress").value = UPLOAD_SHARE;
     track(member, upload);
   }
   row.remove();
@@ -332,8 +338,18 @@ function documentRow(doc) {
   const tr = el("tr");
   tr.dataset.docId = doc.id;
   tr.dataset.status = doc.status;
-  const name = el("td", "name", doc.name);
+  const name = el("td", "name");
   name.translate = false;
+  if (doc.status === "indexed") {
+    // Preview: the document viewer, in a new tab.
+    const link = el("a", "preview", doc.name);
+    link.href = `/documents/${encodeURIComponent(doc.id)}/view`;
+    link.target = "_blank";
+    link.rel = "noopener";
+    name.append(link);
+  } else {
+    name.textContent = doc.name;
+  }
   if (doc.title && doc.title !== doc.name) name.append(el("div", "muted small", doc.title));
   const badgeCell = el("td");
   badgeCell.append(el("span", `badge status ${doc.status}`, stateLabel(doc.status)));
@@ -359,7 +375,7 @@ function documentRow(doc) {
     if (doc.status === "indexed") {
       actions.append(actionForm(table.dataset.summarizeUrl, doc.id, _("Summarize")));
     }
-    if (doc.status === "failed") {
+    if (doc.retryable) { // not offered where the file itself is the problem
       actions.append(actionForm(table.dataset.retryUrl, doc.id, _("Retry")));
     }
     actions.append(actionForm(table.dataset.deleteUrl, doc.id, _("Delete"), true));
@@ -377,7 +393,22 @@ function renderTable(docs) {
   body.replaceChildren(...shown.map(documentRow));
   document.getElementById("no-documents").classList.toggle("hidden", shown.length > 0);
   updateCounts(docs);
+  applySearch();
 }
+
+// ---- finding a document by name ---------------------------------------------------------
+
+const search = document.getElementById("doc-search");
+
+function applySearch() {
+  const words = (search ? search.value : "").trim().toLowerCase();
+  for (const row of table.tBodies[0].rows) {
+    const text = row.querySelector(".name")?.textContent.toLowerCase() || "";
+    row.hidden = Boolean(words) && !text.includes(words);
+  }
+}
+
+if (search) search.addEventListener("input", applySearch);
 
 function updateCounts(docs) {
   const counts = { queued: 0, processing: 0, indexed: 0, failed: 0 };
@@ -392,7 +423,7 @@ function updateCounts(docs) {
   const chunks = docs.reduce((sum, d) => sum + (d.chunks || 0), 0);
   document.getElementById("chunk-total").textContent = formatNumber(chunks);
   const retryAll = document.querySelector("#retry-failed button");
-  if (retryAll) retryAll.disabled = counts.failed === 0;
+  if (retryAll) retryAll.disabled = !docs.some((d) => d.retryable);
   // Available as soon as something is indexed, not only after a reload.
   const summarize = document.querySelector("#summarize-collection button");
   if (summarize) summarize.disabled = counts.indexed === 0;
