@@ -72,6 +72,16 @@ def test_the_portal_in_chinese(zh_page: Any, extractive_server: LiveServer, shot
     shots(page, "answer-and-settings")
     assert ui_english(page) == []
 
+    # A server error the portal meets is told in Chinese too (its code picks the words).
+    said = page.evaluate(
+        """async () => {
+            const { api } = await import('/static/js/portal/api.js');
+            try { await api('GET', '/api/v1/chats/no-such-chat'); return 'no error'; }
+            catch (err) { return err.message; }
+        }"""
+    )
+    assert said == "未找到，或你已无权访问。", said
+
     # English chosen in the settings: the page comes back in English.
     page.select_option("#set-language", "en")
     with page.expect_navigation():

@@ -1,7 +1,7 @@
 // Talking to /api/v1 from the portal: JSON in and out, the CSRF header on every change,
 // and error messages a person can act on ("retry in 12 s").
 
-import { _ } from "../i18n.js";
+import { _, lang } from "../i18n.js";
 
 /** The per-session CSRF token the server put into <meta name="csrf-token">. */
 export function csrfToken() {
@@ -17,6 +17,30 @@ export class ApiError extends Error {
     this.code = code;
     this.retryAfter = retryAfter;
   }
+}
+
+/** The reader's-language sentence for an error code the portal meets, or null. */
+function known(code) {
+  const texts = {
+    busy: _("The model is busy answering other questions."),
+    rate_limited: _("Too many requests; please wait a moment."),
+    unavailable: _("This is not available right now; please try again shortly."),
+    index_unavailable: _("The documents are still being indexed; please try again shortly."),
+    not_found: _("Not found, or no longer available to you."),
+    forbidden: _("You may not do this."),
+    too_large: _("That is too large."),
+    model_not_built: _("No language model is built yet."),
+    generation: _("The model could not write an answer."),
+    internal: _("Something went wrong on our side."),
+  };
+  return texts[code] || null;
+}
+
+/** What to show for a server error: the server's own (English) words on an English page;
+ * on another, the sentence for its code when there is one, else the server's words. */
+export function errorText(code, message) {
+  if (lang.startsWith("en")) return message;
+  return known(code) || message;
 }
 
 /** Set when a 401 sent the page to sign-in. */
@@ -43,6 +67,7 @@ export async function errorFrom(resp) {
     const here = window.location.pathname + window.location.search;
     window.location.assign(`/login?next=${encodeURIComponent(here)}`);
   }
+  message = errorText(code, message);
   const retry = Number.parseInt(resp.headers.get("Retry-After") || "", 10);
   const retryAfter = Number.isFinite(retry) ? retry : null;
   if ((resp.status === 429 || resp.status === 503) && retryAfter !== null) {

@@ -2,7 +2,7 @@
 // with a streamed answer (sources first, then tokens, then the cited text).
 
 import { _, ngettext } from "../i18n.js";
-import { api, askStream, errorFrom } from "./api.js";
+import { api, askStream, errorFrom, errorText } from "./api.js";
 import { chatMarkdown, download, fileName } from "./export.js";
 import { AssistantMessage, userMessage } from "./messages.js";
 import { initSettings, showPreferences } from "./settings.js";
@@ -332,7 +332,7 @@ function handleEvent(view, event) {
     case "token": view.addToken(event.text); break;
     case "citations": view.showCitations(event); break;
     case "done": view.finish(event); break;
-    case "error": view.fail(event.message || _("the answer failed")); break;
+    case "error": view.fail(errorText(event.code, event.message || _("the answer failed"))); break;
     default: break; // newer servers may send more; ignore what we do not know
   }
 }
