@@ -68,6 +68,7 @@ def test_messages_come_with_their_meta(web: WebEnv) -> None:
         "created_at",
         "unavailable_sources",
         "outcome",
+        "feedback",
     }
     assert messages[0]["outcome"] is None and messages[1]["outcome"] == "answered"
     meta = messages[1]["meta"]

