@@ -20,6 +20,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,22 @@ def context(browser: Any) -> Iterator[Any]:
         yield ctx
     finally:
         ctx.close()
+
+
+@contextmanager
+def fresh_page(browser: Any, **options: Any) -> Iterator[Any]:
+    """A page in a context of its own (viewport, locale, touch, ...: Playwright's
+    ``new_context`` options); an uncaught error in the page fails the test."""
+    ctx = browser.new_context(**{"viewport": {"width": 1280, "height": 900}, **options})
+    ctx.set_default_timeout(DEFAULT_TIMEOUT_MS)
+    errors: list[str] = []
+    pg = ctx.new_page()
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        yield pg
+    finally:
+        ctx.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
 
 
 @pytest.fixture

@@ -4,14 +4,15 @@ settings); choosing English in the settings switches the page at once."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.web.browser.conftest import (
-    DEFAULT_TIMEOUT_MS,
     Shots,
     ask,
+    fresh_page,
     last_answer,
     sign_in,
     wait_answer_state,
@@ -23,15 +24,9 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
-def zh_page(browser: Any) -> Any:
-    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
-    ctx.set_default_timeout(DEFAULT_TIMEOUT_MS)
-    errors: list[str] = []
-    pg = ctx.new_page()
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield pg
-    ctx.close()
-    assert not errors, errors
+def zh_page(browser: Any) -> Iterator[Any]:
+    with fresh_page(browser, locale="zh-CN") as page:
+        yield page
 
 
 def ui_english(page: Any) -> list[str]:

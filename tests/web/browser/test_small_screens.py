@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from tests.web.browser.conftest import (
-    DEFAULT_TIMEOUT_MS,
     Shots,
     ask,
+    fresh_page,
     last_answer,
     sign_in,
     wait_answer_state,
@@ -31,20 +31,14 @@ WIDTHS = {
 @pytest.fixture(params=list(WIDTHS))
 def sized(request: pytest.FixtureRequest, browser: Any) -> Any:
     width, height = WIDTHS[request.param]
-    phone = request.param.startswith("phone")
-    ctx = browser.new_context(
+    with fresh_page(
+        browser,
         viewport={"width": width, "height": height},
-        is_mobile=phone,
+        is_mobile=request.param.startswith("phone"),
         has_touch=request.param != "laptop",
         locale="zh-CN" if request.param.endswith("-zh") else "en-US",
-    )
-    ctx.set_default_timeout(DEFAULT_TIMEOUT_MS)
-    errors: list[str] = []
-    page = ctx.new_page()
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield request.param, page
-    ctx.close()
-    assert not errors, errors
+    ) as page:
+        yield request.param, page
 
 
 def no_sideways_scroll(page: Any) -> None:

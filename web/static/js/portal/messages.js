@@ -17,6 +17,7 @@
 
 import { citationTargets, linkCitations, sourceTarget, viewerUrl } from "./citations.js";
 import { _, formatNumber, ngettext } from "../i18n.js";
+import { copyText } from "../clipboard.js";
 import { answerMarkdown } from "./export.js";
 import { markdownToText, renderMarkdown } from "./markdown.js";
 
@@ -119,21 +120,7 @@ export function userMessage(text, onEdit) {
   return article;
 }
 
-/** Copy text to the clipboard; on plain http (no clipboard API) select it for Ctrl+C. */
-async function copyText(text, button, fallbackNode) {
-  try {
-    await navigator.clipboard.writeText(text);
-    button.textContent = _("Copied");
-  } catch {
-    const range = document.createRange();
-    range.selectNodeContents(fallbackNode);
-    const selection = window.getSelection();
-    selection.removeAllRanges();
-    selection.addRange(range);
-    button.textContent = _("Press Ctrl+C");
-  }
-  setTimeout(() => { button.textContent = _("Copy"); }, 2000);
-}
+
 
 /** One assistant answer being streamed (or redrawn from the chat history). */
 export class AssistantMessage {
@@ -174,7 +161,9 @@ export class AssistantMessage {
     const copy = el("button", "link copy-answer", _("Copy"));
     copy.type = "button";
     copy.title = _("Copy the answer as Markdown, with its sources as footnotes");
-    copy.addEventListener("click", () => copyText(answerMarkdown(this.text, this.sources), copy, this.answer));
+    copy.addEventListener("click", () => {
+      copyText(answerMarkdown(this.text, this.sources), copy, this.answer, _("Copy"));
+    });
     const buttons = [copy];
     if (onRegenerate) {
       const again = el("button", "link regenerate", _("Regenerate"));
