@@ -57,6 +57,32 @@ def test_summarize_from_the_console_and_read_it_in_the_portal(
     assert "/view?page=" in viewer.url
     viewer.close()
 
+    # In Chinese (the editor's language setting) the page and the summary's label follow.
+    csrf = page.get_attribute('meta[name="csrf-token"]', "content") or ""
+    saved = page.request.put(
+        server.url + "/api/v1/me/preferences",
+        data={"language": "zh"},
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert saved.ok, saved.text()
+    page.reload()
+    page.wait_for_selector("#summary-result:not(.hidden) #result-statements li")
+    assert page.inner_text("h1") == "摘要"
+    assert (page.text_content("#result-label") or "").startswith("摘录式摘要")
+    assert re.search(r"（?\(?第 \d+ 页\)", page.text_content("#result-statements") or "")
+    assert (
+        page.locator(f'li.summary-job[data-job-id="{job_id}"] .badge.done').inner_text() == "已完成"
+    )
+    shots(page, "result-in-chinese")
+    # back to the browser's language: the module's other tests share this account
+    csrf = page.get_attribute('meta[name="csrf-token"]', "content") or ""
+    reset = page.request.put(
+        server.url + "/api/v1/me/preferences",
+        data={"language": None},
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert reset.ok, reset.text()
+
 
 def test_submit_a_collection_summary_from_the_page(
     page: Any, extractive_server: LiveServer, shots: Shots

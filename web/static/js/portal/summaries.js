@@ -2,7 +2,7 @@
 // cancel, and read a finished summary with page links into the document viewer.
 // Statement text comes from a model: it is only ever set as textContent, never as HTML.
 
-import { _ } from "../i18n.js";
+import { _, lang } from "../i18n.js";
 import { api } from "./api.js";
 
 const POLL_MS = 2000;
@@ -29,6 +29,20 @@ function jobUrl(id, suffix = "") {
 }
 
 // ---- the job list ----------------------------------------------------------------------
+
+/** How the summary was made, in the page's language (the server's label is English). */
+function summaryLabel(result) {
+  if (lang.startsWith("en")) return result.label;
+  const labels = {
+    extractive: _(
+      "Extractive summary (no language model is configured): the most central sentences, quoted from the documents with their pages.",
+    ),
+    generative: _(
+      "Summary written by the language model from the document text; every statement cites the pages it comes from.",
+    ),
+  };
+  return labels[result.model] || result.label;
+}
 
 /** Job states and targets as people read them (the API's values are identifiers). */
 function statusLabel(status) {
@@ -137,7 +151,11 @@ function statementItem(statement, withDocument) {
   const cite = el("span", "cite");
   const pages = statement.pages || [];
   const lead = withDocument ? `(${statement.document_name}, ` : "(";
-  cite.append(document.createTextNode(lead + (pages.length > 1 ? _("pp.") : _("p.")) + " "));
+  // The page links go where %(pages)s stands in the phrase of the page's language
+  // ("p. 4" in English, "第 4 页" in Chinese).
+  const phrase = pages.length > 1 ? _("pp. %(pages)s") : _("p. %(pages)s");
+  const [before, after = ""] = phrase.split("%(pages)s");
+  cite.append(document.createTextNode(lead + before));
   pages.forEach((page, i) => {
     if (i > 0) cite.append(document.createTextNode(", "));
     const link = el("a", "page-link", String(page));
@@ -146,7 +164,7 @@ function statementItem(statement, withDocument) {
     link.rel = "noopener";
     cite.append(link);
   });
-  cite.append(document.createTextNode(")"));
+  cite.append(document.createTextNode(`${after})`));
   li.append(cite);
   return li;
 }
@@ -165,7 +183,7 @@ async function showResult(id) {
   if (!result) return;
   resultCard.dataset.jobId = id;
   document.getElementById("result-title").textContent = result.title;
-  document.getElementById("result-label").textContent = result.label;
+  document.getElementById("result-label").textContent = summaryLabel(result);
   document.getElementById("download-md").href = jobUrl(id, ".md");
   document.getElementById("download-json").href = jobUrl(id, ".json");
   const collection = result.kind === "collection";
