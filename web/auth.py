@@ -58,6 +58,15 @@ def current_principal() -> Principal:
     return p
 
 
+def current_preferences() -> dict[str, Any]:
+    """The signed-in user's preferences, read once per request: the page's theme, its
+    language (web.i18n) and the settings panel all read them."""
+    if "preferences" not in g:
+        g.preferences = services().accounts.preferences(current_principal().user_id)
+    prefs: dict[str, Any] = g.preferences
+    return prefs
+
+
 def sign_in(p: Principal) -> None:
     session_id = services().sessions.start(p.user_id)
     session.clear()  # a new session for a new user: no fixation

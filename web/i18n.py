@@ -92,21 +92,14 @@ def status_title(status: int) -> str:
 
 
 def select_language() -> str:
-    p = g.get("principal")
-    if p is not None:
-        chosen = _preference(p.user_id)
+    if g.get("principal") is not None:
+        # Imported here: web.auth imports web.errors, which imports this module.
+        from web.auth import current_preferences
+
+        chosen = current_preferences().get("language")
         if chosen in LANGUAGES:
-            return chosen
+            return str(chosen)
     return request.accept_languages.best_match(LANGUAGES) or DEFAULT_LANGUAGE
-
-
-def _preference(user_id: int) -> str | None:
-    if "language_preference" not in g:
-        from web.extensions import services
-
-        g.language_preference = services().accounts.preferences(user_id).get("language")
-    value = g.language_preference
-    return value if isinstance(value, str) else None
 
 
 def current_language() -> str:

@@ -108,6 +108,8 @@ class Done:
     outcome: Outcome = ANSWERED
     #: the language model that wrote the answer (``Generator.label``); None when none did
     model: str | None = None
+    #: the stored chat message of this answer (``QuestionService``; None outside a chat)
+    message_id: int | None = None
     time_to_first_token_ms: float | None = None
     queue_wait_ms: float | None = None
     tokens_per_s: float | None = None
@@ -126,6 +128,7 @@ class Done:
         names = (
             "mode",
             "model",
+            "message_id",
             "outcome",
             "finish_reason",
             "retrieval_ms",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 
 from qa.accounts.users import Principal
 from qa.answering.chats import ASSISTANT, USER
@@ -48,13 +48,17 @@ class FeedbackFilter:
     with_comment: bool = False
 
     def __post_init__(self) -> None:
-        if self.rating is not None and self.rating not in RATINGS:
-            raise InvalidInput(f"rating must be one of {', '.join(RATINGS)}")
+        if self.rating is not None:
+            _check_rating(self.rating)
+
+
+def _check_rating(rating: str) -> None:
+    if rating not in RATINGS:
+        raise InvalidInput(f"rating must be one of {', '.join(RATINGS)}")
 
 
 def _check(rating: str, comment: str | None) -> tuple[str, str]:
-    if rating not in RATINGS:
-        raise InvalidInput(f"rating must be one of {', '.join(RATINGS)}")
+    _check_rating(rating)
     text = (comment or "").replace("\x00", "").strip()
     if len(text) > MAX_COMMENT_CHARS:
         raise InvalidInput(f"comments are at most {MAX_COMMENT_CHARS} characters")
@@ -146,9 +150,11 @@ class FeedbackService:
             return rows
 
     def counts(self) -> dict[str, int]:
+        """Votes by rating, counted by the database."""
+        query = select(AnswerFeedback.rating, func.count()).group_by(AnswerFeedback.rating)
         with self.db.session() as session:
-            ratings = session.scalars(select(AnswerFeedback.rating)).all()
-        return {r: sum(1 for x in ratings if x == r) for r in RATINGS}
+            found = {str(rating): int(n) for rating, n in session.execute(query).all()}
+        return {r: found.get(r, 0) for r in RATINGS}
 
     def csv_rows(self, where: FeedbackFilter) -> Iterator[str]:
         """The filtered feedback as CSV (header first), streamed row by row."""

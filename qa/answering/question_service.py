@@ -13,6 +13,7 @@ applies the same rules:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -24,7 +25,7 @@ from qa.accounts.audit import AuditLog
 from qa.accounts.users import Principal
 from qa.answering.answer_service import AnswerService, AskOptions
 from qa.answering.chats import ChatService
-from qa.answering.events import AnswerCollector, AnswerEvent, slim_source
+from qa.answering.events import AnswerCollector, AnswerEvent, Done, slim_source
 from qa.answering.prompt import Message
 from qa.errors import InvalidInput, NotFound
 
@@ -140,9 +141,16 @@ class QuestionService:
         channel: str,
     ) -> Iterator[AnswerEvent]:
         said = AnswerCollector()
+        stored = False
         try:
             for event in events:
                 said.feed(event)
+                if isinstance(event, Done) and chat_id is not None:
+                    # Stored before the last event goes out, so the client learns the
+                    # answer's id (its feedback names it) without reading the chat again.
+                    stored = True
+                    with contextlib.suppress(NotFound):  # the chat was deleted meanwhile
+                        event = replace(event, message_id=self._store(p, chat_id, said))
                 if self.observer is not None:
                     self.observer(event)
                 yield event
@@ -152,21 +160,9 @@ class QuestionService:
             events_close = getattr(events, "close", None)
             if events_close is not None:
                 events_close()
+            if chat_id is not None and not stored:
+                self._store(p, chat_id, said)
             sources = [slim_source(s) for s in said.sources]
-            if chat_id is not None:
-                meta: dict[str, Any] = {
-                    "sources": sources,
-                    "citations": said.citations.citations if said.citations else [],
-                    "highlights": said.citations.highlights if said.citations else [],
-                    "mode": said.done.mode if said.done else self.answers.mode,
-                    "model": said.done.model if said.done else None,
-                    "finish_reason": said.finish_reason,
-                }
-                if said.error is not None:
-                    meta["error"] = {"code": said.error.code, "message": said.error.message}
-                self.chats.add_message(
-                    p.user_id, chat_id, "assistant", said.text, meta, outcome=said.outcome
-                )
             self.audit.record(
                 "question",
                 actor=p,
@@ -181,3 +177,20 @@ class QuestionService:
                 },
                 ip=ip,
             )
+
+    def _store(self, p: Principal, chat_id: str, said: AnswerCollector) -> int:
+        """The answer as said so far, as the chat's next message; its id."""
+        meta: dict[str, Any] = {
+            "sources": [slim_source(s) for s in said.sources],
+            "citations": said.citations.citations if said.citations else [],
+            "highlights": said.citations.highlights if said.citations else [],
+            "mode": said.done.mode if said.done else self.answers.mode,
+            "model": said.done.model if said.done else None,
+            "finish_reason": said.finish_reason,
+        }
+        if said.error is not None:
+            meta["error"] = {"code": said.error.code, "message": said.error.message}
+        message = self.chats.add_message(
+            p.user_id, chat_id, "assistant", said.text, meta, outcome=said.outcome
+        )
+        return message.id

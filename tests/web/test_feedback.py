@@ -22,6 +22,8 @@ def asked(client: Client, question: str = HOTEL) -> tuple[str, dict[str, Any]]:
     resp = client.post("/api/v1/ask", json={"question": question, "chat_id": chat["id"]})
     assert resp.status_code == 200, resp.get_data(as_text=True)
     messages = client.get(f"/api/v1/chats/{chat['id']}").get_json()["messages"]
+    # the done event names the stored answer, so a client can vote without reading the chat
+    assert resp.get_json()["done"]["message_id"] == messages[-1]["id"]
     return chat["id"], messages[-1]
 
 

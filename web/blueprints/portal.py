@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template, request
 
-from qa.accounts.users import Principal
-from web.auth import current_principal, login_required
+from web.auth import current_preferences, current_principal, login_required
 from web.extensions import services
 from web.requests import arg_int
 
@@ -29,8 +28,8 @@ def index() -> str:
     svc = services()
     return render_template(
         "portal/chat.html",
-        theme=_theme(p),
-        language_preference=_language_preference(p),
+        theme=_theme(),
+        language_preference=_language_preference(),
         collections=svc.library.collections(p),
     )
 
@@ -45,7 +44,7 @@ def view_document(doc_id: str) -> str:
     end = _optional_offset("end")
     return render_template(
         "portal/viewer.html",
-        theme=_theme(p),
+        theme=_theme(),
         doc=doc,
         page=page,
         start=start,
@@ -62,7 +61,7 @@ def summaries() -> str:
     p = current_principal()
     return render_template(
         "portal/summaries.html",
-        theme=_theme(p),
+        theme=_theme(),
         jobs=summary_jobs().list(p),
         collections=services().library.collections(p),
         open_job=(request.args.get("job") or "")[:36],
@@ -76,12 +75,12 @@ def _optional_offset(name: str) -> int | None:
     return arg_int(name, 0, 0, MAX_OFFSET)
 
 
-def _theme(p: Principal) -> str:
-    theme = services().accounts.preferences(p.user_id).get("theme")
+def _theme() -> str:
+    theme = current_preferences().get("theme")
     return theme if theme in ("dark", "light") else "dark"
 
 
-def _language_preference(p: Principal) -> str:
+def _language_preference() -> str:
     """The language the user chose in the settings; "" = the browser's."""
-    language = services().accounts.preferences(p.user_id).get("language")
+    language = current_preferences().get("language")
     return language if isinstance(language, str) else ""

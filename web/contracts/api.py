@@ -307,6 +307,9 @@ class DoneEvent(Shape):
     type: Literal["done"]
     mode: str
     model: str | None = Field(None, description="the language model that wrote the answer")
+    message_id: int | None = Field(
+        None, description="the answer's message in the chat (for its feedback); null outside one"
+    )
     outcome: Outcome
     finish_reason: str | None = None
     retrieval_ms: float | None = None

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from flask import (
@@ -30,6 +31,7 @@ from qa.errors import InvalidInput, NotFound
 from qa.library.service import CollectionView
 from qa.store.blobstore import display_name
 from qa.store.db.models import DocStatus
+from qa.store.db.models import Document as DocumentRow
 from web.auth import admin_required, current_principal
 from web.blueprints.admin import (
     Page,
@@ -52,8 +54,8 @@ from web.i18n import with_names
 # --- overview and collections ------------------------------------------------------------
 
 
-def _status_counts(p: Principal, collection_id: int) -> dict[str, int]:
-    counts = Counter(d.status for d in services().library.documents(p, collection_id))
+def _status_counts(docs: Iterable[DocumentRow]) -> dict[str, int]:
+    counts = Counter(d.status for d in docs)
     return {status: counts.get(status, 0) for status in DocStatus.ALL}
 
 
@@ -61,7 +63,8 @@ def _status_counts(p: Principal, collection_id: int) -> dict[str, int]:
 @console
 def index() -> Page:
     p = current_principal()
-    rows = [(view, _status_counts(p, view.id)) for view in services().library.collections(p)]
+    lib = services().library
+    rows = [(view, _status_counts(lib.documents(p, view.id))) for view in lib.collections(p)]
     return render_template("admin/index.html", rows=rows, statuses=DocStatus.ALL)
 
 
@@ -111,7 +114,7 @@ def collection(cid: int) -> Page:
         documents=[d for d in every if status is None or d.status == status],
         status=status,
         statuses=DocStatus.ALL,
-        counts={s: sum(1 for d in every if d.status == s) for s in DocStatus.ALL},
+        counts=_status_counts(every),
         storage_bytes=sum(d.size_bytes for d in every),
         failures=Counter(d.error_code or "unknown" for d in failed).most_common(),
         retryable=sum(1 for d in failed if d.retryable),
@@ -275,25 +278,31 @@ def summarize(cid: int) -> Redirect:
 # --- grants (admins change them; editors who may write only see them) -------------------------
 
 
-def _grant_who(grants: list[GrantView], user_id: int | None, group_id: int | None) -> Markup:
-    """The grantee for a flash message: "user alice" in the reader's language."""
-    for gv in grants:
-        if user_id is not None and gv.user_id == user_id:
-            return with_names(_("user %(name)s"), name=gv.username)
-        if group_id is not None and gv.group_id == group_id:
-            return with_names(_("group %(name)s"), name=gv.group_name)
-    if user_id is not None:
-        return with_names(_("user %(name)s"), name=f"#{user_id}")
-    return with_names(_("group %(name)s"), name=f"#{group_id}")
+@dataclass(frozen=True)
+class _Grantee:
+    """Who a grant is for, named from the collection's grants ("#7" when not among them)."""
 
+    is_user: bool
+    name: str
 
-def _grant_label(grants: list[GrantView], user_id: int | None, group_id: int | None) -> str:
-    for gv in grants:
-        if user_id is not None and gv.user_id == user_id:
-            return f"user {gv.username}"
-        if group_id is not None and gv.group_id == group_id:
-            return f"group {gv.group_name}"
-    return f"user #{user_id}" if user_id is not None else f"group #{group_id}"
+    @classmethod
+    def of(cls, grants: list[GrantView], user_id: int | None, group_id: int | None) -> _Grantee:
+        for gv in grants:
+            if user_id is not None and gv.user_id == user_id:
+                return cls(True, gv.username or f"#{user_id}")
+            if group_id is not None and gv.group_id == group_id:
+                return cls(False, gv.group_name or f"#{group_id}")
+        return cls(user_id is not None, f"#{user_id if user_id is not None else group_id}")
+
+    @property
+    def label(self) -> str:
+        """For the audit log, which stays English: "user alice"."""
+        return f"{'user' if self.is_user else 'group'} {self.name}"
+
+    def said(self) -> Markup:
+        """For a flash message, in the reader's language."""
+        phrase = _("user %(name)s") if self.is_user else _("group %(name)s")
+        return with_names(phrase, name=self.name)
 
 
 @bp.post("/collections/<int:cid>/grants")
@@ -305,15 +314,21 @@ def grant(cid: int) -> Redirect:
     permission = form_text("permission", max_len=16)
     view = svc.library.collection(p, cid)
     svc.access.grant(cid, permission, user_id=user_id, group_id=group_id)
-    who = _grant_label(svc.access.grants(cid), user_id, group_id)
-    details = {"user_id": user_id, "group_id": group_id, "who": who, "permission": permission}
+    grantee = _Grantee.of(svc.access.grants(cid), user_id, group_id)
+    details = {
+        "user_id": user_id,
+        "group_id": group_id,
+        "who": grantee.label,
+        "permission": permission,
+    }
     svc.audit.record(GRANT, actor=p, target=view.name, details=details, ip=ip())
     if permission == "write":
         said = _("%(who)s may now change %(collection)s.")
     else:
         said = _("%(who)s may now read %(collection)s.")
-    grantee = _grant_who(svc.access.grants(cid), user_id, group_id)
-    return done(with_names(said, who=grantee, collection=view.name), "admin.collection", cid=cid)
+    return done(
+        with_names(said, who=grantee.said(), collection=view.name), "admin.collection", cid=cid
+    )
 
 
 @bp.post("/collections/<int:cid>/grants/revoke")
@@ -323,13 +338,11 @@ def revoke(cid: int) -> Redirect:
     svc = services()
     user_id, group_id = form_principal()
     view = svc.library.collection(p, cid)
-    grants = svc.access.grants(cid)
-    who = _grant_label(grants, user_id, group_id)
-    grantee = _grant_who(grants, user_id, group_id)
+    grantee = _Grantee.of(svc.access.grants(cid), user_id, group_id)
     svc.access.revoke(cid, user_id=user_id, group_id=group_id)
-    details = {"user_id": user_id, "group_id": group_id, "who": who}
+    details = {"user_id": user_id, "group_id": group_id, "who": grantee.label}
     svc.audit.record(REVOKE, actor=p, target=view.name, details=details, ip=ip())
     said = with_names(
-        _("Access of %(who)s to %(collection)s revoked."), who=grantee, collection=view.name
+        _("Access of %(who)s to %(collection)s revoked."), who=grantee.said(), collection=view.name
     )
     return done(said, "admin.collection", cid=cid)

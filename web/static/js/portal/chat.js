@@ -187,15 +187,6 @@ function feedbackFor(chatId, message) {
   };
 }
 
-/** A streamed answer's stored id (the stream does not carry it): the chat's last answer. */
-async function storedAnswer(chatId) {
-  const { messages } = await api("GET", `/api/v1/chats/${encodeURIComponent(chatId)}`);
-  for (let i = messages.length - 1; i >= 0; i -= 1) {
-    if (messages[i].role === "assistant") return messages[i];
-  }
-  return null;
-}
-
 /** Edit and resend: the question goes back into the composer, to change and send. */
 function editQuestion(text) {
   const input = $("question");
@@ -386,13 +377,12 @@ async function askQuestion(question) {
       if (created) await dropEmptyChat();
       rememberOpenChat();
     } else {
-      const regenerate = () => askQuestion(question);
-      view.showActions({ onRegenerate: regenerate });
-      const chatId = state.chatId;
-      const stored = await storedAnswer(chatId).catch(() => null);
-      if (stored && view.state !== "error") {
-        view.showActions({ onRegenerate: regenerate, feedback: feedbackFor(chatId, stored) });
-      }
+      // The done event names the stored answer: its votes go to that message.
+      const stored = view.messageId ? { id: view.messageId } : null;
+      view.showActions({
+        onRegenerate: () => askQuestion(question),
+        feedback: stored && view.state !== "error" ? feedbackFor(state.chatId, stored) : undefined,
+      });
     }
   } catch (err) {
     if (controller.signal.aborted) view.stop();

@@ -311,6 +311,7 @@ export class AssistantMessage {
   }
 
   finish(done) {
+    this.messageId = done.message_id || null; // the stored answer, in a chat
     this.setPhase("done", "");
     this.setState("done");
     this.showOutcome(done.outcome);
