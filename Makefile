@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo test test-fast eval bench check lint typecheck clean samples assets browser ldap-server oidc-provider translations translations-update
+.PHONY: venv demo test test-fast eval bench check lint typecheck clean samples assets browser ldap-server oidc-provider translations translations-update ocr
 
 venv: $(STAMP)
 
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 # Ingest the bundled sample documents into ./var, answer one question on the command line,
 # then serve the portal on http://127.0.0.1:8000/ (first start prints the admin account).
 # Answers are extractive until a model is built with `docqa model build`.
-demo: venv assets translations
+demo: venv assets translations ocr
 	$(BIN)/docqa ingest samples/docs --collection handbook
 	$(BIN)/docqa ask "What is the hotel limit in London?"
 	$(BIN)/docqa serve
@@ -36,7 +36,7 @@ demo: venv assets translations
 # corpora, built models) are made once; the longest files start first (LONG_FIRST in
 # tests/conftest.py) so that both processes finish together.
 PYTEST_PARALLEL ?= -n 2 --dist loadfile
-test: venv assets translations browser ldap-server oidc-provider
+test: venv assets translations browser ldap-server oidc-provider ocr
 	$(BIN)/pytest -q -m "not eval and not serial" $(PYTEST_PARALLEL) --durations=30
 	$(BIN)/pytest -q -m "serial and not eval" --durations=10
 
@@ -57,18 +57,18 @@ translations-update: venv
 	$(BIN)/pybabel --quiet update -i var/js.pot -d web/translations -D js --no-fuzzy-matching --ignore-obsolete --width 100
 
 # The quick loop while developing: no quality evaluations, worker faults, latency bounds.
-test-fast: venv assets translations
+test-fast: venv assets translations ocr
 	$(BIN)/pytest -q -m "not slow and not eval and not serial" $(PYTEST_PARALLEL)
 
 # Quality evaluations over whole datasets (minutes to an hour on 2 cores): retrieval on
 # SciFact and all of XQuAD (zh, en), every file of the shared corpus through the sandbox,
 # and a corpus slice on real Celery workers compared with the embedded mode. Needs Redis
 # and PostgreSQL like make test. Built eval indexes are kept in var/test-eval.
-eval: venv
+eval: venv ocr
 	$(BIN)/pytest -q -s -m eval --durations=10
 
 # BENCH_ARGS=--quick: the language model at 2 and 4 layers only, not the whole 4B model
-bench: venv
+bench: venv ocr
 	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
 
 check: lint typecheck
@@ -113,6 +113,15 @@ browser:
 	  echo "installing chromium and a Chinese font for the browser tests"; \
 	  $(SUDO) apt-get install -y -q $(BROWSER_PACKAGES) >/dev/null || \
 	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q $(BROWSER_PACKAGES) >/dev/null; }; }
+
+# OCR for scanned PDFs and images: Tesseract with its English and Simplified Chinese data
+# (Debian's packages, about 15 MB; nothing is downloaded at run time).
+OCR_PACKAGES := tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim
+ocr:
+	@{ command -v tesseract >/dev/null && tesseract --list-langs 2>/dev/null | grep -qx chi_sim; } || { \
+	  echo "installing tesseract (OCR) with English and Chinese"; \
+	  $(SUDO) apt-get install -y -q $(OCR_PACKAGES) >/dev/null || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q $(OCR_PACKAGES) >/dev/null; }; }
 
 # OpenLDAP's server for the directory sign-in tests (tests/ldap_server.py starts its own
 # slapd in a temp dir on free ports; the package's system service is not used).

@@ -20,12 +20,28 @@ class Heading:
 
 
 @dataclass(frozen=True)
+class TextBox:
+    """Where ``text[start:end]`` of an OCR'd page sits on the page image: left, top, right,
+    bottom as fractions of its width and height (so it holds at any rendering size)."""
+
+    start: int
+    end: int
+    left: float
+    top: float
+    right: float
+    bottom: float
+
+
+@dataclass(frozen=True)
 class Page:
     """One page (PDF page, slide, sheet, or the whole text for flowing formats), 1-based."""
 
     number: int
     text: str
     headings: tuple[Heading, ...] = ()
+    #: the page's text was read from its image by OCR; ``boxes`` are its lines
+    ocr: bool = False
+    boxes: tuple[TextBox, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -38,6 +54,10 @@ class ParsedDocument:
     @property
     def page_count(self) -> int:
         return len(self.pages)
+
+    @property
+    def ocr_pages(self) -> int:
+        return sum(p.ocr for p in self.pages)
 
     def has_text(self) -> bool:
         return any(p.text.strip() for p in self.pages)

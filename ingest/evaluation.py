@@ -48,6 +48,7 @@ from qa.retrieval.retriever import MODES, Mode, Retriever
 from qa.settings import Settings
 from qa.store.catalog import (
     ChunkRow,
+    PageContent,
     ensure_collection,
     get_collection,
     new_document_id,
@@ -336,7 +337,7 @@ def _write_corpus(
                     title=doc.title[:1024] or None,
                 )
                 session.add(row)
-                pages = [(1, text)]
+                pages = [PageContent(1, text)]
                 vecs = vectors[at : at + len(rows)]
                 replace_document_content(session, row, pages, rows, vecs, embedder.model_id)
                 at += len(rows)

@@ -38,6 +38,7 @@ from qa.store.blob_refs import Released, after_delete, claim_blob
 from qa.store.blobstore import BlobStore, display_name
 from qa.store.catalog import (
     ChunkRow,
+    PageContent,
     delete_documents,
     ensure_collection,
     find_document,
@@ -49,6 +50,14 @@ from qa.store.db.engine import Database
 from qa.store.db.models import Collection, DocStatus, Document
 
 log = logging.getLogger(__name__)
+
+
+def page_content(page: Page) -> PageContent:
+    """A parsed page as stored: an OCR'd page keeps its line boxes for the viewer."""
+    boxes = None
+    if page.ocr:
+        boxes = [[b.start, b.end, b.left, b.top, b.right, b.bottom] for b in page.boxes]
+    return PageContent(page.number, page.text, boxes)
 
 
 class Outcome:
@@ -236,9 +245,9 @@ class IngestService:
             seconds=time.perf_counter() - started,
         )
 
-    def _chunk(self, parsed: ParsedDocument) -> tuple[list[ChunkRow], list[tuple[int, str]]]:
+    def _chunk(self, parsed: ParsedDocument) -> tuple[list[ChunkRow], list[PageContent]]:
         rows = chunk_rows(parsed.pages, self.embedder, self.settings)
-        return rows, [(p.number, p.text) for p in parsed.pages]
+        return rows, [page_content(p) for p in parsed.pages]
 
     def _remove_older_versions(self, session: Session, doc: Document) -> set[str]:
         """A changed file under the same name replaces the old one; returns their sha256s

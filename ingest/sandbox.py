@@ -38,7 +38,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from ingest.document import Heading, Page, ParsedDocument
+from ingest.document import Heading, Page, ParsedDocument, TextBox
 from ingest.safety import check_file_size
 from ingest.sniff import sniff_path
 from qa import errors
@@ -73,6 +73,9 @@ class ParseLimits:
     zip_max_entries: int
     zip_max_uncompressed_bytes: int
     zip_max_ratio: float
+    ocr: bool = False
+    ocr_page_s: int = 60
+    ocr_max_pages: int = 500
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ParseLimits:
@@ -84,10 +87,23 @@ class ParseLimits:
             zip_max_entries=settings.zip_max_entries,
             zip_max_uncompressed_bytes=settings.zip_max_uncompressed_mb * MiB,
             zip_max_ratio=settings.zip_max_ratio,
+            ocr=settings.ocr == "auto",
+            ocr_page_s=settings.ocr_page_timeout_s,
+            ocr_max_pages=settings.ocr_max_pages,
         )
 
 
 # --------------------------------------------------------------------------- child side
+
+#: set in the sandbox child: tells the parent that a long parse (OCR, page by page) is still
+#: making progress, and gives the child a fresh CPU budget for the next step
+_progress: Callable[[], None] | None = None
+
+
+def progress() -> None:
+    """Called by loaders between expensive steps; does nothing outside the sandbox child."""
+    if _progress is not None:
+        _progress()
 
 
 def parse_in_process(path: Path, limits: ParseLimits, name: str | None = None) -> ParsedDocument:
@@ -141,6 +157,8 @@ def _document_from_plain(data: dict[str, Any]) -> ParsedDocument:
             headings=tuple(
                 Heading(int(h["offset"]), int(h["level"]), str(h["title"])) for h in p["headings"]
             ),
+            ocr=bool(p.get("ocr")),
+            boxes=tuple(_box(b) for b in p.get("boxes") or ()),
         )
         for p in data["pages"]
     )
@@ -151,6 +169,14 @@ def _document_from_plain(data: dict[str, Any]) -> ParsedDocument:
         pages=pages,
         title=str(title) if title is not None else None,
         metadata=metadata,
+    )
+
+
+def _box(plain: dict[str, Any]) -> TextBox:
+    return TextBox(
+        int(plain["start"]),
+        int(plain["end"]),
+        *(min(1.0, max(0.0, float(plain[k]))) for k in ("left", "top", "right", "bottom")),
     )
 
 
@@ -192,6 +218,13 @@ def _child_main(conn: Connection, limits: ParseLimits, hook: Callable[[Path], No
     import ingest.loaders  # noqa: F401
 
     conn.send_bytes(b'{"ready": true}')
+
+    def report_progress() -> None:
+        _set_cpu_budget(limits.cpu_s)
+        conn.send_bytes(b'{"progress": true}')
+
+    global _progress
+    _progress = report_progress
     while True:
         try:
             request = json.loads(conn.recv_bytes())
@@ -288,13 +321,7 @@ class SandboxedParser:
             self._files_served += 1
             self._busy = True
             conn.send_bytes(json.dumps({"path": str(path), "name": name}).encode())
-            if not conn.poll(self.limits.timeout_s):
-                self._stop_child(kill=True)
-                raise ParseLimitExceeded(f"parse timed out after {self.limits.timeout_s:g}s")
-            try:
-                reply = json.loads(conn.recv_bytes())
-            except (EOFError, OSError):
-                raise self._crash_error(process) from None
+            reply = self._reply(conn, process)
             self._busy = False
             if "document" in reply:
                 if self._files_served >= self.max_files_per_child:
@@ -305,6 +332,27 @@ class SandboxedParser:
                 # After a MemoryError the child's heap may be fragmented or half-broken.
                 self._stop_child(kill=True)
             raise error
+
+    def _reply(self, conn: Connection, process: BaseProcess) -> dict[str, Any]:
+        """The child's answer. Progress frames (one per OCR'd page) restart the wait: the
+        timeout bounds each step, and the number of steps is bounded by ocr_max_pages."""
+        timeout = self.limits.timeout_s
+        steps = 0
+        while True:
+            if not conn.poll(timeout):
+                self._stop_child(kill=True)
+                raise ParseLimitExceeded(f"parse timed out after {timeout:g}s")
+            try:
+                reply = json.loads(conn.recv_bytes())
+            except (EOFError, OSError):
+                raise self._crash_error(process) from None
+            if not (isinstance(reply, dict) and reply.get("progress")):
+                return reply if isinstance(reply, dict) else {}
+            steps += 1
+            if steps > self.limits.ocr_max_pages + 1:
+                self._stop_child(kill=True)
+                raise ParseLimitExceeded("parse made more steps than its page limit allows")
+            timeout = self.limits.timeout_s + self.limits.ocr_page_s
 
     # ---------------------------------------------------------------- child management
 

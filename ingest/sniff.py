@@ -19,7 +19,9 @@ from ingest.textdecode import bom_encoding, utf16_without_bom
 from qa.errors import ParseError
 
 #: kinds the loaders can turn into text; everything else ends as UnsupportedType
-SUPPORTED = frozenset({"pdf", "docx", "pptx", "xlsx", "html", "markdown", "text", "email"})
+SUPPORTED = frozenset(
+    {"pdf", "docx", "pptx", "xlsx", "html", "markdown", "text", "email", "png", "jpeg", "tiff"}
+)
 
 HEAD_BYTES = 8192
 #: how much of an OLE2 file we scan for stream names to say what it is

@@ -46,6 +46,14 @@ class Settings(BaseSettings):
     zip_max_entries: int = Field(default=10_000, ge=1)
     zip_max_uncompressed_mb: int = Field(default=1024, ge=1)
     zip_max_ratio: float = Field(default=200.0, gt=1)
+    #: OCR (Tesseract) for PDF pages with no text layer and for images: "auto" reads them
+    #: when the engine is installed, "off" leaves them failing as "no extractable text"
+    ocr: Literal["auto", "off"] = "auto"
+    #: each OCR'd page gets this much CPU and wall-clock time of its own (the parse's own
+    #: timeout then counts between pages, so a long scanned file is not cut off)
+    ocr_page_timeout_s: int = Field(default=60, ge=1, le=3600)
+    #: pages past this many are not OCR'd (their page numbers stay, with no text)
+    ocr_max_pages: int = Field(default=500, ge=1, le=100_000)
 
     # indexes
     index_kind: Literal["flat", "hnsw"] = "flat"

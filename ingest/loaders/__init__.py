@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ingest.document import ParsedDocument
-from ingest.loaders import docx, email, html, markdown, pdf, pptx, text, xlsx
+from ingest.loaders import docx, email, html, image, markdown, pdf, pptx, text, xlsx
 from qa.errors import NoExtractableText, PasswordProtected, UnsupportedType
 
 if TYPE_CHECKING:
@@ -24,6 +24,10 @@ LOADERS: dict[str, Loader] = {
     "markdown": markdown.load,
     "text": text.load,
     "email": email.load,
+    # scans and photos, read by OCR
+    "png": image.load,
+    "jpeg": image.load,
+    "tiff": image.load,
 }
 
 

@@ -18,7 +18,7 @@ from pypdf.errors import DependencyError, FileNotDecryptedError, LimitReachedErr
 from pypdf.generic import Destination
 
 from ingest.document import Heading, Page, ParsedDocument
-from ingest.loaders import pdfium_text
+from ingest.loaders import pdf_scans, pdfium_text
 from ingest.loaders.common import collapse_spaces, normalize_text
 from qa.errors import NoExtractableText, ParseError, ParseLimitExceeded, PasswordProtected
 
@@ -46,11 +46,11 @@ def load(path: Path, limits: ParseLimits) -> ParsedDocument:
         # pypdf signals broken structure with its own errors and, in non-strict mode, also
         # with plain Python errors from deep inside its object model.
         malformed = ParseError(f"malformed PDF: {_short(exc)}")
-        return _recovered(path, malformed, exc)
+        return _recovered(path, limits, malformed, exc)
 
     texts: list[str] = []
     failures: dict[int, str] = {}  # page index -> why pypdf could not read it
-    bombs = 0  # pages whose streams hit pypdf's decompression limits
+    bombs: set[int] = set()  # pages whose streams hit pypdf's decompression limits
     for index, page in enumerate(page_objects):
         try:
             texts.append(normalize_text(page.extract_text()))
@@ -60,7 +60,8 @@ def load(path: Path, limits: ParseLimits) -> ParsedDocument:
             log.info("page %d of %s: text extraction failed: %s", index + 1, path.name, exc)
             texts.append("")
             failures[index] = _short(exc)
-            bombs += isinstance(exc, LimitReachedError)
+            if isinstance(exc, LimitReachedError):
+                bombs.add(index)
 
     # PDFium has no decompression limit of its own: a page that hit pypdf's is not handed
     # to it (the sandbox's memory cap would end the parser instead of a clean error).
@@ -69,34 +70,47 @@ def load(path: Path, limits: ParseLimits) -> ParsedDocument:
         unreadable = ParseError(f"could not extract text from any page (page {first + 1}: {why})")
         if bombs:
             raise unreadable
-        return _recovered(path, unreadable, None)
+        return _recovered(path, limits, unreadable, None)
     if failures and not bombs:
         _fill_failed_pages(path, texts, failures)
-    if not any(t.strip() for t in texts):
-        raise NoExtractableText()
+    # Nor does PDFium render such a file for OCR, for the same reason.
+    scans = pdf_scans.Scans() if bombs else pdf_scans.read(path, texts, limits)
+    _require_text(texts, scans)
 
     headings = _outline_headings(reader, texts)
     pages = tuple(
-        Page(number=i + 1, text=text, headings=tuple(sorted(headings.get(i, []), key=_key)))
+        scans.pages.get(i)
+        or Page(number=i + 1, text=text, headings=tuple(sorted(headings.get(i, []), key=_key)))
         for i, text in enumerate(texts)
     )
     metadata = {"pages": str(len(pages))}
     if failures:
-        metadata["failed_pages"] = ", ".join(str(i + 1) for i in failures)
+        metadata["failed_pages"] = ", ".join(str(i + 1) for i in failures if i not in scans.pages)
     return ParsedDocument(kind="pdf", pages=pages, title=_title(reader), metadata=metadata)
 
 
-def _recovered(path: Path, error: ParseError, cause: BaseException | None) -> ParsedDocument:
+def _require_text(texts: list[str], scans: pdf_scans.Scans) -> None:
+    """NoExtractableText for a file with no text in its layer nor on its scanned pages."""
+    if any(t.strip() for t in texts) or any(p.text.strip() for p in scans.pages.values()):
+        return
+    raise NoExtractableText("OCR found no text") if scans.attempted else NoExtractableText()
+
+
+def _recovered(
+    path: Path, limits: ParseLimits, error: ParseError, cause: BaseException | None
+) -> ParsedDocument:
     """The document as PDFium reads it when pypdf can't (``error`` if PDFium can't either).
 
     No outline headings or title: the structure that holds them is what is damaged."""
     texts = pdfium_text.page_texts(path)
     if texts is None:
         raise error from cause
-    if not any(t.strip() for t in texts):
-        raise NoExtractableText()
+    scans = pdf_scans.read(path, texts, limits)
+    _require_text(texts, scans)
     log.info("%s: read by PDFium after pypdf failed (%s)", path.name, error.reason)
-    pages = tuple(Page(number=i + 1, text=text) for i, text in enumerate(texts))
+    pages = tuple(
+        scans.pages.get(i) or Page(number=i + 1, text=text) for i, text in enumerate(texts)
+    )
     return ParsedDocument(
         kind="pdf", pages=pages, metadata={"pages": str(len(pages)), "text_engine": "pdfium"}
     )

@@ -28,6 +28,7 @@ from qa.store import catalog
 from qa.store.blob_refs import after_delete
 from qa.store.blobstore import BlobStore
 from qa.store.catalog import (
+    PageContent,
     ensure_collection,
     list_documents,
     validate_collection_name,
@@ -156,15 +157,16 @@ class LibraryService:
             raise NotFound(f"no document {doc_id!r}") from None
         return doc
 
-    def pages(self, p: Principal, doc_id: str) -> list[tuple[int, str]]:
+    def pages(self, p: Principal, doc_id: str) -> list[PageContent]:
+        """The stored page texts in order (with the line boxes of OCR'd pages)."""
         doc = self.document(p, doc_id)
         with self.db.session() as session:
             rows = session.execute(
-                select(PageText.number, PageText.text)
+                select(PageText.number, PageText.text, PageText.boxes)
                 .where(PageText.document_id == doc.id)
                 .order_by(PageText.number)
             ).all()
-        return [(n, t) for n, t in rows]
+        return [PageContent(n, t, boxes) for n, t, boxes in rows]
 
     def original(self, p: Principal, doc_id: str) -> Original:
         doc = self.document(p, doc_id)

@@ -171,6 +171,16 @@ def chunk_count(session: Session, collection_id: int) -> int:
 
 
 @dataclass(frozen=True)
+class PageContent:
+    """A page ready to be written: its text and, for an OCR'd page, its line boxes (each
+    ``[start, end, left, top, right, bottom]``; None for a page read from a text layer)."""
+
+    number: int
+    text: str
+    boxes: list[list[float]] | None = None
+
+
+@dataclass(frozen=True)
 class ChunkRow:
     """A chunk ready to be written: everything but the ids, which derive from content."""
 
@@ -188,7 +198,7 @@ class ChunkRow:
 def replace_document_content(
     session: Session,
     doc: Document,
-    pages: Sequence[tuple[int, str]],
+    pages: Sequence[PageContent],
     chunks: Sequence[ChunkRow],
     vectors: np.ndarray,
     model_id: str,
@@ -197,7 +207,9 @@ def replace_document_content(
     if len(chunks) != len(vectors):
         raise InvalidInput(f"{len(chunks)} chunks but {len(vectors)} vectors")
     clear_document_content(session, doc.id)
-    session.add_all(PageText(document_id=doc.id, number=n, text=t) for n, t in pages)
+    session.add_all(
+        PageText(document_id=doc.id, number=p.number, text=p.text, boxes=p.boxes) for p in pages
+    )
     vecs = np.ascontiguousarray(vectors, dtype="<f4")
     for row, vec in zip(chunks, vecs, strict=True):
         cid = chunk_id(doc.id, row.ordinal, row.text)
@@ -222,6 +234,7 @@ def replace_document_content(
         )
     doc.page_count = len(pages)
     doc.chunk_count = len(chunks)
+    doc.ocr_pages = sum(p.boxes is not None for p in pages)
 
 
 def clear_document_content(session: Session, doc_id: str) -> None:

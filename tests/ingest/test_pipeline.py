@@ -134,7 +134,7 @@ def test_bad_inputs_each_end_in_a_status_and_the_run_goes_on(
     (folder / "page.pdf").write_text(
         "<html><body><h1>Not a PDF</h1><p>html named pdf</p></body></html>"
     )
-    (folder / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    (folder / "animation.gif").write_bytes(b"GIF89a" + b"\0" * 64)
     (folder / "good.md").write_text("# Good\n\nA perfectly fine document about ferries.\n")
     with zipfile.ZipFile(folder / "bundle.zip", "w") as zf:
         zf.writestr("inner/a.txt", "First archived note about lighthouses.")
@@ -149,8 +149,8 @@ def test_bad_inputs_each_end_in_a_status_and_the_run_goes_on(
     assert by_name["in/bundle.zip/inner/a.txt"].outcome == Outcome.INDEXED
     assert by_name["in/bundle.zip/inner/b.md"].outcome == Outcome.INDEXED
     assert by_name["in/empty.txt"].outcome == Outcome.FAILED
-    assert by_name["in/photo.png"].reason is not None
-    assert by_name["in/photo.png"].reason.startswith("unsupported type")
+    assert by_name["in/animation.gif"].reason is not None
+    assert by_name["in/animation.gif"].reason.startswith("unsupported type")
     assert "zip bomb" in (by_name["bomb.zip"].reason or "")
     assert by_name[str(tmp_path / "missing.pdf")].reason == "no such file or folder"
     with db.session() as s:

@@ -11,6 +11,7 @@ from sqlalchemy import func, inspect, select
 from qa.errors import ConfigError, InvalidInput, NotFound
 from qa.store.catalog import (
     ChunkRow,
+    PageContent,
     chunk_id,
     chunk_positions,
     delete_document,
@@ -73,13 +74,13 @@ def test_content_write_replaces_partial_rows_and_counts(db: Database) -> None:
     with db.session() as s:
         doc = s.get(Document, did)
         assert doc is not None
-        replace_document_content(s, doc, [(1, "page one")], _rows(3), vecs, "m")
+        replace_document_content(s, doc, [PageContent(1, "page one")], _rows(3), vecs, "m")
         s.commit()
     # writing again (a redelivered task) replaces instead of duplicating
     with db.session() as s:
         doc = s.get(Document, did)
         assert doc is not None
-        replace_document_content(s, doc, [(1, "page one")], _rows(3), vecs, "m")
+        replace_document_content(s, doc, [PageContent(1, "page one")], _rows(3), vecs, "m")
         doc.status = DocStatus.INDEXED
         s.commit()
     with db.session() as s:
@@ -111,7 +112,9 @@ def test_delete_document_removes_chunks_embeddings_and_pages(db: Database) -> No
     with db.session() as s:
         doc = s.get(Document, did)
         assert doc is not None
-        replace_document_content(s, doc, [(1, "p")], _rows(2), np.ones((2, 4), np.float32), "m")
+        replace_document_content(
+            s, doc, [PageContent(1, "p")], _rows(2), np.ones((2, 4), np.float32), "m"
+        )
         s.commit()
         delete_document(s, doc)
         s.commit()
@@ -170,14 +173,14 @@ def test_document_ids_are_random_and_chunk_ids_derive_from_content() -> None:
 def test_a_documents_text_reads_back_in_reading_order(db: Database) -> None:
     """What a summary reads: page texts, chunk positions by ordinal, the collection by id."""
     did = _doc(db)
-    pages = [(1, "page one"), (2, "page two")]
+    pages = [PageContent(1, "page one"), PageContent(2, "page two")]
     with db.session() as s:
         doc = s.get(Document, did)
         assert doc is not None
         rows = list(reversed(_rows(3)))  # written out of order on purpose
         replace_document_content(s, doc, pages, rows, np.ones((3, 4), np.float32), "m")
         s.commit()
-        assert page_texts(s, did) == dict(pages)
+        assert page_texts(s, did) == {p.number: p.text for p in pages}
         assert chunk_positions(s, did) == [(1, 0, 12), (1, 10, 12), (1, 20, 12)]
         assert get_collection_by_id(s, doc.collection_id).name == "handbook"
         with pytest.raises(NotFound):

@@ -23,7 +23,7 @@ ZH = {"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8"}
 EN = {"Accept-Language": "en-US,en;q=0.9"}
 #: English that stays English in a Chinese page: the product, protocols, key names
 KEEP = {"docqa", "API", "PDF", "JSON", "Markdown", "Top", "Enter", "Shift", "OpenAI", "CSV"}
-KEEP |= {"UTC", "DN", "zip", "REST", "MB", "kB", "GB", "TB", "Ctrl"}
+KEEP |= {"UTC", "DN", "zip", "REST", "MB", "kB", "GB", "TB", "Ctrl", "OCR"}
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 

@@ -131,6 +131,7 @@ class Document(Shape):
     )
     pages: int | None = None
     chunks: int | None = None
+    ocr_pages: int = Field(0, description="pages whose text was read by OCR")
     attempts: int = 0
     created_at: Timestamp = None
     updated_at: Timestamp = None
@@ -150,6 +151,7 @@ class Document(Shape):
             retryable=doc.retryable,
             pages=doc.page_count,
             chunks=doc.chunk_count,
+            ocr_pages=doc.ocr_pages or 0,
             attempts=doc.attempts,
             created_at=iso_utc(doc.created_at),
             updated_at=iso_utc(doc.updated_at),
@@ -185,6 +187,14 @@ class Retried(Shape):
 class Page(Shape):
     number: int
     text: str
+    boxes: list[list[float]] | None = Field(
+        None,
+        description=(
+            "a page read by OCR: its lines, each [start, end, left, top, right, bottom]:"
+            " text[start:end] sits in that box, given as fractions of the page's width and"
+            " height; null for a page read from its text layer"
+        ),
+    )
 
 
 class DocumentPages(Shape):

@@ -118,6 +118,8 @@ class Document(Base):
     title: Mapped[str | None] = mapped_column(String(1024), default=None)
     page_count: Mapped[int] = mapped_column(Integer, default=0)
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)
+    #: pages whose text was read by OCR (migration 0012): "indexed (OCR)" in the console
+    ocr_pages: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     #: the worker node that last started processing it (``docqa worker --name``): its
     #: restart, or the expiry of its heartbeat, hands the document on (migration 0008)
@@ -145,6 +147,9 @@ class PageText(Base):
     )
     number: Mapped[int] = mapped_column(Integer, primary_key=True)
     text: Mapped[str] = mapped_column(Text)
+    #: an OCR'd page's lines, each [start, end, left, top, right, bottom]: text[start:end]
+    #: sits in that box (fractions of the page); NULL for a page read from its text layer
+    boxes: Mapped[list[list[float]] | None] = mapped_column(JSON, default=None)
 
 
 class Chunk(Base):

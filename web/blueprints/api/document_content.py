@@ -48,7 +48,8 @@ def document_pages(doc_id: str) -> Response:
     doc = library.document(p, doc_id)
     pages = library.pages(p, doc_id)
     return DocumentPages(
-        document=Document.of(doc), pages=[Page(number=n, text=text) for n, text in pages]
+        document=Document.of(doc),
+        pages=[Page(number=pg.number, text=pg.text, boxes=pg.boxes) for pg in pages],
     ).reply()
 
 

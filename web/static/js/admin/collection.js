@@ -353,6 +353,11 @@ function documentRow(doc) {
   if (doc.title && doc.title !== doc.name) name.append(el("div", "muted small", doc.title));
   const badgeCell = el("td");
   badgeCell.append(el("span", `badge status ${doc.status}`, stateLabel(doc.status)));
+  if (doc.status === "indexed" && doc.ocr_pages) {
+    const ocr = el("span", "badge ocr", "OCR");
+    ocr.title = ngettext("%(n)s page read by OCR", "%(n)s pages read by OCR", doc.ocr_pages);
+    badgeCell.append(" ", ocr);
+  }
   // UTC, as the server renders the same column
   const utc = { dateStyle: "short", timeStyle: "short", timeZone: "UTC" };
   const when = el("td", "when", doc.updated_at ? formatDateTime(doc.updated_at, utc) : "—");

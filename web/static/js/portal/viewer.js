@@ -3,7 +3,8 @@
 // URL: /documents/<id>/view?page=N&start=S&end=E, where S..E are char offsets in the text
 // of page N as stored by the server (GET /api/v1/documents/<id>/pages).
 // - PDFs are drawn with pdf.js from /api/v1/documents/<id>/file; the text-layer pieces
-//   that cover text[S:E] of page N get the class "hl".
+//   that cover text[S:E] of page N get the class "hl". A scanned page read by OCR has no
+//   text layer: the boxes of its lines that cover text[S:E] are drawn over it instead.
 // - Every other type shows the stored page texts (textContent only), with text[S:E] of
 //   page N wrapped in <mark class="hl">.
 // #viewer gets data-current-page once page N is in view and data-ready="1" when done.
@@ -186,6 +187,24 @@ function highlightPieces(textLayer, passage) {
   return ranges.length;
 }
 
+/** An OCR'd page (a scan) has no text layer to mark: the passage's lines get boxes over
+ * the page image instead, from the line boxes stored with the page's text. */
+function highlightBoxes(shell, boxes, range) {
+  let marked = 0;
+  for (const [s, e, left, top, right, bottom] of boxes) {
+    if (e <= range[0] || s >= range[1]) continue;
+    const box = document.createElement("div");
+    box.className = "hl ocr-box";
+    box.style.left = `${left * 100}%`;
+    box.style.top = `${top * 100}%`;
+    box.style.width = `${(right - left) * 100}%`;
+    box.style.height = `${(bottom - top) * 100}%`;
+    shell.append(box);
+    marked += 1;
+  }
+  return marked;
+}
+
 async function showPdf(pages, target, start, end) {
   const pdfjsLib = await loadPdfjs();
   const pdf = await pdfjsLib.getDocument({
@@ -205,7 +224,9 @@ async function showPdf(pages, target, start, end) {
   const textLayer = await view.render(number);
   const stored = pages.find((p) => p.number === number);
   const range = stored ? passageRange(stored.text, start, end) : null;
-  const marked = range ? highlightPieces(textLayer, stored.text.slice(range[0], range[1])) : 0;
+  let marked = 0;
+  if (range && stored.boxes) marked = highlightBoxes(view.shell(number), stored.boxes, range);
+  else if (range) marked = highlightPieces(textLayer, stored.text.slice(range[0], range[1]));
   say(range && !marked ? _("The passage could not be located on the page image.") : "");
   const hl = view.shell(number).querySelector(".hl");
   (hl || view.shell(number)).scrollIntoView({ block: hl ? "center" : "start" });
