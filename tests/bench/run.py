@@ -84,6 +84,11 @@ def main(argv: list[str] | None = None) -> None:
     print("\n== embedding throughput, same texts, same run")
     bench_embed.main(["--n", "256"])
 
+    from tests.bench import bench_ocr
+
+    print("\n== OCR: rendered scans in English and Chinese, scanned vs typed pages")
+    bench_ocr.main(["--pages", "6"])
+
     from tests.bench import bench_llm
 
     print("\n== language model: our ONNX INT8 builds vs PyTorch bf16, Qwen3-4B shape")
