@@ -22,6 +22,7 @@ from docx.text.paragraph import Paragraph
 
 from ingest.document import ParsedDocument
 from ingest.loaders.common import PageBuilder, collapse_spaces, require_text
+from ingest.loaders.ooxml import open_package
 from ingest.safety import check_zip_package
 
 if TYPE_CHECKING:
@@ -41,8 +42,7 @@ _MAX_STYLE_CHAIN = 20
 
 def load(path: Path, limits: ParseLimits) -> ParsedDocument:
     check_zip_package(path, limits)
-    with path.open("rb") as fh:
-        document = docx.Document(fh)
+    document, missing = open_package(path, docx.Document)
     body = document.element.body
     paginate = any(True for _ in body.iter(_RENDERED_BREAK))
 
@@ -70,7 +70,10 @@ def load(path: Path, limits: ParseLimits) -> ParsedDocument:
         kind="docx",
         pages=built,
         title=core_title or first_title,
-        metadata={"pagination": "rendered page breaks" if paginate else "none"},
+        metadata={
+            "pagination": "rendered page breaks" if paginate else "none",
+            **({"missing_parts": ", ".join(missing)} if missing else {}),
+        },
     )
 
 

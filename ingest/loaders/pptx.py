@@ -15,6 +15,7 @@ from pptx.enum.shapes import MSO_SHAPE_TYPE
 
 from ingest.document import ParsedDocument
 from ingest.loaders.common import PageBuilder, collapse_spaces, require_text
+from ingest.loaders.ooxml import open_package
 from ingest.safety import check_zip_package
 
 if TYPE_CHECKING:
@@ -23,8 +24,7 @@ if TYPE_CHECKING:
 
 def load(path: Path, limits: ParseLimits) -> ParsedDocument:
     check_zip_package(path, limits)
-    with path.open("rb") as fh:
-        presentation = pptx.Presentation(fh)
+    presentation, _missing = open_package(path, pptx.Presentation)
     pages = []
     for number, slide in enumerate(presentation.slides, start=1):
         page = PageBuilder(number)

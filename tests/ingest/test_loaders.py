@@ -322,3 +322,53 @@ def test_a_pdf_neither_engine_can_read_keeps_pypdfs_reason(tmp_path: Path) -> No
         parse_in_process(path, LIMITS)
     assert caught.value.reason.startswith("malformed PDF: ")
     assert "Error" not in caught.value.reason.split(":", 1)[0]
+
+
+def _without_media(package: Path, out: Path) -> Path:
+    """The Office package with its pictures' parts removed (their relationships stay)."""
+    import zipfile
+
+    with zipfile.ZipFile(package) as src, zipfile.ZipFile(out, "w") as dst:
+        dropped = 0
+        for item in src.infolist():
+            if "/media/" in item.filename:
+                dropped += 1
+                continue
+            dst.writestr(item, src.read(item.filename))
+    assert dropped, "the package had no picture to lose"
+    return out
+
+
+@pytest.mark.parametrize("kind", ["docx", "pptx"])
+def test_an_office_file_missing_a_picture_keeps_its_text(tmp_path: Path, kind: str) -> None:
+    import io
+
+    import docx
+    import pptx
+    from docx.shared import Inches
+    from PIL import Image
+
+    picture = io.BytesIO()
+    Image.new("RGB", (16, 16), "red").save(picture, format="PNG")
+    whole = tmp_path / f"whole.{kind}"
+    if kind == "docx":
+        d = docx.Document()
+        d.add_paragraph("Before the picture: the boiler room key is in the red box.")
+        picture.seek(0)
+        d.add_picture(picture, width=Inches(1))
+        d.add_paragraph("After the picture: call facilities on 4455.")
+        d.save(str(whole))
+    else:
+        deck = pptx.Presentation()
+        slide = deck.slides.add_slide(deck.slide_layouts[5])
+        slide.shapes.title.text = "The boiler room key is in the red box."
+        picture.seek(0)
+        slide.shapes.add_picture(picture, pptx.util.Inches(1), pptx.util.Inches(2))
+        deck.save(str(whole))
+    broken = _without_media(whole, tmp_path / f"broken.{kind}")
+    document = parse_in_process(broken, LIMITS)
+    text = " ".join(p.text for p in document.pages)
+    assert "boiler room key is in the red box" in text
+    if kind == "docx":
+        assert "call facilities on 4455" in text
+        assert "media/image1.png" in document.metadata["missing_parts"]
