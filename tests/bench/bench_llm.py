@@ -2,7 +2,7 @@
 
     python -m tests.bench.bench_llm [--layers 2 4] [--decode-tokens 16] [--skip-torch]
     python -m tests.bench.bench_llm --full [--work DIR] [--kernel dynamic|blockwise]
-    python -m tests.bench.bench_llm --long 30000 [--layers 1 2] [--work DIR]
+    python -m tests.bench.bench_llm --long 30000 [--layers 1 2] [--kv both|fp32|int8] [--work DIR]
 
 ``--full``: the whole Qwen3-4B-Instruct-2507 from ../shared/models (config, tokenizer, chat
 template, generation config) with random bf16 weights under the real tensor names, streamed
@@ -517,10 +517,13 @@ def run_long(model: Path, tokens: int) -> dict[str, Any]:
     }
 
 
-def main_long(work: Path, tokens: int, layers: list[int]) -> None:
-    """Peak memory of a ``tokens``-token prompt with a float32 and an int8 KV cache, at two
-    layer counts of the real shape, extrapolated to 36 layers like the speed figures."""
-    rows: dict[str, dict[int, dict[str, Any]]] = {"fp32": {}, "int8": {}}
+def main_long(work: Path, tokens: int, layers: list[int], kv: str) -> None:
+    """Peak memory of a ``tokens``-token prompt with a float32 and/or an int8 KV cache, at
+    two layer counts of the real shape, extrapolated to 36 layers like the speed figures;
+    or measured, when one of the layer counts is 36 (``--layers 36 36``: hours of prefill)."""
+    kinds = ("fp32", "int8") if kv == "both" else (kv,)
+    rows: dict[str, dict[int, dict[str, Any]]] = {kind: {} for kind in kinds}
+    layers = sorted(set(layers))
     for n in layers:
         hf = work / f"hf{n}"
         if not (hf / "model.safetensors.index.json").is_file():
@@ -538,8 +541,9 @@ def main_long(work: Path, tokens: int, layers: list[int]) -> None:
         for n in layers:
             r = by_layers[n]
             print(f"{kind:<10}{n:>7}" + "".join(f"{r[c]:>16.2f}" for c in cols))
-        est = [extrapolate({n: by_layers[n][c] for n in layers}) for c in cols]
-        print(f"{kind:<10}{'36 est':>7}" + "".join(f"{v:>16.2f}" for v in est))
+        if len(layers) > 1 and TARGET_LAYERS not in layers:
+            est = [extrapolate({n: by_layers[n][c] for n in layers}) for c in cols]
+            print(f"{kind:<10}{'36 est':>7}" + "".join(f"{v:>16.2f}" for v in est))
         kv36 = by_layers[layers[0]]["kv_bytes"] / layers[0] * TARGET_LAYERS * tokens / 1e9
         print(f"{'':<10}{'':>7}  of which the KV cache at 36 layers: {kv36:.2f} GB")
 
@@ -653,6 +657,12 @@ def main(argv: list[str] | None = None) -> None:
         metavar="TOKENS",
         help="peak memory of a TOKENS-long prompt, float32 vs int8 KV cache, at --layers",
     )
+    ap.add_argument(
+        "--kv",
+        choices=("both", "fp32", "int8"),
+        default="both",
+        help="with --long: the KV cache types to measure",
+    )
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -686,7 +696,7 @@ def main(argv: list[str] | None = None) -> None:
             if args.full:
                 main_full(work, args.ask_tokens, args.kernel)
             else:
-                main_long(work, args.long, args.layers)
+                main_long(work, args.long, args.layers, args.kv)
         finally:
             if work_ctx:
                 work_ctx.cleanup()
