@@ -613,6 +613,7 @@ from cli.backup import backup_command, restore_command  # noqa: E402
 from cli.directory import directory_command  # noqa: E402
 from cli.evaluate import eval_answers_command  # noqa: E402  (registered below)
 from cli.summarize import summarize_command  # noqa: E402  (it registers on main below)
+from cli.sync import sync_command  # noqa: E402
 from cli.users import users_command  # noqa: E402
 from cli.worker import worker_command  # noqa: E402
 
@@ -623,6 +624,7 @@ main.add_command(backup_command)
 main.add_command(restore_command)
 main.add_command(directory_command)
 main.add_command(users_command)
+main.add_command(sync_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from ingest.document import Page, TextBox
 from ingest.loaders.common import normalize_text
 from qa.errors import ParseError, ParseLimitExceeded
+from qa.messages import N_
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -105,7 +106,7 @@ def recognize(image: Image, *, timeout_s: float, cpu_s: int) -> Recognized:
     the engine runs past its caps and ParseError when it fails or is missing."""
     binary = engine()
     if binary is None:
-        raise ParseError("OCR is not installed (tesseract-ocr with chi_sim)")
+        raise ParseError(N_("OCR is not installed (tesseract-ocr with chi_sim)"))
     gray = _fit(image.convert("L"))
     buffer = io.BytesIO()
     gray.save(buffer, format="PPM")  # "L" saves as binary PGM: no compression to pay for
@@ -125,14 +126,20 @@ def recognize(image: Image, *, timeout_s: float, cpu_s: int) -> Recognized:
             preexec_fn=functools.partial(_engine_limits, cpu_s),
         )
     except subprocess.TimeoutExpired as exc:
-        raise ParseLimitExceeded(f"OCR of a page took longer than {timeout_s:g} s") from exc
+        raise ParseLimitExceeded(
+            N_("OCR of a page took longer than %(seconds)s s", seconds=f"{timeout_s:g}")
+        ) from exc
     except OSError as exc:
-        raise ParseError(f"OCR could not start: {exc.strerror or exc}") from exc
+        raise ParseError(N_("OCR could not start: %(error)s", error=exc.strerror or exc)) from exc
     if proc.returncode == -signal.SIGXCPU:
-        raise ParseLimitExceeded(f"OCR of a page used more than {cpu_s} s of CPU time")
+        raise ParseLimitExceeded(
+            N_("OCR of a page used more than %(seconds)s s of CPU time", seconds=cpu_s)
+        )
     if proc.returncode != 0:
         detail = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise ParseError(f"OCR failed ({detail[-1][:160] if detail else proc.returncode})")
+        raise ParseError(
+            N_("OCR failed (%(error)s)", error=detail[-1][:160] if detail else proc.returncode)
+        )
     return _from_tsv(proc.stdout.decode("utf-8", "replace"), gray.width, gray.height)
 
 

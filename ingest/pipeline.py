@@ -28,6 +28,7 @@ from ingest.chunker import chunk_document
 from ingest.document import Page, ParsedDocument
 from ingest.sandbox import ParseLimits, SandboxedParser
 from qa.errors import DocqaError, InvalidInput, ParseError
+from qa.messages import N_, Translatable
 from qa.reasons import public_reason
 from qa.retrieval.embedder import Embedder
 from qa.retrieval.index_store import IndexStore
@@ -206,9 +207,10 @@ class IngestService:
                 session.commit()
         if quarantine:
             # Worded like the sandbox's own ParserCrashed reasons ("parser crashed (...)").
-            reason = (
-                f"parser crashed: its worker died while processing it ({attempts} starts);"
-                " quarantined"
+            reason = N_(
+                "parser crashed: its worker died while processing it (%(starts)s starts);"
+                " quarantined",
+                starts=attempts,
             )
             log.warning("document %s (%s) quarantined: %s", doc_id, name, reason)
             return self._fail(doc_id, name, reason, started, "parser_crashed")
@@ -231,7 +233,7 @@ class IngestService:
             replace_document_content(session, doc, pages, rows, vectors, self.embedder.model_id)
             replaced = self._remove_older_versions(session, doc)
             doc.status = DocStatus.INDEXED
-            doc.error = doc.error_code = None
+            doc.error = doc.error_code = doc.error_i18n = None
             session.commit()
         if replaced:
             self.forget(replaced)
@@ -269,7 +271,9 @@ class IngestService:
         with self.db.session() as session:
             doc = get_document(session, doc_id)
             doc.status = DocStatus.FAILED
-            doc.error = public_reason(reason)[:2000]
+            said = public_reason(reason)
+            doc.error = said[:2000]
+            doc.error_i18n = said.to_wire() if isinstance(said, Translatable) else None
             doc.error_code = code[:32] if code else None
             session.commit()
         return Processed(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from qa.errors import HostileFile
+from qa.messages import N_
 
 # Parts smaller than this may compress very well (runs of spaces in XML) without harm.
 _RATIO_MIN_BYTES = 1024 * 1024
@@ -44,7 +45,13 @@ def check_file_size(path: Path, limits: FileSizeLimit) -> None:
     size = path.stat().st_size
     if size > limits.max_file_bytes:
         mb = limits.max_file_bytes / (1024 * 1024)
-        raise HostileFile(f"file too large ({size / (1024 * 1024):.1f} MB > {mb:g} MB)")
+        raise HostileFile(
+            N_(
+                "file too large (%(size)s MB > %(limit)s MB)",
+                size=f"{size / (1024 * 1024):.1f}",
+                limit=f"{mb:g}",
+            )
+        )
 
 
 def check_zip_package(path: Path, limits: ZipLimits) -> None:
@@ -55,28 +62,47 @@ def check_zip_package(path: Path, limits: ZipLimits) -> None:
             if info.filename.lower().endswith(_XML_SUFFIXES) and not info.is_dir():
                 with zf.open(info) as part:
                     if prolog_declares_dtd(part):
-                        raise HostileFile(f"XML with DTD/entities ({info.filename})")
+                        raise HostileFile(
+                            N_("XML with DTD/entities (%(name)s)", name=info.filename)
+                        )
 
 
 def check_zip_sizes(zf: zipfile.ZipFile, limits: ZipLimits) -> None:
     """Refuse a zip bomb from its central directory alone, before any member is read."""
     infos = zf.infolist()
     if len(infos) > limits.zip_max_entries:
-        raise HostileFile(f"zip bomb: {len(infos)} entries (limit {limits.zip_max_entries})")
+        raise HostileFile(
+            N_(
+                "zip bomb: %(entries)s entries (limit %(limit)s)",
+                entries=len(infos),
+                limit=limits.zip_max_entries,
+            )
+        )
     total = sum(info.file_size for info in infos)
     if total > limits.zip_max_uncompressed_bytes:
         raise HostileFile(
-            f"zip bomb: {total} bytes uncompressed (limit {limits.zip_max_uncompressed_bytes})"
+            N_(
+                "zip bomb: %(size)s bytes uncompressed (limit %(limit)s)",
+                size=total,
+                limit=limits.zip_max_uncompressed_bytes,
+            )
         )
     compressed = sum(info.compress_size for info in infos)
     for info in infos:
         ratio = info.file_size / max(info.compress_size, 1)
         if info.file_size >= _RATIO_MIN_BYTES and ratio > limits.zip_max_ratio:
             raise HostileFile(
-                f"zip bomb: {info.filename} expands {ratio:.0f}x (limit {limits.zip_max_ratio:g}x)"
+                N_(
+                    "zip bomb: %(name)s expands %(ratio)sx (limit %(limit)sx)",
+                    name=info.filename,
+                    ratio=f"{ratio:.0f}",
+                    limit=f"{limits.zip_max_ratio:g}",
+                )
             )
     if total >= _RATIO_MIN_BYTES and total / max(compressed, 1) > limits.zip_max_ratio:
-        raise HostileFile(f"zip bomb: package expands {total / max(compressed, 1):.0f}x")
+        raise HostileFile(
+            N_("zip bomb: package expands %(ratio)sx", ratio=f"{total / max(compressed, 1):.0f}")
+        )
 
 
 def prolog_declares_dtd(stream: IO[bytes]) -> bool:

@@ -43,6 +43,7 @@ from ingest.safety import check_file_size
 from ingest.sniff import sniff_path
 from qa import errors
 from qa.errors import ParseError, ParseLimitExceeded, ParserCrashed
+from qa.messages import N_, Translatable
 from qa.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -132,11 +133,13 @@ def parse_in_process(path: Path, limits: ParseLimits, name: str | None = None) -
     except ParseError:
         raise
     except MemoryError as exc:
-        raise ParseLimitExceeded("memory limit exceeded") from exc
+        raise ParseLimitExceeded(N_("memory limit exceeded")) from exc
     except RecursionError as exc:
-        raise errors.HostileFile(f"{kind} structure nested too deeply") from exc
+        raise errors.HostileFile(N_("%(kind)s structure nested too deeply", kind=kind)) from exc
     except Exception as exc:
-        raise ParseError(f"could not parse {kind}: {_short(exc)}") from exc
+        raise ParseError(
+            N_("could not parse %(kind)s: %(error)s", kind=kind, error=_short(exc))
+        ) from exc
 
 
 def _short(exc: BaseException) -> str:
@@ -181,7 +184,9 @@ def _box(plain: dict[str, Any]) -> TextBox:
 
 
 def _error_to_plain(error: ParseError) -> dict[str, Any]:
-    plain: dict[str, Any] = {"type": type(error).__name__, "reason": error.reason}
+    plain: dict[str, Any] = {"type": type(error).__name__, "reason": str(error.reason)}
+    if isinstance(error.reason, Translatable):
+        plain["i18n"] = error.reason.to_wire()
     if isinstance(error, errors.UnsupportedType):
         plain["kind"] = error.kind
     return plain
@@ -189,11 +194,15 @@ def _error_to_plain(error: ParseError) -> dict[str, Any]:
 
 def _error_from_plain(data: dict[str, Any]) -> ParseError:
     name = str(data.get("type"))
-    reason = str(data.get("reason", "parse failed"))
+    reason: str = str(data.get("reason", "parse failed"))
     if name == "UnsupportedType":
         return errors.UnsupportedType(str(data.get("kind", "unknown")))
     if name == "PasswordProtected":
         return errors.PasswordProtected()
+    i18n = data.get("i18n")
+    message = Translatable.from_wire(i18n) if isinstance(i18n, dict) else None
+    if message is not None and message == reason:
+        reason = message  # the same words, still translatable
     return _ERROR_TYPES.get(name, ParseError)(reason)
 
 
@@ -341,7 +350,9 @@ class SandboxedParser:
         while True:
             if not conn.poll(timeout):
                 self._stop_child(kill=True)
-                raise ParseLimitExceeded(f"parse timed out after {timeout:g}s")
+                raise ParseLimitExceeded(
+                    N_("parse timed out after %(seconds)ss", seconds=f"{timeout:g}")
+                )
             try:
                 reply = json.loads(conn.recv_bytes())
             except (EOFError, OSError):
@@ -351,7 +362,7 @@ class SandboxedParser:
             steps += 1
             if steps > self.limits.ocr_max_pages + 1:
                 self._stop_child(kill=True)
-                raise ParseLimitExceeded("parse made more steps than its page limit allows")
+                raise ParseLimitExceeded(N_("parse made more steps than its page limit allows"))
             timeout = self.limits.timeout_s + self.limits.ocr_page_s
 
     # ---------------------------------------------------------------- child management
@@ -376,7 +387,9 @@ class SandboxedParser:
             ready = False
         if not ready:
             error = self._crash_error(process)
-            raise ParserCrashed(f"parser process failed to start ({error.reason})")
+            raise ParserCrashed(
+                N_("parser process failed to start (%(error)s)", error=error.reason)
+            )
         return parent_conn, process
 
     def _crash_error(self, process: BaseProcess) -> ParseError:
@@ -389,9 +402,9 @@ class SandboxedParser:
         self._stop_child(kill=True)
         if code is not None and code < 0:
             if -code == signal.SIGXCPU:
-                return ParseLimitExceeded("CPU time limit exceeded")
-            return ParserCrashed(f"parser crashed (signal {-code})")
-        return ParserCrashed(f"parser exited with code {code}")
+                return ParseLimitExceeded(N_("CPU time limit exceeded"))
+            return ParserCrashed(N_("parser crashed (signal %(signal)s)", signal=-code))
+        return ParserCrashed(N_("parser exited with code %(code)s", code=code))
 
     def _stop_child(self, kill: bool = False) -> None:
         process, conn = self._process, self._conn

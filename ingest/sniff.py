@@ -17,6 +17,7 @@ import defusedxml.ElementTree as SafeET
 
 from ingest.textdecode import bom_encoding, utf16_without_bom
 from qa.errors import ParseError
+from qa.messages import N_
 
 #: kinds the loaders can turn into text; everything else ends as UnsupportedType
 SUPPORTED = frozenset(
@@ -288,10 +289,12 @@ def _zip_kind(path: Path) -> str:
                 return _ooxml_kind(zf.read(content_types)) or "zip"
             return "zip"
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
-        raise ParseError(f"damaged zip container: {exc}") from exc
+        raise ParseError(N_("damaged zip container: %(error)s", error=exc)) from exc
     except (SafeET.ParseError, ValueError) as exc:
         # defusedxml refuses DTDs/entities with its own ValueError subclasses
-        raise ParseError(f"damaged Office package ([Content_Types].xml): {exc}") from exc
+        raise ParseError(
+            N_("damaged Office package ([Content_Types].xml): %(error)s", error=exc)
+        ) from exc
 
 
 def _ooxml_kind(content_types_xml: bytes) -> str | None:

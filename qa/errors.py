@@ -45,6 +45,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from qa.messages import N_, Translatable
+
 _BY_CODE: dict[str, type[DocqaError]] = {}
 
 
@@ -62,9 +64,19 @@ class DocqaError(Exception):
             raise TypeError(f"error code {cls.code!r} is taken by {_BY_CODE[cls.code].__name__}")
         _BY_CODE[cls.code] = cls
 
+    @property
+    def message(self) -> str:
+        """The message as raised: a ``qa.messages.Translatable`` when it can be translated."""
+        first = self.args[0] if self.args else None
+        return first if isinstance(first, str) else str(self)
+
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"code": self.code, "message": str(self)}
-        wire.update({name: getattr(self, name) for name in self.wire_fields})
+        if isinstance(self.message, Translatable):
+            wire["i18n"] = self.message.to_wire()
+        for name in self.wire_fields:
+            value = getattr(self, name)
+            wire[name] = str(value) if isinstance(value, Translatable) else value
         return wire
 
 
@@ -78,10 +90,15 @@ def from_wire(wire: Mapping[str, Any], unknown: type[DocqaError] = DocqaError) -
     code = str(wire.get("code") or DocqaError.code)
     cls = _BY_CODE.get(code, unknown)
     error = cls.__new__(cls)
-    Exception.__init__(error, str(wire.get("message") or "an error occurred"))
+    text = str(wire.get("message") or "an error occurred")
+    i18n = wire.get("i18n")
+    message = Translatable.from_wire(i18n) if isinstance(i18n, Mapping) else None
+    Exception.__init__(error, message if message is not None and message == text else text)
     for name in cls.wire_fields:
         if name in wire:
             setattr(error, name, wire[name])
+    if isinstance(error, ParseError) and getattr(error, "reason", text) == text:
+        error.reason = error.message  # the reason is the message: keep it translatable
     if code not in _BY_CODE and cls is DocqaError:
         error.code = code
     return error
@@ -131,7 +148,7 @@ class RateLimited(DocqaError):
     wire_fields: tuple[str, ...] = ("retry_after_s",)
 
     def __init__(self, retry_after_s: int) -> None:
-        super().__init__(f"too many requests; retry in {retry_after_s} s")
+        super().__init__(N_("too many requests; retry in %(seconds)s s", seconds=retry_after_s))
         self.retry_after_s = retry_after_s
 
 
@@ -160,7 +177,7 @@ class UnsupportedType(ParseError):
     wire_fields = ("reason", "kind")
 
     def __init__(self, kind: str) -> None:
-        super().__init__(f"unsupported type {kind}")
+        super().__init__(N_("unsupported type %(kind)s", kind=kind))
         self.kind = kind
 
 
@@ -168,14 +185,14 @@ class PasswordProtected(ParseError):
     code = "password_protected"
 
     def __init__(self) -> None:
-        super().__init__("password-protected")
+        super().__init__(N_("password-protected"))
 
 
 class NoExtractableText(ParseError):
     code = "no_text"
 
-    def __init__(self, detail: str = "no extractable text (scanned?)") -> None:
-        super().__init__(detail)
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail or N_("no extractable text (scanned?)"))
 
 
 class HostileFile(ParseError):
@@ -227,7 +244,9 @@ class Busy(DocqaError):
     wire_fields: tuple[str, ...] = ("retry_after_s",)
 
     def __init__(self, retry_after_s: int) -> None:
-        super().__init__(f"the model is busy; retry in about {retry_after_s} s")
+        super().__init__(
+            N_("the model is busy; retry in about %(seconds)s s", seconds=retry_after_s)
+        )
         self.retry_after_s = retry_after_s
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from qa.messages import Translatable
+
 #: what a path is replaced with
 HIDDEN = "[server path]"
 
@@ -23,5 +25,11 @@ _PATH = re.compile(
 
 
 def public_reason(reason: str) -> str:
-    """``reason`` with every file system path replaced by ``[server path]``."""
+    """``reason`` with every file system path replaced by ``[server path]``; a translatable
+    reason stays translatable (the paths go from its values: templates hold none)."""
+    if isinstance(reason, Translatable):
+        values = {
+            k: public_reason(v) if isinstance(v, str) else v for k, v in reason.params.items()
+        }
+        return Translatable(reason.template, values)
     return _PATH.sub(HIDDEN, reason)

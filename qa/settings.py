@@ -55,6 +55,15 @@ class Settings(BaseSettings):
     #: pages past this many are not OCR'd (their page numbers stay, with no text)
     ocr_max_pages: int = Field(default=500, ge=1, le=100_000)
 
+    # synced folders (docqa sync)
+    #: a file changed less than this long ago may still be being written: the next scan
+    #: takes it
+    sync_settle_s: float = Field(default=10.0, ge=0, le=3600)
+    #: most files hashed per second by a scan (an unchanged file costs only a stat)
+    sync_files_per_s: float = Field(default=200.0, gt=0, le=100_000)
+    #: how often ``docqa serve`` looks for folders whose interval has passed
+    sync_check_s: float = Field(default=30.0, gt=0, le=3600)
+
     # indexes
     index_kind: Literal["flat", "hnsw"] = "flat"
     index_keep_versions: int = Field(default=3, ge=1)

@@ -17,6 +17,7 @@ from flask import g, redirect, request, session, url_for
 
 from qa.accounts.users import Principal
 from qa.errors import PermissionDenied, Unauthenticated
+from qa.messages import N_
 from web.errors import wants_json
 from web.extensions import services
 
@@ -38,7 +39,7 @@ def load_principal() -> None:
     if header:
         scheme, _, credential = header.partition(" ")
         if scheme.lower() != "bearer" or not credential.strip():
-            raise Unauthenticated("use 'Authorization: Bearer <API token>'")
+            raise Unauthenticated(N_("use 'Authorization: Bearer <API token>'"))
         g.principal = services().accounts.authenticate_token(credential.strip())
         g.auth_kind = "token"
         return
@@ -54,7 +55,7 @@ def load_principal() -> None:
 def current_principal() -> Principal:
     p = cast("Principal | None", g.get("principal"))
     if p is None:
-        raise Unauthenticated("sign in first")
+        raise Unauthenticated(N_("sign in first"))
     return p
 
 
@@ -94,7 +95,7 @@ def login_required(view: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if g.get("principal") is None:
             if wants_json():
-                raise Unauthenticated("sign in or send an API token")
+                raise Unauthenticated(N_("sign in or send an API token"))
             return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
         return view(*args, **kwargs)
 
@@ -107,7 +108,9 @@ def roles_required(*roles: str) -> Callable[[F], F]:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if current_principal().role not in roles:
-                raise PermissionDenied(f"this needs the role {' or '.join(roles)}")
+                raise PermissionDenied(
+                    N_("this needs the role %(roles)s", roles=" or ".join(roles))
+                )
             return view(*args, **kwargs)
 
         return cast(F, wrapper)

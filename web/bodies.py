@@ -30,6 +30,7 @@ from flask import current_app, g, request
 
 from qa.errors import TooLarge, Unauthenticated, UnsupportedMediaType
 from qa.limits import MAX_ANONYMOUS_BODY_BYTES, MAX_REQUEST_BODY_BYTES
+from qa.messages import N_
 from web.extensions import services
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,13 @@ def check_body() -> None:
     request.max_content_length = cap
     length = request.content_length
     if length is not None and length > cap:
-        raise TooLarge(f"the request body is {length} bytes; the limit is {cap} bytes")
+        raise TooLarge(
+            N_(
+                "the request body is %(size)s bytes; the limit is %(cap)s bytes",
+                size=length,
+                cap=cap,
+            )
+        )
     if length is None and _chunked():
         _read_unsized(cap)
 
@@ -70,10 +77,10 @@ def _cap() -> int:
     collection_arg = getattr(view, _UPLOAD_INTO, None)
     if collection_arg is None:
         raise UnsupportedMediaType(
-            "multipart/form-data is accepted only by upload endpoints; send JSON"
+            N_("multipart/form-data is accepted only by upload endpoints; send JSON")
         )
     if p is None:
-        raise Unauthenticated("sign in or send an API token to upload")
+        raise Unauthenticated(N_("sign in or send an API token to upload"))
     # The same check the upload makes, made before its body is read: 404 for a collection
     # the caller may not see, 403 for one they may only read.
     services().access.require_write(p, (request.view_args or {})[collection_arg])
@@ -93,7 +100,7 @@ def _read_unsized(cap: int) -> None:
         spool.write(piece)
         size += len(piece)
     if size > cap:
-        raise TooLarge(f"the request body is over the limit of {cap} bytes")
+        raise TooLarge(N_("the request body is over the limit of %(cap)s bytes", cap=cap))
     spool.seek(0)
     environ.update({"wsgi.input": spool, "CONTENT_LENGTH": str(size)})
     environ.pop("HTTP_TRANSFER_ENCODING", None)

@@ -24,7 +24,7 @@ from qa.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from web.i18n import status_title
+from web.i18n import error_text, status_title
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,8 @@ def _docqa_error(exc: DocqaError) -> Response:
     if status == 500:
         log.error("internal error: %s", exc, exc_info=exc)
     retry = getattr(exc, "retry_after_s", None)
-    return error_response(status, exc.code, str(exc), retry if isinstance(retry, int) else None)
+    message = error_text(exc)
+    return error_response(status, exc.code, message, retry if isinstance(retry, int) else None)
 
 
 def _http_error(exc: HTTPException) -> Response:

@@ -25,6 +25,7 @@ from qa.answering.feedback import FeedbackService
 from qa.answering.question_service import QuestionService
 from qa.library.ingest_queue import IngestQueue
 from qa.library.service import LibraryService
+from qa.library.sync_sources import SyncSources
 from qa.retrieval.index_store import IndexStore
 from qa.settings import Settings
 from qa.store.blobstore import BlobStore
@@ -62,6 +63,8 @@ class WebServices:
     #: per-username backoff after failed sign-ins, counted where the limiter counts
     lockout: SignInLockout
     ingest: IngestQueue | None
+    #: folders kept in sync with collections (scanned by the ingest side)
+    sync_sources: SyncSources
     #: the single-machine service's periodic directory re-sync (scaled: Celery beat)
     directory_sync: DirectorySyncLoop | None = None
 
@@ -114,6 +117,7 @@ def build_web_services(
         chats=chats,
         chat_reader=ChatReader(chats, access, db),
         feedback=FeedbackService(db),
+        sync_sources=SyncSources(db),
         audit=audit,
         config=config,
         library=library,

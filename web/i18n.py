@@ -19,10 +19,12 @@ from typing import Any
 
 from babel.support import Translations
 from flask import Flask, g, request
-from flask_babel import Babel, format_decimal, get_locale, lazy_gettext, ngettext
+from flask_babel import Babel, format_decimal, get_locale, gettext, lazy_gettext, ngettext
 from markupsafe import Markup, escape
 
 from qa.accounts.users import LANGUAGES
+from qa.errors import DocqaError
+from qa.messages import Translatable
 
 TRANSLATIONS = Path(__file__).parent / "translations"
 DEFAULT_LANGUAGE = "en"
@@ -66,6 +68,23 @@ FAILURE_NAMES = {
     "unknown": lazy_gettext("other"),
 }
 #: a grant's permission as a noun ("Permission: read") and as what one may do ("you may ...")
+#: how a synced folder's last scan went, and what it counted (ingest/folder_sync.py)
+SYNC_STATUS_NAMES = {
+    "ok": lazy_gettext("ok"),
+    "errors": lazy_gettext("some files unreadable"),
+    "failed": lazy_gettext("failed"),
+    "busy": lazy_gettext("busy"),
+}
+SYNC_COUNT_NAMES = {
+    "added": lazy_gettext("added"),
+    "changed": lazy_gettext("changed"),
+    "renamed": lazy_gettext("renamed"),
+    "deleted": lazy_gettext("deleted"),
+    "unchanged": lazy_gettext("unchanged"),
+    "settling": lazy_gettext("still being written"),
+    "skipped": lazy_gettext("not regular files"),
+    "errors": lazy_gettext("unreadable"),
+}
 PERMISSION_NAMES = {"read": lazy_gettext("read"), "write": lazy_gettext("write")}
 PERMISSION_VERBS = {"read": lazy_gettext("read it"), "write": lazy_gettext("change it")}
 #: what an error page says first, by status (the server's detail follows it)
@@ -139,6 +158,26 @@ def filesize(size: int | None) -> str:
     return f"{format_decimal(value, '#,##0.0')} {unit}"
 
 
+def localized(text: str) -> str:
+    """A sentence from below the web layer in the request's language: a
+    ``qa.messages.Translatable`` is looked up in the catalog by its English template and filled
+    with its values (themselves translated when they are messages); plain text, and a
+    template the catalog lacks, stay as they are (English)."""
+    if not isinstance(text, Translatable) or current_language() == DEFAULT_LANGUAGE:
+        return str(text)
+    values = {k: localized(v) if isinstance(v, Translatable) else v for k, v in text.params.items()}
+    translated = str(gettext(text.template))
+    try:
+        return translated % values if values else translated
+    except (KeyError, TypeError, ValueError):  # a catalog entry whose placeholders differ
+        return str(text)
+
+
+def error_text(exc: DocqaError) -> str:
+    """What people are told about ``exc``, in the request's language."""
+    return localized(exc.message)
+
+
 def with_names(translated: str, **names: object) -> Markup:
     """A translated sentence (``_("User %(name)s created.")``) with names filled in,
     marked translate="no", as safe HTML (a flash message). A value that is markup already
@@ -160,6 +199,7 @@ def init_i18n(app: Flask) -> None:
         default_translation_directories=str(TRANSLATIONS),
     )
     app.jinja_env.filters["notranslate"] = notranslate
+    app.jinja_env.filters["localized"] = localized
     app.jinja_env.filters["filesize"] = filesize
 
     @app.context_processor
@@ -173,6 +213,8 @@ def init_i18n(app: Flask) -> None:
             "job_status_names": JOB_STATUS_NAMES,
             "target_names": TARGET_NAMES,
             "doc_status_names": DOC_STATUS_NAMES,
+            "sync_status_names": SYNC_STATUS_NAMES,
+            "sync_count_names": SYNC_COUNT_NAMES,
             "permission_names": PERMISSION_NAMES,
             "permission_verbs": PERMISSION_VERBS,
             "failure_names": FAILURE_NAMES,

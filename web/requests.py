@@ -13,6 +13,7 @@ from werkzeug.routing import IntegerConverter, UnicodeConverter
 
 from qa.errors import InvalidInput
 from qa.limits import MAX_INT_ID
+from qa.messages import N_
 from qa.storable_text import unstorable_reason
 
 #: digits of the largest id (MAX_INT_ID): a longer number is no id, whatever its value
@@ -32,7 +33,7 @@ class IdConverter(IntegerConverter):
         # more than 4,300 of them (ValueError).
         digits = value.lstrip("0")
         if len(digits) > _ID_DIGITS or int(digits or "0") > MAX_INT_ID:
-            raise NotFound(f"no such id: the largest is {MAX_INT_ID}")
+            raise NotFound(N_("no such id: the largest is %(max)s", max=MAX_INT_ID))
         return super().to_python(value)
 
 
@@ -43,7 +44,7 @@ class TextIdConverter(UnicodeConverter):
 
     def to_python(self, value: str) -> Any:
         if unstorable_reason(value) is not None:
-            raise NotFound("no such id")
+            raise NotFound(N_("no such id"))
         return super().to_python(value)
 
 
@@ -54,9 +55,16 @@ def arg_int(name: str, default: int, lo: int, hi: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise InvalidInput(f"query parameter '{name}' must be an integer") from None
+        raise InvalidInput(N_("query parameter '%(name)s' must be an integer", name=name)) from None
     if not lo <= value <= hi:
-        raise InvalidInput(f"query parameter '{name}' must be between {lo} and {hi}")
+        raise InvalidInput(
+            N_(
+                "query parameter '%(name)s' must be between %(lo)s and %(hi)s",
+                name=name,
+                lo=lo,
+                hi=hi,
+            )
+        )
     return value
 
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from flask import Response, g, request, session
 
 from qa.errors import PermissionDenied
+from qa.messages import N_
 from web.bodies import declared_body
 from web.errors import API_PREFIXES
 from web.extensions import services
@@ -71,7 +72,7 @@ def check_csrf() -> None:
         request.form.get(CSRF_FIELD) if request.mimetype in _FORM_TYPES else None
     )
     if not isinstance(expected, str) or not sent or not hmac.compare_digest(expected, sent):
-        raise PermissionDenied("missing or wrong CSRF token; reload the page and try again")
+        raise PermissionDenied(N_("missing or wrong CSRF token; reload the page and try again"))
 
 
 _FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})

@@ -17,6 +17,7 @@ from flask import Response, stream_with_context
 
 from qa.answering.events import AnswerEvent, ErrorEvent
 from qa.errors import DocqaError, InternalError
+from web.i18n import error_text
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,10 @@ SSE_HEADERS = {
 
 
 def format_event(event: AnswerEvent) -> str:
-    data = json.dumps(event.to_json(), ensure_ascii=False, separators=(",", ":"))
+    wire = event.to_json()
+    if isinstance(event, ErrorEvent):
+        wire["message"] = error_text(event.error)  # in the reader's language
+    data = json.dumps(wire, ensure_ascii=False, separators=(",", ":"))
     return f"event: {event.type}\ndata: {data}\n\n"
 
 

@@ -33,6 +33,8 @@ ROUTES = {
     "docqa.publish_collection": "index",
     "docqa.reconcile": "index",
     "docqa.directory_sync": "index",
+    # a scan may hash for minutes: not on the index queue, whose one worker publishes
+    "docqa.folder_sync": "ingest",
     "docqa.generate": "generate",
     "docqa.summarize": "summarize",
 }
@@ -128,7 +130,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 def _beat_schedule(settings: Settings) -> dict[str, dict[str, object]]:
     schedule: dict[str, dict[str, object]] = {
-        "reconcile": {"task": "docqa.reconcile", "schedule": settings.reconcile_interval_s}
+        "reconcile": {"task": "docqa.reconcile", "schedule": settings.reconcile_interval_s},
+        "folder-sync": {"task": "docqa.folder_sync", "schedule": settings.sync_check_s},
     }
     if settings.ldap_url:
         schedule["directory-sync"] = {

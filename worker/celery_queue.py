@@ -86,6 +86,14 @@ class CeleryIngestQueue(IngestQueue):
             "the task queue is unreachable; the reindex is recorded and will run when it is back",
         )
 
+    def sync_now(self, source_id: int) -> None:
+        self._send(
+            "docqa.folder_sync",
+            [source_id],
+            None,
+            "the task queue is unreachable; the folder will be scanned at its next interval",
+        )
+
     def summarize(self, job_id: str) -> None:
         self._send(
             "docqa.summarize",

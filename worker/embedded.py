@@ -22,6 +22,7 @@ from typing import IO
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from ingest.folder_sync import FolderSync, FolderSyncLoop, scan_and_queue
 from ingest.pipeline import IngestService
 from qa.errors import NotFound
 from qa.library.ingest_queue import IngestQueue, Upload
@@ -48,9 +49,14 @@ class EmbeddedIngestQueue(IngestQueue):
         self._tmp.mkdir(parents=True, exist_ok=True)
         # Summary jobs run on their own thread, not an ingest one (see embedded_summaries).
         self.summaries = EmbeddedSummaries(service.db, service.embedder)
+        self.folder_sync: FolderSync | None = None
+        self._sync_loop: FolderSyncLoop | None = None
 
     def start(self) -> int:
-        """Re-queue documents an earlier run accepted but did not finish."""
+        """Re-queue documents an earlier run accepted but did not finish, and start
+        scanning synced folders."""
+        if self._sync_loop is None:
+            self._start_folder_sync()
         pending = self.service.pending()
         for doc_id in pending:
             self._schedule_document(doc_id, self._collection_of(doc_id))
@@ -75,6 +81,23 @@ class EmbeddedIngestQueue(IngestQueue):
             if self._waiting[collection_id]:
                 return  # the last document of the running batch publishes anyway
         self._run(self._publish, collection_id)
+
+    def _start_folder_sync(self) -> None:
+        """Synced folders are scanned in this process too: due ones every
+        ``sync_check_s`` seconds, and one now when asked (``sync_now``), on a thread of
+        their own so a long scan never holds up an upload."""
+        settings = self.service.settings
+        self.folder_sync = FolderSync(
+            self.service, settle_s=settings.sync_settle_s, files_per_s=settings.sync_files_per_s
+        )
+        self._sync_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="folder-sync")
+        self._sync_loop = FolderSyncLoop(self.folder_sync, self, settings.sync_check_s).start()
+
+    def sync_now(self, source_id: int) -> None:
+        if self.folder_sync is None:
+            super().sync_now(source_id)
+            return
+        self._sync_pool.submit(scan_and_queue, self.folder_sync, self, source_id)
 
     def summarize(self, job_id: str) -> None:
         self.summaries.submit(job_id)
@@ -106,6 +129,9 @@ class EmbeddedIngestQueue(IngestQueue):
         # Queued work is dropped, not lost: its documents stay ``queued`` in the DB and the
         # next start picks them up.
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._sync_loop is not None:
+            self._sync_loop.stop()
+            self._sync_pool.shutdown(wait=False, cancel_futures=True)
         self.summaries.close()
         self.service.close()
 

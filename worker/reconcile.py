@@ -242,7 +242,13 @@ def mark_queued(db: Database, doc_ids: Sequence[str]) -> None:
         session.execute(
             update(Document)
             .where(Document.id.in_(doc_ids), Document.status == DocStatus.FAILED)
-            .values(status=DocStatus.QUEUED, error=None, error_code=None, updated_at=utcnow())
+            .values(
+                status=DocStatus.QUEUED,
+                error=None,
+                error_code=None,
+                error_i18n=None,
+                updated_at=utcnow(),
+            )
         )
         session.commit()
 

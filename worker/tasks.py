@@ -12,6 +12,8 @@
     docqa.directory_sync()               queue index    periodic (beat) when a directory is
                                                         configured: disable accounts gone
                                                         from it, refresh groups
+    docqa.folder_sync([source_id])       queue ingest   periodic (beat): scan the synced
+                                                        folders that are due, or one now
 
 Arguments are ids; everything else is read from the metadata DB, so a redelivered or
 duplicated message finds the document as it is now (an ``indexed`` one is a no-op).
@@ -42,6 +44,7 @@ from qa.accounts.sign_in import SignIn
 from qa.accounts.users import AccountService
 from qa.errors import NotFound
 from qa.library.gc import GC_INTERVAL_S, collect_garbage, record_gc
+from qa.messages import N_
 from qa.store.db.engine import Database
 from qa.store.db.models import Document
 from worker import context
@@ -112,7 +115,10 @@ def ingest_document(self: Task, doc_id: str) -> dict[str, Any]:
             soft = app.conf.task_soft_time_limit
             result = context.ingest_service().mark_failed(
                 doc_id,
-                f"processing took longer than {soft} s (the ingest task time limit)",
+                N_(
+                    "processing took longer than %(seconds)s s (the ingest task time limit)",
+                    seconds=soft,
+                ),
                 "time_limit",
             )
         publish_collection.apply_async(args=[collection_id])
@@ -223,6 +229,26 @@ def directory_sync() -> dict[str, object]:
         return sync_directory(sign_in).as_dict()
     finally:
         db.dispose()
+
+
+@app.task(name="docqa.folder_sync", ignore_result=True)  # type: ignore[untyped-decorator]
+def folder_sync(source_id: int | None = None) -> dict[str, object]:
+    """Scan the synced folders whose interval has passed (beat, every
+    ``DOCQA_SYNC_CHECK_S``), or one folder now (the console's "scan now"). What a scan
+    stores goes out as ``docqa.ingest_document`` tasks; a folder another worker is scanning
+    is left to it (``ingest.folder_sync``)."""
+    from ingest.folder_sync import FolderSync, run_due, scan_and_queue
+    from worker.celery_queue import CeleryIngestQueue
+
+    settings = app_settings()
+    service = context.ingest_service()
+    sync = FolderSync(
+        service, settle_s=settings.sync_settle_s, files_per_s=settings.sync_files_per_s
+    )
+    queue = CeleryIngestQueue(service, app)
+    if source_id is not None:
+        return {"scanned": int(scan_and_queue(sync, queue, source_id) is not None)}
+    return {"scanned": run_due(sync, queue)}
 
 
 def queue_backlog(queue: str) -> int | None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from ingest.document import ParsedDocument
 from ingest.loaders import docx, email, html, image, markdown, pdf, pptx, text, xlsx
 from qa.errors import NoExtractableText, PasswordProtected, UnsupportedType
+from qa.messages import N_
 
 if TYPE_CHECKING:
     from ingest.sandbox import ParseLimits
@@ -35,7 +36,7 @@ def load(path: Path, kind: str, limits: ParseLimits) -> ParsedDocument:
     loader = LOADERS.get(kind)
     if loader is None:
         if kind == "empty":
-            raise NoExtractableText("empty file")
+            raise NoExtractableText(N_("empty file"))
         if kind == "encrypted-office":
             # Password-protected DOCX/XLSX/PPTX are OLE2 files wrapping an encrypted package.
             raise PasswordProtected()

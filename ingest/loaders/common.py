@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from ingest.document import Heading, Page
 from qa.errors import NoExtractableText
+from qa.messages import N_
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _CONTROL = re.compile("[\x00\x01-\x08\x0b\x0e-\x1f\x7f]")
@@ -30,7 +31,7 @@ def collapse_spaces(text: str) -> str:
 
 def require_text(pages: tuple[Page, ...] | list[Page]) -> None:
     if not any(p.text.strip() for p in pages):
-        raise NoExtractableText("no extractable text")
+        raise NoExtractableText(N_("no extractable text"))
 
 
 @dataclass

@@ -18,6 +18,7 @@ from ingest.loaders.common import collapse_spaces, normalize_text
 from ingest.loaders.html import html_to_page
 from ingest.textdecode import bom_encoding, decode_bytes, utf16_without_bom
 from qa.errors import NoExtractableText, ParseError
+from qa.messages import N_
 
 if TYPE_CHECKING:
     from ingest.sandbox import ParseLimits
@@ -33,7 +34,7 @@ def load(path: Path, limits: ParseLimits) -> ParsedDocument:
     else:
         message = email.message_from_bytes(data, policy=policy.default)
     if not isinstance(message, EmailMessage):  # policy.default always builds EmailMessage
-        raise ParseError("not an email message")
+        raise ParseError(N_("not an email message"))
 
     lines: list[str] = []
     headings: list[Heading] = []
@@ -52,7 +53,7 @@ def load(path: Path, limits: ParseLimits) -> ParsedDocument:
 
     body = _body_text(message)
     if not body.strip() and not subject:
-        raise NoExtractableText("no extractable text")
+        raise NoExtractableText(N_("no extractable text"))
     text = "\n".join(lines) + "\n\n" + body.strip("\n")
     metadata: dict[str, str] = {}
     attachments = _attachment_names(message)

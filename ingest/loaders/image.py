@@ -17,6 +17,7 @@ from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 from ingest import ocr
 from ingest.document import Page, ParsedDocument
 from qa.errors import HostileFile, NoExtractableText, ParseError
+from qa.messages import N_
 
 if TYPE_CHECKING:
     from ingest.sandbox import ParseLimits
@@ -33,22 +34,26 @@ KINDS = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg", "TIFF": "tiff"}
 
 def load(path: Path, limits: ParseLimits) -> ParsedDocument:
     if not limits.ocr:
-        raise NoExtractableText("an image, and OCR is off")
+        raise NoExtractableText(N_("an image, and OCR is off"))
     if ocr.engine() is None:
-        raise NoExtractableText("an image, and OCR is not installed")
+        raise NoExtractableText(N_("an image, and OCR is not installed"))
     # Our own per-frame check below replaces Pillow's global one (a warning at 89 MP).
     Image.MAX_IMAGE_PIXELS = None
     try:
         with Image.open(path) as image:
             kind = KINDS.get(image.format or "")
             if kind is None:
-                raise ParseError(f"unsupported image format {image.format or 'unknown'}")
+                raise ParseError(
+                    N_("unsupported image format %(format)s", format=image.format or "unknown")
+                )
             pages = _read_frames(image, limits)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         # Pillow reports truncated and corrupt data as OSError / SyntaxError / ValueError.
-        raise ParseError(f"damaged image: {str(exc)[:160] or type(exc).__name__}") from exc
+        raise ParseError(
+            N_("damaged image: %(error)s", error=str(exc)[:160] or type(exc).__name__)
+        ) from exc
     if not any(p.text.strip() for p in pages):
-        raise NoExtractableText("OCR found no text")
+        raise NoExtractableText(N_("OCR found no text"))
     return ParsedDocument(kind=kind, pages=tuple(pages), metadata={"pages": str(len(pages))})
 
 
@@ -61,8 +66,14 @@ def _read_frames(image: Image.Image, limits: ParseLimits) -> list[Page]:
         width, height = frame.size
         if width * height > MAX_FRAME_PIXELS:
             raise HostileFile(
-                f"image page {index + 1} is {width} x {height} pixels, "
-                f"over the limit of {MAX_FRAME_PIXELS // 1_000_000} million"
+                N_(
+                    "image page %(page)s is %(width)s x %(height)s pixels,"
+                    " over the limit of %(limit)s million",
+                    page=index + 1,
+                    width=width,
+                    height=height,
+                    limit=MAX_FRAME_PIXELS // 1_000_000,
+                )
             )
         upright = ImageOps.exif_transpose(frame).convert("L")
         pages.append(ocr.read_page(index + 1, _scaled_up(upright), limits))

@@ -21,6 +21,7 @@ from ingest.document import Heading, Page, ParsedDocument
 from ingest.loaders import pdf_scans, pdfium_text
 from ingest.loaders.common import collapse_spaces, normalize_text
 from qa.errors import NoExtractableText, ParseError, ParseLimitExceeded, PasswordProtected
+from qa.messages import N_
 
 if TYPE_CHECKING:
     from ingest.sandbox import ParseLimits
@@ -39,13 +40,13 @@ def load(path: Path, limits: ParseLimits) -> ParsedDocument:
     except ParseError:
         raise
     except LimitReachedError as exc:
-        raise ParseLimitExceeded(f"PDF exceeds a parser limit: {exc}") from exc
+        raise ParseLimitExceeded(N_("PDF exceeds a parser limit: %(error)s", error=exc)) from exc
     except DependencyError as exc:
-        raise ParseError(f"PDF needs an optional decoder: {exc}") from exc
+        raise ParseError(N_("PDF needs an optional decoder: %(error)s", error=exc)) from exc
     except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         # pypdf signals broken structure with its own errors and, in non-strict mode, also
         # with plain Python errors from deep inside its object model.
-        malformed = ParseError(f"malformed PDF: {_short(exc)}")
+        malformed = ParseError(N_("malformed PDF: %(error)s", error=_short(exc)))
         return _recovered(path, limits, malformed, exc)
 
     texts: list[str] = []
@@ -67,7 +68,13 @@ def load(path: Path, limits: ParseLimits) -> ParsedDocument:
     # to it (the sandbox's memory cap would end the parser instead of a clean error).
     if failures and len(failures) == len(texts):
         first, why = next(iter(failures.items()))
-        unreadable = ParseError(f"could not extract text from any page (page {first + 1}: {why})")
+        unreadable = ParseError(
+            N_(
+                "could not extract text from any page (page %(page)s: %(error)s)",
+                page=first + 1,
+                error=why,
+            )
+        )
         if bombs:
             raise unreadable
         return _recovered(path, limits, unreadable, None)
@@ -93,7 +100,7 @@ def _require_text(texts: list[str], scans: pdf_scans.Scans) -> None:
     """NoExtractableText for a file with no text in its layer nor on its scanned pages."""
     if any(t.strip() for t in texts) or any(p.text.strip() for p in scans.pages.values()):
         return
-    raise NoExtractableText("OCR found no text") if scans.attempted else NoExtractableText()
+    raise NoExtractableText(N_("OCR found no text")) if scans.attempted else NoExtractableText()
 
 
 def _recovered(
@@ -135,7 +142,9 @@ def _decrypt(reader: PdfReader) -> None:
     except FileNotDecryptedError as exc:
         raise PasswordProtected() from exc
     except DependencyError as exc:
-        raise ParseError("encrypted PDF uses AES; the 'cryptography' package is needed") from exc
+        raise ParseError(
+            N_("encrypted PDF uses AES; the 'cryptography' package is needed")
+        ) from exc
     if not result:
         raise PasswordProtected()
 

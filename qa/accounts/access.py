@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from qa.accounts.users import EDITOR, Principal
 from qa.errors import InvalidInput, NotFound, PermissionDenied
+from qa.messages import N_
 from qa.store.catalog import list_collections
 from qa.store.db.engine import Database
 from qa.store.db.models import Collection, CollectionGrant, Group, GroupMember, User
@@ -40,7 +41,7 @@ class GrantView:
 
 
 def _absent(collection_id: int) -> NotFound:
-    return NotFound(f"no collection with id {collection_id}")
+    return NotFound(N_("no collection with id %(id)s", id=collection_id))
 
 
 def _granted(p: Principal, *, write: bool) -> Select[int]:
@@ -73,7 +74,7 @@ def _writable(p: Principal) -> Select[int] | None:
 
 def _one_principal(user_id: int | None, group_id: int | None) -> ColumnElement[bool]:
     if (user_id is None) == (group_id is None):
-        raise InvalidInput("give exactly one of user_id and group_id")
+        raise InvalidInput(N_("give exactly one of user_id and group_id"))
     if user_id is not None:
         return CollectionGrant.user_id == user_id
     return CollectionGrant.group_id == group_id
@@ -109,7 +110,9 @@ class AccessService:
                 raise _absent(collection_id)
             writable = _writable(p)
             if writable is None or not _exists(session, writable, collection_id):
-                raise PermissionDenied(f"you may read collection {collection_id} but not change it")
+                raise PermissionDenied(
+                    N_("you may read collection %(id)s but not change it", id=collection_id)
+                )
 
     def visible_collections(self, p: Principal) -> list[tuple[Collection, int, int]]:
         """``qa.store.catalog.list_collections`` (with counts), only the readable ones."""
@@ -134,7 +137,11 @@ class AccessService:
         """
         if permission not in PERMISSIONS:
             raise InvalidInput(
-                f"unknown permission {permission!r}; one of {', '.join(PERMISSIONS)}"
+                N_(
+                    "unknown permission %(permission)s; one of %(permissions)s",
+                    permission=repr(permission),
+                    permissions=", ".join(PERMISSIONS),
+                )
             )
         who = _one_principal(user_id, group_id)
         with self.db.session() as session:
@@ -212,6 +219,6 @@ def _require_targets(
     if session.get(Collection, collection_id) is None:
         raise _absent(collection_id)
     if user_id is not None and session.get(User, user_id) is None:
-        raise NotFound(f"no user with id {user_id}")
+        raise NotFound(N_("no user with id %(id)s", id=user_id))
     if group_id is not None and session.get(Group, group_id) is None:
-        raise NotFound(f"no group with id {group_id}")
+        raise NotFound(N_("no group with id %(id)s", id=group_id))

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from qa.errors import InvalidInput
 from qa.limits import MAX_SYSTEM_PROMPT_CHARS
+from qa.messages import N_
 from qa.store.db.engine import Database
 from qa.store.db.models import AppConfigEntry
 
@@ -25,7 +26,7 @@ MAX_KEY_CHARS = 64
 
 def _check_key(key: str) -> str:
     if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY_CHARS:
-        raise InvalidInput(f"config keys are 1 to {MAX_KEY_CHARS} characters")
+        raise InvalidInput(N_("config keys are 1 to %(max)s characters", max=MAX_KEY_CHARS))
     return key
 
 
@@ -34,7 +35,7 @@ def _plain_json(value: Any) -> Any:
         # Round trip: get() then returns exactly what the database holds.
         return json.loads(json.dumps(value, allow_nan=False))
     except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"config values must be plain JSON: {exc}") from exc
+        raise InvalidInput(N_("config values must be plain JSON: %(error)s", error=exc)) from exc
 
 
 class AppConfig:
@@ -83,9 +84,12 @@ class AppConfig:
             self.unset(DEFAULT_SYSTEM_PROMPT_KEY)
             return
         if not isinstance(text, str):
-            raise InvalidInput("the system prompt must be text")
+            raise InvalidInput(N_("the system prompt must be text"))
         if len(text) > MAX_SYSTEM_PROMPT_CHARS:
             raise InvalidInput(
-                f"the system prompt must be at most {MAX_SYSTEM_PROMPT_CHARS} characters"
+                N_(
+                    "the system prompt must be at most %(max)s characters",
+                    max=MAX_SYSTEM_PROMPT_CHARS,
+                )
             )
         self.set(DEFAULT_SYSTEM_PROMPT_KEY, text)

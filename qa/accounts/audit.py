@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from qa.accounts.users import Principal
 from qa.errors import InvalidInput, StorageError
+from qa.messages import N_
 from qa.store.db.engine import Database
 from qa.store.db.models import AuditEvent, utcnow
 
@@ -62,6 +63,8 @@ DIRECTORY_SYNC = "directory_sync"
 DIRECTORY_MAP = "directory_map"
 #: ``docqa restore`` rebuilt this data dir from a backup (recorded in the restored log)
 RESTORE = "restore"
+#: a folder was set to sync into a collection, scanned on request, or no longer synced
+SYNC_ADD, SYNC_RUN, SYNC_REMOVE = "sync_add", "sync_run", "sync_remove"
 ACTIONS = (
     SIGN_IN,
     SIGN_IN_FAILED,
@@ -94,6 +97,9 @@ ACTIONS = (
     GC,
     BACKUP,
     RESTORE,
+    SYNC_ADD,
+    SYNC_RUN,
+    SYNC_REMOVE,
 )
 
 MAX_LIST_LIMIT = 1000
@@ -176,9 +182,9 @@ class AuditLog:
     ) -> builtins.list[AuditEvent]:
         """Newest first; ``limit`` is capped at MAX_LIST_LIMIT."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise InvalidInput("limit must be a whole number >= 1")
+            raise InvalidInput(N_("limit must be a whole number >= 1"))
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise InvalidInput("offset must be a whole number >= 0")
+            raise InvalidInput(N_("offset must be a whole number >= 0"))
         query = select(AuditEvent).order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
         if action is not None:
             query = query.where(AuditEvent.action == action)

@@ -38,6 +38,7 @@ from qa.accounts.users import (
     principal_of,
 )
 from qa.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from qa.messages import N_
 from qa.store.db.engine import Database
 from qa.store.db.models import DirectoryGroupMap, Group, GroupMember, User, utcnow
 from qa.store.user_sessions import delete_user_sessions
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 #: ``verify_password`` refuses every password against it
 NO_LOCAL_PASSWORD = "!directory"
 MAX_EXTERNAL_GROUP_CHARS = 1024
-_TAKEN_BY_LOCAL = "wrong username or password"
+_TAKEN_BY_LOCAL = N_("wrong username or password")
 
 
 @dataclass
@@ -125,7 +126,7 @@ class DirectoryAccounts:
                 session.commit()
             except IntegrityError as exc:  # the same person's first sign-in, twice at once
                 session.rollback()
-                raise Unauthenticated("please sign in again") from exc
+                raise Unauthenticated(N_("please sign in again")) from exc
             principal = principal_of(user)
         if created:
             self.audit.record(
@@ -214,7 +215,7 @@ class DirectoryAccounts:
         with self.db.session() as session:
             group = session.get(Group, group_id)
             if group is None:
-                raise NotFound(f"no group with id {group_id}")
+                raise NotFound(N_("no group with id %(id)s", id=group_id))
             group_name = group.name
             row = DirectoryGroupMap(source=self.source, external_group=key, group_id=group_id)
             session.add(row)
@@ -222,7 +223,9 @@ class DirectoryAccounts:
                 session.commit()
             except IntegrityError as exc:
                 session.rollback()
-                raise Conflict(f"{external_group!r} is already mapped to that group") from exc
+                raise Conflict(
+                    N_("%(group)s is already mapped to that group", group=repr(external_group))
+                ) from exc
             map_id = row.id
         self.audit.record(
             DIRECTORY_MAP,
@@ -236,7 +239,7 @@ class DirectoryAccounts:
         with self.db.session() as session:
             row = session.get(DirectoryGroupMap, map_id)
             if row is None or row.source != self.source:
-                raise NotFound(f"no group mapping with id {map_id}")
+                raise NotFound(N_("no group mapping with id %(id)s", id=map_id))
             key, group = row.external_group, session.get(Group, row.group_id)
             result = session.execute(
                 delete(DirectoryGroupMap).where(
@@ -245,7 +248,7 @@ class DirectoryAccounts:
             )
             gone = int(getattr(result, "rowcount", 0) or 0)
             if not gone:
-                raise NotFound(f"no group mapping with id {map_id}")
+                raise NotFound(N_("no group mapping with id %(id)s", id=map_id))
             session.commit()
         self.audit.record(
             DIRECTORY_MAP,
@@ -259,8 +262,10 @@ def _check_external_group(value: str) -> str:
     text = value.strip() if isinstance(value, str) else ""
     if not text or len(text) > MAX_EXTERNAL_GROUP_CHARS or any(ord(c) < 32 for c in text):
         raise InvalidInput(
-            f"a directory group is a DN or a group name of 1-{MAX_EXTERNAL_GROUP_CHARS}"
-            " printable characters"
+            N_(
+                "a directory group is a DN or a group name of 1-%(max)s printable characters",
+                max=MAX_EXTERNAL_GROUP_CHARS,
+            )
         )
     # A DN is compared in its normal form; a bare name (no "=") lower-cased.
     return normal_dn(text) if "=" in text else text.lower()

@@ -33,14 +33,15 @@ from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 
 from qa.errors import ConfigError, Unauthenticated, Unavailable
+from qa.messages import N_
 from qa.settings import Settings
 
 log = logging.getLogger(__name__)
 
 SOURCE = "ldap"
 #: the same words as a local account's wrong password: which part was wrong is not told
-BAD_LOGIN = "wrong username or password"
-UNREACHABLE = (
+BAD_LOGIN = N_("wrong username or password")
+UNREACHABLE = N_(
     "the directory server can't be reached, so directory accounts can't sign in right now;"
     " try again in a few minutes"
 )

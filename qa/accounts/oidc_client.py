@@ -43,6 +43,7 @@ from joserfc.jwk import KeySet
 
 from qa.accounts.ldap_directory import DirectoryAccount
 from qa.errors import ConfigError, Unauthenticated, Unavailable
+from qa.messages import N_
 from qa.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,12 +56,12 @@ METADATA_TTL_S = 3600
 LEEWAY_S = 60
 #: signatures an ID token may carry: asymmetric only, so no shared secret and no "none"
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"]
-FAILED = "the sign-in with your organisation's account did not work; please try again"
-UNREACHABLE = (
+FAILED = N_("the sign-in with your organisation's account did not work; please try again")
+UNREACHABLE = N_(
     "the sign-in service of your organisation can't be reached right now; try again in a few"
     " minutes, or sign in with a docqa password"
 )
-EXPIRED = "that sign-in was started too long ago or in another browser; please start it again"
+EXPIRED = N_("that sign-in was started too long ago or in another browser; please start it again")
 
 
 @dataclass(frozen=True)

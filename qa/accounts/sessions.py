@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from qa.accounts.users import Principal, principal_of, secret_hash
 from qa.errors import InvalidInput, Unauthenticated
+from qa.messages import N_
 from qa.store.db.engine import Database
 from qa.store.db.models import utcnow
 from qa.store.user_sessions import (
@@ -25,7 +26,7 @@ from qa.store.user_sessions import (
     session_user,
 )
 
-_SESSION_ENDED = "your session has ended; sign in again"
+_SESSION_ENDED = N_("your session has ended; sign in again")
 #: session ids are 256 random bits, URL-safe (they travel in a signed cookie)
 _SESSION_ID_BYTES = 32
 

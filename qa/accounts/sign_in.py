@@ -23,6 +23,7 @@ from qa.accounts.oidc_client import SOURCE as OIDC
 from qa.accounts.oidc_client import OidcClient, OidcConfig, PendingSignIn
 from qa.accounts.users import USERNAME_PATTERN, AccountService, Principal
 from qa.errors import NotFound
+from qa.messages import N_
 from qa.settings import Settings
 
 
@@ -111,7 +112,7 @@ class SignIn:
         for external in self.external_sources():
             if external.source == source:
                 return external.accounts
-        raise NotFound(f"no account source {source!r} is configured")
+        raise NotFound(N_("no account source %(source)s is configured", source=repr(source)))
 
     # --- the password form ----------------------------------------------------------
 
@@ -147,7 +148,7 @@ class SignIn:
 
     def _oidc(self) -> OidcClient:
         if self.oidc is None:
-            raise NotFound("single sign-on is not configured (DOCQA_OIDC_ISSUER)")
+            raise NotFound(N_("single sign-on is not configured (DOCQA_OIDC_ISSUER)"))
         return self.oidc
 
 

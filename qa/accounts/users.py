@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from qa.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from qa.limits import MAX_ANSWER_TOKENS, MAX_SYSTEM_PROMPT_CHARS, MAX_TEMPERATURE
+from qa.messages import N_, Translatable
 from qa.storable_text import repaired
 from qa.store.db.engine import Database
 from qa.store.db.models import ApiToken, Group, GroupMember, User, utcnow
@@ -56,9 +57,9 @@ TOKEN_PREFIX = "dq_"
 
 USERNAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_BAD_LOGIN = "wrong username or password"
-_SESSION_ENDED = "the account no longer exists or is disabled; sign in again"
-_BAD_TOKEN = "invalid or revoked API token"
+_BAD_LOGIN = N_("wrong username or password")
+_SESSION_ENDED = N_("the account no longer exists or is disabled; sign in again")
+_BAD_TOKEN = N_("invalid or revoked API token")
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 _SCRYPT_DKLEN = 32
@@ -198,49 +199,57 @@ def check_username(username: str) -> str:
     name = username.strip() if isinstance(username, str) else ""
     if not USERNAME_PATTERN.fullmatch(name):
         raise InvalidInput(
-            "usernames are 1-64 letters, digits, '_', '.', '@' or '-',"
-            " starting with a letter or digit"
+            N_(
+                "usernames are 1-64 letters, digits, '_', '.', '@' or '-',"
+                " starting with a letter or digit"
+            )
         )
     return name
 
 
 def _check_password(password: str) -> str:
     if not isinstance(password, str):
-        raise InvalidInput("password must be text")
+        raise InvalidInput(N_("password must be text"))
     if not MIN_PASSWORD_CHARS <= len(password) <= MAX_PASSWORD_CHARS:
         raise InvalidInput(
-            f"passwords are {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters long"
+            N_(
+                "passwords are %(min)s to %(max)s characters long",
+                min=MIN_PASSWORD_CHARS,
+                max=MAX_PASSWORD_CHARS,
+            )
         )
     return password
 
 
 def _check_role(role: str) -> str:
     if role not in ROLES:
-        raise InvalidInput(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+        raise InvalidInput(
+            N_("unknown role %(role)s; one of %(roles)s", role=repr(role), roles=", ".join(ROLES))
+        )
     return role
 
 
-def _check_label(value: str, what: str, max_chars: int) -> str:
+def _check_label(value: str, what: Translatable, max_chars: int) -> str:
     """A one-line, human-typed name: stripped, 1..max_chars, no control characters."""
     text = value.strip() if isinstance(value, str) else ""
     if not 1 <= len(text) <= max_chars:
-        raise InvalidInput(f"{what} must be 1 to {max_chars} characters")
+        raise InvalidInput(N_("%(what)s must be 1 to %(max)s characters", what=what, max=max_chars))
     if _CONTROL.search(text):
-        raise InvalidInput(f"{what} must not contain control characters")
+        raise InvalidInput(N_("%(what)s must not contain control characters", what=what))
     return text
 
 
 def _check_display_name(display_name: str | None) -> str | None:
     if display_name is None or (isinstance(display_name, str) and not display_name.strip()):
         return None
-    return _check_label(display_name, "display name", MAX_DISPLAY_NAME_CHARS)
+    return _check_label(display_name, N_("display name"), MAX_DISPLAY_NAME_CHARS)
 
 
 def _check_ids(ids: Sequence[int], what: str) -> list[int]:
     if isinstance(ids, str | bytes) or any(
         isinstance(i, bool) or not isinstance(i, int) for i in ids
     ):
-        raise InvalidInput(f"{what} must be a list of integer ids")
+        raise InvalidInput(N_("%(what)s must be a list of integer ids", what=what))
     return sorted(set(ids))
 
 
@@ -251,53 +260,57 @@ def _pref_system_prompt(value: Any) -> str | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None  # back to the default prompt
     if not isinstance(value, str):
-        raise InvalidInput("system_prompt must be text")
+        raise InvalidInput(N_("system_prompt must be text"))
     if len(value) > MAX_SYSTEM_PROMPT_CHARS:
-        raise InvalidInput(f"system_prompt must be at most {MAX_SYSTEM_PROMPT_CHARS} characters")
+        raise InvalidInput(
+            N_("system_prompt must be at most %(max)s characters", max=MAX_SYSTEM_PROMPT_CHARS)
+        )
     return value
 
 
 def _as_float(field: str, value: Any) -> float:
     # bool is an int subclass, but `true` for a temperature is a client bug, not 1.0.
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidInput(f"{field} must be a number")
+        raise InvalidInput(N_("%(field)s must be a number", field=field))
     number = float(value)
     if not math.isfinite(number):
-        raise InvalidInput(f"{field} must be a finite number")
+        raise InvalidInput(N_("%(field)s must be a finite number", field=field))
     return number
 
 
 def _pref_temperature(value: Any) -> float:
     number = _as_float("temperature", value)
     if not 0.0 <= number <= MAX_TEMPERATURE:
-        raise InvalidInput(f"temperature must be between 0 and {MAX_TEMPERATURE:g}")
+        raise InvalidInput(
+            N_("temperature must be between 0 and %(max)s", max=f"{MAX_TEMPERATURE:g}")
+        )
     return number
 
 
 def _pref_top_p(value: Any) -> float:
     number = _as_float("top_p", value)
     if not 0.0 < number <= 1.0:
-        raise InvalidInput("top_p must be greater than 0 and at most 1")
+        raise InvalidInput(N_("top_p must be greater than 0 and at most 1"))
     return number
 
 
 def _pref_max_tokens(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput("max_tokens must be a whole number")
+        raise InvalidInput(N_("max_tokens must be a whole number"))
     if not 1 <= value <= MAX_ANSWER_TOKENS:
-        raise InvalidInput(f"max_tokens must be between 1 and {MAX_ANSWER_TOKENS}")
+        raise InvalidInput(N_("max_tokens must be between 1 and %(max)s", max=MAX_ANSWER_TOKENS))
     return value
 
 
 def _pref_theme(value: Any) -> str:
     if value not in THEMES:
-        raise InvalidInput(f"theme must be one of {', '.join(THEMES)}")
+        raise InvalidInput(N_("theme must be one of %(values)s", values=", ".join(THEMES)))
     return str(value)
 
 
 def _pref_language(value: Any) -> str:
     if value not in LANGUAGES:
-        raise InvalidInput(f"language must be one of {', '.join(LANGUAGES)}")
+        raise InvalidInput(N_("language must be one of %(values)s", values=", ".join(LANGUAGES)))
     return str(value)
 
 
@@ -314,12 +327,18 @@ _PREFERENCE_CHECKS: dict[str, Callable[[Any], Any]] = {
 def _check_preferences(prefs: Mapping[str, Any]) -> dict[str, Any]:
     """Validated values; ``None`` means "back to the default" (the key is removed)."""
     if not isinstance(prefs, Mapping):
-        raise InvalidInput("preferences must be an object")
+        raise InvalidInput(N_("preferences must be an object"))
     cleaned: dict[str, Any] = {}
     for key, value in prefs.items():
         check = _PREFERENCE_CHECKS.get(key) if isinstance(key, str) else None
         if check is None:
-            raise InvalidInput(f"unknown preference {key!r}; one of {', '.join(PREFERENCE_KEYS)}")
+            raise InvalidInput(
+                N_(
+                    "unknown preference %(key)s; one of %(keys)s",
+                    key=repr(key),
+                    keys=", ".join(PREFERENCE_KEYS),
+                )
+            )
         cleaned[key] = None if value is None else check(value)
     return cleaned
 
@@ -349,7 +368,7 @@ class AccountService:
         display_name = _check_display_name(display_name)
         with self.db.session() as session:
             if _find_user(session, username) is not None:
-                raise Conflict(f"the username {username!r} is taken")
+                raise Conflict(N_("the username %(name)s is taken", name=repr(username)))
             user = User(
                 username=username,
                 password_hash=password_hash,
@@ -363,7 +382,7 @@ class AccountService:
                 session.commit()
             except IntegrityError as exc:  # created by a concurrent request
                 session.rollback()
-                raise Conflict(f"the username {username!r} is taken") from exc
+                raise Conflict(N_("the username %(name)s is taken", name=repr(username))) from exc
             return principal_of(user)
 
     def authenticate(self, username: str, password: str) -> Principal:
@@ -431,14 +450,14 @@ class AccountService:
         if role is not None:
             _check_role(role)
         if disabled is not None and not isinstance(disabled, bool):
-            raise InvalidInput("disabled must be true or false")
+            raise InvalidInput(N_("disabled must be true or false"))
         new_name = _check_display_name(display_name) if display_name is not None else None
         new_hash = hash_password(_check_password(password)) if password is not None else None
         with self.db.session() as session:
             user = _get_user(session, user_id)
             if new_hash is not None and user.auth_source != LOCAL:
                 raise InvalidInput(
-                    "this account signs in through the directory; its password is changed there"
+                    N_("this account signs in through the directory; its password is changed there")
                 )
             still_admin = (role or user.role) == ADMIN and not (
                 user.disabled if disabled is None else disabled
@@ -504,7 +523,7 @@ class AccountService:
     # groups
 
     def create_group(self, name: str) -> Group:
-        name = _check_label(name, "group name", MAX_GROUP_NAME_CHARS)
+        name = _check_label(name, N_("group name"), MAX_GROUP_NAME_CHARS)
         with self.db.session() as session:
             _require_free_group_name(session, name, None)
             group = Group(name=name)
@@ -513,7 +532,7 @@ class AccountService:
             return group
 
     def rename_group(self, group_id: int, name: str) -> Group:
-        name = _check_label(name, "group name", MAX_GROUP_NAME_CHARS)
+        name = _check_label(name, N_("group name"), MAX_GROUP_NAME_CHARS)
         with self.db.session() as session:
             group = _get_group(session, group_id)
             _require_free_group_name(session, name, group_id)
@@ -547,14 +566,14 @@ class AccountService:
             found = set(session.scalars(select(User.id).where(User.id.in_(wanted))).all())
             missing = [i for i in wanted if i not in found]
             if missing:
-                raise NotFound(f"no user with id {', '.join(map(str, missing))}")
+                raise NotFound(N_("no user with id %(id)s", id=", ".join(map(str, missing))))
             session.execute(delete(GroupMember).where(GroupMember.group_id == group_id))
             session.add_all(GroupMember(group_id=group_id, user_id=u) for u in wanted)
             try:
                 session.commit()
             except IntegrityError as exc:  # a user or the group was deleted meanwhile
                 session.rollback()
-                raise NotFound("a user or the group was deleted meanwhile; reload") from exc
+                raise NotFound(N_("a user or the group was deleted meanwhile; reload")) from exc
 
     def group_ids_of(self, user_id: int) -> list[int]:
         with self.db.session() as session:
@@ -569,7 +588,7 @@ class AccountService:
 
     def create_token(self, user_id: int, name: str) -> tuple[str, ApiToken]:
         """A new token: the plaintext is returned here once and never stored."""
-        name = _check_label(name, "token name", MAX_TOKEN_NAME_CHARS)
+        name = _check_label(name, N_("token name"), MAX_TOKEN_NAME_CHARS)
         plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
         with self.db.session() as session:
             _get_user(session, user_id)
@@ -618,7 +637,7 @@ class AccountService:
         with self.db.session() as session:
             token = session.get(ApiToken, token_id)
             if token is None or (owner_id is not None and token.user_id != owner_id):
-                raise NotFound(f"no API token with id {token_id}")
+                raise NotFound(N_("no API token with id %(id)s", id=token_id))
             if token.revoked_at is None:
                 token.revoked_at = utcnow()
                 session.commit()
@@ -663,14 +682,14 @@ def _find_user(session: Session, username: str) -> User | None:
 def _get_user(session: Session, user_id: int) -> User:
     user = session.get(User, user_id)
     if user is None:
-        raise NotFound(f"no user with id {user_id}")
+        raise NotFound(N_("no user with id %(id)s", id=user_id))
     return user
 
 
 def _get_group(session: Session, group_id: int) -> Group:
     group = session.get(Group, group_id)
     if group is None:
-        raise NotFound(f"no group with id {group_id}")
+        raise NotFound(N_("no group with id %(id)s", id=group_id))
     return group
 
 
@@ -682,7 +701,7 @@ def _require_another_admin(session: Session, user_id: int) -> None:
     """
     query = select(User.id).where(User.role == ADMIN, User.disabled.is_(False)).with_for_update()
     if not any(other != user_id for other in session.scalars(query).all()):
-        raise InvalidInput("this is the last enabled admin; make another user admin first")
+        raise InvalidInput(N_("this is the last enabled admin; make another user admin first"))
 
 
 def _require_free_group_name(session: Session, name: str, group_id: int | None) -> None:
@@ -690,7 +709,7 @@ def _require_free_group_name(session: Session, name: str, group_id: int | None) 
     if group_id is not None:
         query = query.where(Group.id != group_id)
     if session.scalar(query) is not None:
-        raise Conflict(f"a group named {name!r} exists")
+        raise Conflict(N_("a group named %(name)s exists", name=repr(name)))
 
 
 def _commit_group(session: Session, name: str) -> None:
@@ -698,4 +717,4 @@ def _commit_group(session: Session, name: str) -> None:
         session.commit()
     except IntegrityError as exc:  # created by a concurrent request
         session.rollback()
-        raise Conflict(f"a group named {name!r} exists") from exc
+        raise Conflict(N_("a group named %(name)s exists", name=repr(name))) from exc

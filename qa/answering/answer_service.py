@@ -64,6 +64,7 @@ from qa.limits import (
 from qa.llm.generate import GenerationStats, Generator
 from qa.llm.kv_cache import KVSessionCache
 from qa.llm.slot import INTERACTIVE, ModelSlot, Turn
+from qa.messages import N_
 from qa.retrieval.embedder import Embedder
 from qa.retrieval.retriever import Passage, RetrievalResult, Retriever
 from qa.store.catalog import page_lengths
@@ -85,20 +86,26 @@ class AskOptions:
 
     def validate(self) -> None:
         require(
-            (1 <= self.k <= MAX_SOURCES, f"k must be between 1 and {MAX_SOURCES}"),
+            (1 <= self.k <= MAX_SOURCES, N_("k must be between 1 and %(max)s", max=MAX_SOURCES)),
             (
                 self.temperature is None or 0.0 <= self.temperature <= MAX_TEMPERATURE,
-                f"temperature must be between 0 and {MAX_TEMPERATURE:g}",
+                N_("temperature must be between 0 and %(max)s", max=f"{MAX_TEMPERATURE:g}"),
             ),
-            (self.top_p is None or 0.0 < self.top_p <= 1.0, "top_p must be in (0, 1]"),
-            (self.top_k is None or 0 <= self.top_k <= 1000, "top_k must be between 0 and 1000"),
+            (self.top_p is None or 0.0 < self.top_p <= 1.0, N_("top_p must be in (0, 1]")),
+            (
+                self.top_k is None or 0 <= self.top_k <= 1000,
+                N_("top_k must be between 0 and 1000"),
+            ),
             (
                 1 <= self.max_tokens <= MAX_ANSWER_TOKENS,
-                f"max_tokens must be between 1 and {MAX_ANSWER_TOKENS}",
+                N_("max_tokens must be between 1 and %(max)s", max=MAX_ANSWER_TOKENS),
             ),
             (
                 self.system_prompt is None or len(self.system_prompt) <= MAX_SYSTEM_PROMPT_CHARS,
-                f"the system prompt is limited to {MAX_SYSTEM_PROMPT_CHARS} characters",
+                N_(
+                    "the system prompt is limited to %(max)s characters",
+                    max=MAX_SYSTEM_PROMPT_CHARS,
+                ),
             ),
         )
 
@@ -107,10 +114,10 @@ def checked_question(question: str) -> str:
     """The question without surrounding blanks; empty or overlong ones are refused."""
     question = question.strip()
     require(
-        (bool(question), "the question is empty"),
+        (bool(question), N_("the question is empty")),
         (
             len(question) <= MAX_QUESTION_CHARS,
-            f"the question is longer than {MAX_QUESTION_CHARS} characters",
+            N_("the question is longer than %(max)s characters", max=MAX_QUESTION_CHARS),
         ),
     )
     return question
@@ -380,7 +387,7 @@ class AnswerService:
         """The exact prompt the model will see, and how many tokens it may answer with."""
         generator = self.generator
         if generator is None:
-            raise InvalidInput("no language model is built: answers are extractive")
+            raise InvalidInput(N_("no language model is built: answers are extractive"))
         ctx = generator.context_length
         # Small test models have small windows: the reserves shrink with the context.
         reserve = min(self.answer_reserve_tokens, ctx // 4)
@@ -390,7 +397,7 @@ class AnswerService:
         )
         budget = min(self.source_budget_tokens, ctx - reserve - overhead)
         if budget < 1:
-            raise InvalidInput("the conversation is too long for the model's context window")
+            raise InvalidInput(N_("the conversation is too long for the model's context window"))
         plan = build_prompt(
             question,
             passages,
@@ -401,7 +408,7 @@ class AnswerService:
         )
         max_new = min(options.max_tokens, ctx - generator.count_tokens(plan.messages) - 1)
         if max_new < 1:
-            raise InvalidInput("the conversation is too long for the model's context window")
+            raise InvalidInput(N_("the conversation is too long for the model's context window"))
         return plan, max_new
 
     @staticmethod

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from qa.answering.decline import OUTCOMES
 from qa.answering.prompt import Message
 from qa.errors import InvalidInput, NotFound
+from qa.messages import N_
 from qa.store.db.engine import Database
 from qa.store.db.models import Chat, ChatMessage, User, utcnow
 
@@ -35,7 +36,7 @@ MAX_MESSAGE_CHARS = 200_000
 def _check_title(title: str) -> str:
     text = " ".join(title.split()) if isinstance(title, str) else ""
     if not 1 <= len(text) <= MAX_TITLE_CHARS:
-        raise InvalidInput(f"chat titles are 1 to {MAX_TITLE_CHARS} characters")
+        raise InvalidInput(N_("chat titles are 1 to %(max)s characters", max=MAX_TITLE_CHARS))
     return text
 
 
@@ -43,21 +44,27 @@ def _check_collection_ids(ids: Sequence[int]) -> list[int]:
     if isinstance(ids, str | bytes) or any(
         isinstance(i, bool) or not isinstance(i, int) for i in ids
     ):
-        raise InvalidInput("collection_ids must be a list of integer ids")
+        raise InvalidInput(N_("collection_ids must be a list of integer ids"))
     return sorted(set(ids))
 
 
 def _check_content(role: str, content: str) -> str:
     if role not in MESSAGE_ROLES:
-        raise InvalidInput(f"unknown message role {role!r}; one of {', '.join(MESSAGE_ROLES)}")
+        raise InvalidInput(
+            N_(
+                "unknown message role %(role)s; one of %(roles)s",
+                role=repr(role),
+                roles=", ".join(MESSAGE_ROLES),
+            )
+        )
     if not isinstance(content, str):
-        raise InvalidInput("message content must be text")
+        raise InvalidInput(N_("message content must be text"))
     # NUL cannot be stored in PostgreSQL text and means nothing in a chat.
     content = content.replace("\x00", "")
     if len(content) > MAX_MESSAGE_CHARS:
-        raise InvalidInput(f"messages are at most {MAX_MESSAGE_CHARS} characters")
+        raise InvalidInput(N_("messages are at most %(max)s characters", max=MAX_MESSAGE_CHARS))
     if role == USER and not content.strip():
-        raise InvalidInput("a question cannot be empty")
+        raise InvalidInput(N_("a question cannot be empty"))
     return content
 
 
@@ -65,12 +72,12 @@ def _check_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
     if meta is None:
         return {}
     if not isinstance(meta, Mapping):
-        raise InvalidInput("message meta must be an object")
+        raise InvalidInput(N_("message meta must be an object"))
     try:
         # Round trip: what is stored is exactly what comes back (tuples become lists).
         loaded: dict[str, Any] = json.loads(json.dumps(dict(meta), allow_nan=False))
     except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"message meta must be plain JSON: {exc}") from exc
+        raise InvalidInput(N_("message meta must be plain JSON: %(error)s", error=exc)) from exc
     return loaded
 
 
@@ -92,7 +99,7 @@ class ChatService:
         ids = _check_collection_ids(collection_ids)
         with self.db.session() as session:
             if session.get(User, user_id) is None:
-                raise NotFound(f"no user with id {user_id}")
+                raise NotFound(N_("no user with id %(id)s", id=user_id))
             now = utcnow()
             chat = Chat(
                 id=uuid.uuid4().hex,
@@ -152,7 +159,10 @@ class ChatService:
         stored_meta = _check_meta(meta)
         if outcome is not None and (role != ASSISTANT or outcome not in OUTCOMES):
             raise InvalidInput(
-                f"an outcome is one of {', '.join(OUTCOMES)}, and only answers have one"
+                N_(
+                    "an outcome is one of %(outcomes)s, and only answers have one",
+                    outcomes=", ".join(OUTCOMES),
+                )
             )
         with self.db.session() as session:
             chat = _own_chat(session, user_id, chat_id)
@@ -188,7 +198,7 @@ class ChatService:
         before or after calling this.
         """
         if isinstance(max_turns, bool) or not isinstance(max_turns, int) or max_turns < 0:
-            raise InvalidInput("max_turns must be a whole number >= 0")
+            raise InvalidInput(N_("max_turns must be a whole number >= 0"))
         with self.db.session() as session:
             chat = _own_chat(session, user_id, chat_id)
             if max_turns == 0:
@@ -236,7 +246,7 @@ class ChatService:
 def _own_chat(session: Session, user_id: int, chat_id: str) -> Chat:
     chat = session.get(Chat, chat_id) if isinstance(chat_id, str) else None
     if chat is None or chat.user_id != user_id:
-        raise NotFound(f"no chat {chat_id!r}")
+        raise NotFound(N_("no chat %(id)s", id=repr(chat_id)))
     return chat
 
 

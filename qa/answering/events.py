@@ -160,7 +160,7 @@ class ErrorEvent:
 
     @property
     def message(self) -> str:
-        return str(self.error)
+        return self.error.message
 
     def to_json(self) -> JSON:
         return {"type": self.type, **self.error.to_wire()}

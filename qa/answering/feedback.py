@@ -20,6 +20,7 @@ from sqlalchemy import Select, func, select
 from qa.accounts.users import Principal
 from qa.answering.chats import ASSISTANT, USER
 from qa.errors import InvalidInput, NotFound
+from qa.messages import N_
 from qa.store.db.engine import Database
 from qa.store.db.models import AnswerFeedback, Chat, ChatMessage, utcnow
 
@@ -54,14 +55,14 @@ class FeedbackFilter:
 
 def _check_rating(rating: str) -> None:
     if rating not in RATINGS:
-        raise InvalidInput(f"rating must be one of {', '.join(RATINGS)}")
+        raise InvalidInput(N_("rating must be one of %(ratings)s", ratings=", ".join(RATINGS)))
 
 
 def _check(rating: str, comment: str | None) -> tuple[str, str]:
     _check_rating(rating)
     text = (comment or "").replace("\x00", "").strip()
     if len(text) > MAX_COMMENT_CHARS:
-        raise InvalidInput(f"comments are at most {MAX_COMMENT_CHARS} characters")
+        raise InvalidInput(N_("comments are at most %(max)s characters", max=MAX_COMMENT_CHARS))
     return rating, text
 
 
@@ -84,7 +85,9 @@ class FeedbackService:
                 or message.chat_id != chat.id
                 or message.role != ASSISTANT
             ):
-                raise NotFound(f"no answer {message_id} in chat {chat_id!r}")
+                raise NotFound(
+                    N_("no answer %(id)s in chat %(chat)s", id=message_id, chat=repr(chat_id))
+                )
             question = session.scalar(
                 select(ChatMessage.content)
                 .where(
@@ -122,7 +125,7 @@ class FeedbackService:
         with self.db.session() as session:
             chat = session.get(Chat, chat_id) if isinstance(chat_id, str) else None
             if chat is None or chat.user_id != p.user_id:
-                raise NotFound(f"no chat {chat_id!r}")
+                raise NotFound(N_("no chat %(id)s", id=repr(chat_id)))
             rows = session.scalars(
                 select(AnswerFeedback)
                 .join(ChatMessage, ChatMessage.id == AnswerFeedback.message_id)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from qa.answering.decline import DECLINE_SENTENCES
 from qa.errors import InvalidInput
+from qa.messages import N_
 from qa.retrieval.retriever import Passage
 
 Message = dict[str, str]
@@ -93,7 +94,7 @@ def build_prompt(
 ) -> PromptPlan:
     """Fit as many of the strongest passages as ``budget_tokens`` allows into the prompt."""
     if not question.strip():
-        raise InvalidInput("the question is empty")
+        raise InvalidInput(N_("the question is empty"))
     if budget_tokens < 1:
         raise InvalidInput("the source budget must be at least one token")
     ranked = sorted(range(len(passages)), key=lambda i: -passages[i].score)

@@ -28,6 +28,7 @@ from qa.answering.chats import ChatService
 from qa.answering.events import AnswerCollector, AnswerEvent, Done, slim_source
 from qa.answering.prompt import Message
 from qa.errors import InvalidInput, NotFound
+from qa.messages import N_
 
 Observer = Callable[[AnswerEvent], None]
 
@@ -83,11 +84,13 @@ class QuestionService:
         wanted: set[int] = set()
         for cid in requested:
             if isinstance(cid, bool) or not isinstance(cid, int):
-                raise InvalidInput(f"collection ids are integers, got {cid!r}")
+                raise InvalidInput(
+                    N_("collection ids are integers, got %(value)s", value=repr(cid))
+                )
             wanted.add(cid)
         hidden = sorted(wanted - set(readable))
         if hidden:
-            raise NotFound(f"no collection with id {hidden[0]}")
+            raise NotFound(N_("no collection with id %(id)s", id=hidden[0]))
         return sorted(wanted)
 
     def ask(
@@ -105,10 +108,10 @@ class QuestionService:
     ) -> Iterator[AnswerEvent]:
         """Check everything, then return the event stream; input errors raise before it."""
         if not isinstance(question, str):
-            raise InvalidInput("the question must be a string")
+            raise InvalidInput(N_("the question must be a string"))
         ids = self.allowed_collections(p, collection_ids)
         if not ids:
-            raise InvalidInput("you may not read any collection yet; ask an administrator")
+            raise InvalidInput(N_("you may not read any collection yet; ask an administrator"))
         if chat_id is not None:
             self.chats.get(p.user_id, chat_id)  # NotFound for another user's chat
             history = self.chats.history(p.user_id, chat_id)

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO
 
+from qa.messages import N_
+
 
 @dataclass(frozen=True)
 class Upload:
@@ -47,7 +49,13 @@ class IngestQueue(abc.ABC):
         """Run a summary job (a row in the jobs table) in the background."""
         from qa.errors import Unavailable
 
-        raise Unavailable("summaries are not available in this process")
+        raise Unavailable(N_("summaries are not available in this process"))
+
+    def sync_now(self, source_id: int) -> None:
+        """Scan a synced folder now, in the background (``docqa sync run`` by hand)."""
+        from qa.errors import Unavailable
+
+        raise Unavailable(N_("synced folders are not scanned in this process"))
 
     def depth(self) -> int:
         """Documents waiting or being processed (for metrics); -1 when unknown."""

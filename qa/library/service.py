@@ -23,6 +23,7 @@ from qa.accounts.audit import AuditLog
 from qa.accounts.users import Principal
 from qa.errors import Conflict, NotFound, PermissionDenied, Unavailable
 from qa.library.ingest_queue import IngestQueue, Upload
+from qa.messages import N_
 from qa.retrieval.index_store import IndexStore
 from qa.store import catalog
 from qa.store.blob_refs import after_delete
@@ -86,15 +87,15 @@ class LibraryService:
         for view in self.collections(p):
             if view.id == collection_id:
                 return view
-        raise NotFound(f"no collection with id {collection_id}")
+        raise NotFound(N_("no collection with id %(id)s", id=collection_id))
 
     def create_collection(self, p: Principal, name: str, *, ip: str | None = None) -> int:
         if not p.can_manage_collections:
-            raise PermissionDenied("only admins and editors create collections")
+            raise PermissionDenied(N_("only admins and editors create collections"))
         name = validate_collection_name(name)
         with self.db.session() as session:
             if session.scalar(select(Collection.id).where(Collection.name == name)) is not None:
-                raise Conflict(f"a collection named {name!r} exists already")
+                raise Conflict(N_("a collection named %(name)s exists already", name=repr(name)))
             coll = ensure_collection(session, name)
             session.commit()
             coll_id = coll.id
@@ -116,7 +117,9 @@ class LibraryService:
             try:
                 session.commit()
             except IntegrityError as exc:
-                raise Conflict(f"a collection named {name!r} exists already") from exc
+                raise Conflict(
+                    N_("a collection named %(name)s exists already", name=repr(name))
+                ) from exc
         self.audit.record("rename_collection", actor=p, target=name, details={"from": old}, ip=ip)
 
     def delete_collection(self, p: Principal, collection_id: int, *, ip: str | None = None) -> int:
@@ -150,11 +153,11 @@ class LibraryService:
         with self.db.session() as session:
             doc = session.get(Document, doc_id)
         if doc is None:
-            raise NotFound(f"no document {doc_id!r}")
+            raise NotFound(N_("no document %(id)s", id=repr(doc_id)))
         try:
             self.access.require_read(p, doc.collection_id)
         except NotFound:
-            raise NotFound(f"no document {doc_id!r}") from None
+            raise NotFound(N_("no document %(id)s", id=repr(doc_id))) from None
         return doc
 
     def pages(self, p: Principal, doc_id: str) -> list[PageContent]:
@@ -172,7 +175,7 @@ class LibraryService:
         doc = self.document(p, doc_id)
         path = self.blobs.path_for(doc.sha256)
         if not path.is_file():
-            raise NotFound(f"the original of document {doc_id!r} is gone")
+            raise NotFound(N_("the original of document %(id)s is gone", id=repr(doc_id)))
         return Original(path, doc.original_name, doc.detected_type)
 
     def upload(
@@ -250,7 +253,7 @@ class LibraryService:
 
     def _queue(self) -> IngestQueue:
         if self.queue is None:
-            raise Unavailable("ingestion is not running in this process; use `docqa ingest`")
+            raise Unavailable(N_("ingestion is not running in this process; use `docqa ingest`"))
         return self.queue
 
     def _reindex_quietly(self, collection_id: int) -> None:
@@ -271,5 +274,5 @@ class LibraryService:
     def _get_collection(session: Session, collection_id: int) -> Collection:
         coll = session.get(Collection, collection_id)
         if coll is None:
-            raise NotFound(f"no collection with id {collection_id}")
+            raise NotFound(N_("no collection with id %(id)s", id=collection_id))
         return coll

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from qa.errors import Busy, Cancelled
+from qa.messages import N_
 
 INTERACTIVE = 0
 BATCH = 1
@@ -159,7 +160,7 @@ class Turn:
             while True:
                 with slot._cond:
                     if self._released:
-                        raise Cancelled("the request gave up its place")
+                        raise Cancelled(N_("the request gave up its place"))
                     if slot._running < slot.capacity and slot._waiting[0] is ticket:
                         heapq.heappop(slot._waiting)
                         slot._running += 1
@@ -172,7 +173,7 @@ class Turn:
                     last, last_at = position, now
                     yield position
                 if ticket.cancel is not None and ticket.cancel.is_set():
-                    raise Cancelled("the request was cancelled while queued")
+                    raise Cancelled(N_("the request was cancelled while queued"))
                 with slot._cond:
                     # Wake periodically to notice a cancel set by another thread.
                     slot._cond.wait(timeout=0.1)

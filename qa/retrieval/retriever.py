@@ -45,6 +45,7 @@ from typing import Any, Literal
 from sqlalchemy import func, select
 
 from qa.errors import IndexUnavailable, InvalidInput
+from qa.messages import N_
 from qa.retrieval.embedder import Embedder
 from qa.retrieval.fusion import DEFAULT_RRF_K, drop_near_duplicates, reciprocal_rank_fusion
 from qa.retrieval.index_store import IndexReader, PublishedIndex
@@ -301,10 +302,10 @@ class Retriever:
 
     def _clean_question(self, question: str) -> str:
         if not isinstance(question, str):
-            raise InvalidInput("the question must be text")
+            raise InvalidInput(N_("the question must be text"))
         query = question.strip()
         if not query:
-            raise InvalidInput("the question is empty")
+            raise InvalidInput(N_("the question is empty"))
         if len(query) > self.max_query_chars:
             log.debug("question of %d chars cut to %d", len(query), self.max_query_chars)
             query = query[: self.max_query_chars]
@@ -394,11 +395,11 @@ class Retriever:
 
 def _collection_ids(collection_ids: Sequence[int]) -> list[int]:
     if isinstance(collection_ids, (str, bytes)):
-        raise InvalidInput("collection_ids must be a sequence of integer ids")
+        raise InvalidInput(N_("collection_ids must be a sequence of integer ids"))
     ids: set[int] = set()
     for cid in collection_ids:
         if isinstance(cid, bool) or not isinstance(cid, int):
-            raise InvalidInput(f"collection ids are integers, got {cid!r}")
+            raise InvalidInput(N_("collection ids are integers, got %(value)s", value=repr(cid)))
         ids.add(cid)
     return sorted(ids)
 

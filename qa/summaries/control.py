@@ -13,6 +13,7 @@ from typing import Any
 
 from qa.errors import Cancelled
 from qa.llm.resumable import BatchTimings
+from qa.messages import N_
 from qa.summaries.options import SummaryOptions
 
 
@@ -36,7 +37,7 @@ class JobControl:
     def check(self) -> None:
         self.poll()
         if self.cancel.is_set():
-            raise Cancelled("the summary was cancelled")
+            raise Cancelled(N_("the summary was cancelled"))
 
 
 class Part(JobControl):

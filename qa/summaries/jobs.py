@@ -49,6 +49,7 @@ from qa.errors import (
     Unavailable,
 )
 from qa.library.ingest_queue import IngestQueue
+from qa.messages import N_
 from qa.reasons import public_reason
 from qa.store import catalog
 from qa.store.db.engine import Database
@@ -166,7 +167,7 @@ class SummaryJobs:
         ip: str | None = None,
     ) -> SummaryJobDetail:
         if (document_id is None) == (collection_id is None):
-            raise InvalidInput("give exactly one of document_id and collection_id")
+            raise InvalidInput(N_("give exactly one of document_id and collection_id"))
         options = SummaryOptions(
             **({"max_statements": max_statements} if max_statements is not None else {})
         )
@@ -198,8 +199,11 @@ class SummaryJobs:
             active = count_jobs(session, KIND, p.user_id, ACTIVE)
             if active >= self.max_active:
                 raise Conflict(
-                    f"you have {active} summaries queued or running; wait for one to finish"
-                    " or cancel one"
+                    N_(
+                        "you have %(active)s summaries queued or running; wait for one to"
+                        " finish or cancel one",
+                        active=active,
+                    )
                 )
             session.add(job)
             session.commit()
@@ -211,7 +215,7 @@ class SummaryJobs:
     def _enqueue(self, job_id: str) -> None:
         try:
             if self.queue is None:
-                raise Unavailable("no background worker is configured for summaries")
+                raise Unavailable(N_("no background worker is configured for summaries"))
             self.queue.summarize(job_id)
         except DocqaError as exc:
             # Nothing would ever run the job: it fails now, with the reason, and the caller
@@ -219,7 +223,10 @@ class SummaryJobs:
             self._finish_unqueued(job_id, f"could not be queued: {exc}")
             retry = getattr(exc, "retry_after_s", 30)
             raise Unavailable(
-                f"the summary could not be queued ({exc}); submit it again later",
+                N_(
+                    "the summary could not be queued (%(error)s); submit it again later",
+                    error=exc.message,
+                ),
                 retry_after_s=retry if isinstance(retry, int) else 30,
             ) from exc
 
@@ -230,30 +237,38 @@ class SummaryJobs:
 
     def _readable_document(self, p: Principal, document_id: str) -> tuple[str, int]:
         if len(document_id) > 64:
-            raise NotFound(f"no document {document_id[:64]!r}")
+            raise NotFound(N_("no document %(id)s", id=repr(document_id[:64])))
         with self.db.session() as session:
             doc = catalog.get_document(session, document_id)
             name, status, coll_id = doc.original_name, doc.status, doc.collection_id
         try:
             self.access.require_read(p, coll_id)
         except NotFound:
-            raise NotFound(f"no document {document_id!r}") from None
+            raise NotFound(N_("no document %(id)s", id=repr(document_id))) from None
         if status != DocStatus.INDEXED:
-            raise InvalidInput(f"{name} is {status}, not indexed: it cannot be summarized yet")
+            raise InvalidInput(
+                N_(
+                    "%(name)s is %(status)s, not indexed: it cannot be summarized yet",
+                    name=name,
+                    status=status,
+                )
+            )
         return name, coll_id
 
     def _summarizable_collection(self, p: Principal, collection_id: int) -> str:
         self.access.require_read(p, collection_id)
         if not p.can_manage_collections:
             raise PermissionDenied(
-                "only admins and editors summarize whole collections; readers may summarize"
-                " single documents"
+                N_(
+                    "only admins and editors summarize whole collections; readers may"
+                    " summarize single documents"
+                )
             )
         with self.db.session() as session:
             name = catalog.get_collection_by_id(session, collection_id).name
             indexed = catalog.document_count(session, collection_id, DocStatus.INDEXED)
         if not indexed:
-            raise InvalidInput(f"collection {name!r} has no indexed documents")
+            raise InvalidInput(N_("collection %(name)s has no indexed documents", name=repr(name)))
         return name
 
     # -- reading ----------------------------------------------------------------------------
@@ -269,7 +284,7 @@ class SummaryJobs:
     def _visible(self, p: Principal, job_id: str) -> Job:
         with self.db.session() as session:
             job = session.get(Job, job_id) if len(job_id) <= 36 else None
-        absent = NotFound(f"no summary job {job_id[:36]!r}")
+        absent = NotFound(N_("no summary job %(id)s", id=repr(job_id[:36])))
         if job is None or job.kind != KIND or job.collection_id is None:
             raise absent
         if not p.is_admin and job.user_id != p.user_id:
@@ -289,7 +304,12 @@ class SummaryJobs:
 
         job = self._visible(p, job_id)
         if job.status != DONE:
-            raise Conflict(f"the summary is {job.status}, not done: nothing to download yet")
+            raise Conflict(
+                N_(
+                    "the summary is %(status)s, not done: nothing to download yet",
+                    status=job.status,
+                )
+            )
         result = (job.payload or {}).get("result") or {}
         name = (job.payload or {}).get("name") or "summary"
         if fmt == "md":
@@ -297,7 +317,7 @@ class SummaryJobs:
         if fmt == "json":
             body = json.dumps(result, ensure_ascii=False, indent=2)
             return Download(download_name(name, "json"), body + "\n", "application/json")
-        raise InvalidInput(f"unknown format {fmt!r}; md or json")
+        raise InvalidInput(N_("unknown format %(format)s; md or json", format=repr(fmt)))
 
     # -- cancelling -------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from typing import Any
 from qa.errors import require
 from qa.limits import MAX_SUMMARY_STATEMENTS
 from qa.llm.sampling import SamplingParams
+from qa.messages import N_
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class SummaryOptions:
         require(
             (
                 1 <= self.max_statements <= MAX_SUMMARY_STATEMENTS,
-                f"max_statements must be between 1 and {MAX_SUMMARY_STATEMENTS}",
+                N_("max_statements must be between 1 and %(max)s", max=MAX_SUMMARY_STATEMENTS),
             ),
             (1 <= self.statements_per_window <= 20, "statements_per_window: 1 to 20"),
             (1 <= self.statements_per_document <= 20, "statements_per_document: 1 to 20"),

@@ -22,6 +22,7 @@ from qa.errors import InvalidInput, NotFound
 from qa.llm.generate import Generator
 from qa.llm.resumable import ResumableGenerator
 from qa.llm.slot import ModelSlot
+from qa.messages import N_
 from qa.retrieval.embedder import Embedder
 from qa.store import catalog
 from qa.store.db.engine import Database
@@ -125,7 +126,9 @@ class SummaryService:
         run = Run(options or self.options, control or JobControl())
         name, ready, skipped = self._collection_documents(collection_id)
         if not ready:
-            raise InvalidInput(f"collection {name!r} has no indexed documents to summarize")
+            raise InvalidInput(
+                N_("collection %(name)s has no indexed documents to summarize", name=repr(name))
+            )
         per_doc = self._documents(ready, run)
         everything = [s for _, statements in per_doc for s in statements]
         synthesis = self.method.combine(
@@ -180,7 +183,7 @@ class SummaryService:
             pieces = read_pieces(pages, catalog.chunk_positions(session, doc.id))
             name, title = doc.original_name, doc.title or doc.original_name
             if not pieces:
-                raise InvalidInput(f"{name} has no text to summarize")
+                raise InvalidInput(N_("%(name)s has no text to summarize", name=name))
             return DocumentText(doc_id, name, title, doc.collection_id, pieces)
 
     def _load_if_ready(self, doc_id: str) -> DocumentText | None:
@@ -210,5 +213,9 @@ class SummaryService:
 def _require_indexed(doc: Document) -> None:
     if doc.status != DocStatus.INDEXED:
         raise InvalidInput(
-            f"{doc.original_name} is {doc.status}, not indexed: nothing to summarize yet"
+            N_(
+                "%(name)s is %(status)s, not indexed: nothing to summarize yet",
+                name=doc.original_name,
+                status=doc.status,
+            )
         )

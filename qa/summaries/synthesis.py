@@ -185,6 +185,8 @@ def document_result(
         {
             "kind": "document",
             "title": f"Summary of {doc.title}",
+            #: what the summary is of: pages title it in their own language from this
+            "subject": doc.title,
             "document_id": doc.id,
             "document_name": doc.name,
             "collection_id": doc.collection_id,

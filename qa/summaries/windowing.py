@@ -20,6 +20,7 @@ from qa.answering.extractive import split_sentences
 from qa.answering.spans import chunk_span_to_pages
 from qa.errors import InvalidInput
 from qa.llm.generate import ChatMessage, Generator
+from qa.messages import N_
 from qa.summaries.options import SummaryOptions
 
 #: a window's text -> the whole prompt that will carry it
@@ -146,7 +147,10 @@ def token_budget(gen: Generator, overhead: int, opts: SummaryOptions) -> tuple[i
     budget = min(opts.window_tokens, ctx - max_new - overhead - 8)
     if budget < 32:
         raise InvalidInput(
-            f"the model's context ({ctx} tokens) is too small to summarize in windows"
+            N_(
+                "the model's context (%(tokens)s tokens) is too small to summarize in windows",
+                tokens=ctx,
+            )
         )
     return budget, max_new
 

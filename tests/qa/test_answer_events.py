@@ -53,6 +53,11 @@ def test_wire_forms_are_plain_json_with_their_type() -> None:
         "type": "error",
         "code": "busy",
         "message": str(Busy(7)),
+        # the sentence's template, so a page can say it in its reader's language
+        "i18n": {
+            "template": "the model is busy; retry in about %(seconds)s s",
+            "params": {"seconds": 7},
+        },
         "retry_after_s": 7,
     }
     back = ErrorEvent.from_json(wires[6])

@@ -4,6 +4,7 @@ rendered in Chinese has no English left but names, data and the product's own te
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 import sys
@@ -23,7 +24,7 @@ ZH = {"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8"}
 EN = {"Accept-Language": "en-US,en;q=0.9"}
 #: English that stays English in a Chinese page: the product, protocols, key names
 KEEP = {"docqa", "API", "PDF", "JSON", "Markdown", "Top", "Enter", "Shift", "OpenAI", "CSV"}
-KEEP |= {"UTC", "DN", "zip", "REST", "MB", "kB", "GB", "TB", "Ctrl", "OCR"}
+KEEP |= {"UTC", "DN", "zip", "REST", "MB", "kB", "GB", "TB", "Ctrl", "OCR", "NFS", "SMB"}
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 
@@ -233,3 +234,80 @@ def test_a_failed_sign_in_is_told_in_chinese(web: WebEnv) -> None:
     html = resp.get_data(as_text=True)
     assert "用户名或密码错误。" in html
     assert english_left(html) == []
+
+
+def test_server_errors_are_told_in_the_readers_language(web: WebEnv) -> None:
+    """Messages raised below the web layer (qa, ingest) reach a Chinese reader in Chinese,
+    through JSON errors, the console's error page and the answer stream; English readers
+    get the same English as before, and the error code never changes."""
+    alice = web.client("alice")
+    cases = [
+        (
+            lambda h: alice.post("/api/v1/ask", json={"question": "  "}, headers=h),
+            400,
+            "the question is empty",
+            "问题为空",
+        ),
+        (
+            lambda h: alice.post(
+                "/api/v1/ask", json={"question": "hotel?", "collection_ids": [999999]}, headers=h
+            ),
+            404,
+            "no collection with id 999999",
+            "没有 ID 为 999999 的文档集",
+        ),
+        (
+            lambda h: alice.get("/api/v1/chats/nope", headers=h),
+            404,
+            "no chat 'nope'",
+            "没有对话 'nope'",
+        ),
+        (
+            lambda h: alice.put("/api/v1/me/preferences", json={"theme": "neon"}, headers=h),
+            400,
+            "theme must be one of dark, light",
+            "主题须为以下之一：dark, light",
+        ),
+    ]
+    for call, status, english, chinese in cases:
+        for headers, expected in ((EN, english), (ZH, chinese)):
+            resp = call(headers)
+            assert resp.status_code == status, (expected, resp.get_json())
+            assert resp.get_json()["error"]["message"] == expected
+    # The user's own setting decides over the browser's, for API errors too.
+    assert alice.put("/api/v1/me/preferences", json={"language": "zh"}).status_code == 200
+    resp = alice.post("/api/v1/ask", json={"question": "  "}, headers=EN)
+    assert resp.get_json()["error"] == {"code": "invalid_input", "message": "问题为空"}
+    assert alice.put("/api/v1/me/preferences", json={"language": None}).status_code == 200
+
+    admin = web.client("admin")
+    page = admin.get("/admin/collections/999999", headers=ZH)
+    assert page.status_code == 404
+    html = page.get_data(as_text=True)
+    assert "没有 ID 为 999999 的文档集" in html and english_left(html) == []
+
+
+def test_a_failure_reason_is_shown_in_the_readers_language(web: WebEnv) -> None:
+    """A document's failure reason is stored in English with its template (migration
+    0013): the console and the documents API say it in the reader's language."""
+    editor = web.client("editor")
+    handbook = web.collections["handbook"]
+    upload = editor.post(
+        f"/api/v1/collections/{handbook}/documents",
+        data={"file": (io.BytesIO(b""), "blank.txt")},
+        content_type="multipart/form-data",
+    )
+    assert upload.status_code == 202, upload.get_json()
+    doc_id = upload.get_json()["uploads"][0]["document_id"]
+    web.wait_ingested()
+    reasons = {}
+    for headers in (EN, ZH):
+        docs = editor.get(f"/api/v1/collections/{handbook}/documents", headers=headers)
+        doc = next(d for d in docs.get_json()["documents"] if d["id"] == doc_id)
+        assert doc["status"] == "failed" and doc["error_code"] == "no_text"
+        reasons[headers["Accept-Language"][:2]] = doc["error"]
+    assert reasons == {"en": "empty file", "zh": "空文件"}
+    html = editor.get(f"/admin/collections/{handbook}?status=failed", headers=ZH).get_data(
+        as_text=True
+    )
+    assert "空文件" in html and english_left(html) == []

@@ -67,7 +67,8 @@ def test_beat_re_syncs_the_directory_when_one_is_configured(
     tmp_path: Path, ldap: LdapServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     plain = celery_config(Settings(data_dir=tmp_path, broker_url=BROKER))
-    assert set(plain["beat_schedule"]) == {"reconcile"}
+    assert set(plain["beat_schedule"]) == {"reconcile", "folder-sync"}  # no directory entry
+    assert plain["beat_schedule"]["folder-sync"] == {"task": "docqa.folder_sync", "schedule": 30}
     settings = Settings(
         data_dir=tmp_path,
         broker_url=BROKER,

@@ -310,3 +310,40 @@ def test_two_workers_reach_the_embedded_final_state_on_a_corpus_slice(
         f"\n{len(files)} files, {len(got)} documents {dict(by_status)}, {total} chunks:"
         f" embedded {embedded_s:.0f} s, scaled (2 ingest processes) {scaled_s:.0f} s"
     )
+
+
+def test_a_synced_folder_is_scanned_by_beat_on_a_worker(scaled: Scaled, tmp_path: Path) -> None:
+    """Scaled mode: Celery beat sends ``docqa.folder_sync``, a worker scans the folder and
+    sends its files on as ingest tasks; the console's "scan now" goes the same way."""
+    from qa.library.sync_sources import SyncSources
+
+    share = tmp_path / "share"
+    share.mkdir()
+    settled = time.time() - 60
+    for name, text in (
+        ("one.md", "# One\n\nOwls nest in the bell tower.\n"),
+        ("two.md", "# Two\n\nBats sleep in the crypt.\n"),
+    ):
+        (share / name).write_text(text)
+        os.utime(share / name, (settled, settled))
+    source = SyncSources(scaled.service.db).add(str(share), "docs", interval_s=60)
+    env = {**scaled.env, "DOCQA_SYNC_CHECK_S": "1", "DOCQA_SYNC_SETTLE_S": "1"}
+    with WorkerProcess(env, tmp_path / "worker.log", queues="ingest,index", beat=True):
+        wait_until(
+            lambda: (
+                statuses(scaled.db_url)
+                == {"share/one.md": DocStatus.INDEXED, "share/two.md": DocStatus.INDEXED}
+            ),
+            120,
+            "beat's scan of the synced folder",
+        )
+        (share / "three.md").write_text("# Three\n\nSwifts circle the spire.\n")
+        os.utime(share / "three.md", (settled, settled))
+        scaled.queue.sync_now(source.id)
+        wait_until(
+            lambda: statuses(scaled.db_url).get("share/three.md") == DocStatus.INDEXED,
+            120,
+            "the scan asked for now",
+        )
+    view = SyncSources(scaled.service.db).get(source.id)
+    assert view.last_status == "ok" and not view.scanning

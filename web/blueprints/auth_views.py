@@ -12,7 +12,7 @@ from werkzeug.wrappers import Response as WzResponse
 
 from qa.accounts.audit import SIGN_IN, SIGN_IN_FAILED, SIGN_OUT, SIGN_OUT_EVERYWHERE
 from qa.accounts.oidc_client import PendingSignIn
-from qa.errors import RateLimited, Unauthenticated, Unavailable
+from qa.errors import DocqaError, RateLimited, Unauthenticated, Unavailable
 from web.auth import (
     OIDC_ID_TOKEN,
     OIDC_PENDING,
@@ -23,6 +23,7 @@ from web.auth import (
     sign_out_everywhere,
 )
 from web.extensions import services
+from web.i18n import error_text
 from web.requests import client_ip
 
 bp = Blueprint("auth", __name__)
@@ -88,12 +89,15 @@ UNREACHABLE = lazy_gettext("The sign-in service cannot be reached right now; try
 SSO_REFUSED = lazy_gettext("The single sign-on did not complete; please try again.")
 
 
-def _login_page(next_url: str, said: object, detail: Exception | None = None) -> str:
+def _login_page(next_url: str, said: object, detail: DocqaError | None = None) -> str:
+    told = error_text(detail) if detail is not None else None
     return render_template(
         "login.html",
         next=next_url,
         error=str(said),
-        error_detail=str(detail) if detail is not None else None,
+        error_detail=told,
+        # marked as English where the catalog had no words for it
+        error_detail_english=detail is not None and told == str(detail),
     )
 
 

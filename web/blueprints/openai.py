@@ -41,6 +41,7 @@ from qa.answering.prompt import Message
 from qa.answering.question_service import resolve_options
 from qa.errors import DocqaError, InvalidInput, NotFound, Unavailable
 from qa.library.slugs import find_by_slug, slugs
+from qa.messages import N_
 from web.auth import current_principal, login_required
 from web.contracts.api import QUESTION_ERRORS
 from web.contracts.openai import (
@@ -54,6 +55,7 @@ from web.contracts.openai import (
 )
 from web.contracts.operation import Reply, operation
 from web.extensions import WebServices, services
+from web.i18n import error_text
 from web.requests import client_ip
 from web.sse import SSE_HEADERS, guarded
 
@@ -178,10 +180,10 @@ def split_messages(messages: list[ChatCompletionMessage]) -> Conversation:
         {"role": m.role, "content": m.text()} for m in messages if m.role in TURN_ROLES
     ]
     if not turns or turns[-1]["role"] != "user":
-        raise InvalidInput("the last message must be the user's question")
+        raise InvalidInput(N_("the last message must be the user's question"))
     question = turns.pop()["content"]
     if not question.strip():
-        raise InvalidInput("the question (the last user message) is empty")
+        raise InvalidInput(N_("the question (the last user message) is empty"))
     # A blank system prompt means "the default", as in the preferences and /api/v1/ask.
     system = system if system is not None and system.strip() else None
     return Conversation(system, turns[-MAX_HISTORY_MESSAGES:], question)
@@ -196,7 +198,9 @@ def collections_for_model(svc: WebServices, p: Principal, model: str) -> list[in
         if found is not None:
             return [found]
     # A collection the caller may not read is reported exactly like a missing one.
-    raise NotFound(f"the model {model!r} does not exist; GET /v1/models lists yours")
+    raise NotFound(
+        N_("the model %(model)s does not exist; GET /v1/models lists yours", model=repr(model))
+    )
 
 
 def ask_options(
@@ -366,7 +370,7 @@ def _final_chunks(answer: Answer, head: ChunkHead, include_usage: bool) -> Itera
 
 def _stream_error_body(event: ErrorEvent) -> dict[str, Any]:
     status = 503 if event.code in RETRYABLE_CODES else 500
-    return {"code": event.code, "message": event.message, "type": error_type(status)}
+    return {"code": event.code, "message": error_text(event.error), "type": error_type(status)}
 
 
 # -- errors -------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from qa.store.db.models import DocStatus, iso_utc
 from qa.store.db.models import Document as DocumentRow
 from qa.summaries.jobs import COLLECTION, DOCUMENT, STATUSES, SummaryJobDetail, SummaryJobView
 from web.contracts.base import Body, Id, Query, Shape, enum_of
+from web.i18n import localized
 
 ANSWER_MODES = ("extractive", "generative")
 SUMMARY_TARGETS = (DOCUMENT, COLLECTION)
@@ -146,7 +147,7 @@ class Document(Shape):
             type=doc.detected_type,
             size_bytes=doc.size_bytes,
             status=doc.status,
-            error=doc.error,
+            error=localized(doc.reason) if doc.reason is not None else None,
             error_code=doc.error_code,
             retryable=doc.retryable,
             pages=doc.page_count,
@@ -168,6 +169,13 @@ class Upload(Shape):
     status: str
     created: bool = Field(description="false: the same bytes were there already")
     error: str | None
+
+    @classmethod
+    def of(cls, upload: object) -> Upload:
+        """The reply for one stored or refused file, its reason in the reader's language."""
+        reply = cls.of_fields(upload)
+        error = getattr(upload, "error", None)
+        return reply.model_copy(update={"error": localized(error) if error else None})
 
 
 class UploadList(Shape):
@@ -544,6 +552,9 @@ class SummaryResult(Shape):
         description="the summary (a collection's: the synthesis across documents)"
     )
     markdown: str
+    subject: str | None = Field(
+        None, description="what a document summary is of (its title), for pages to title it"
+    )
     document_id: str | None = None
     document_name: str | None = None
     collection_id: int | None = None

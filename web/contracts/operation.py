@@ -22,6 +22,7 @@ from flask import request
 from pydantic import BaseModel, ValidationError
 
 from qa.errors import InvalidInput
+from qa.messages import N_
 from web.contracts.invalid import invalid_input
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -100,7 +101,7 @@ def read_body(model: type[M], *, required: bool = True) -> M:
     if not raw and not required:
         return model()
     if not request.is_json:
-        raise InvalidInput("send a JSON object with Content-Type: application/json")
+        raise InvalidInput(N_("send a JSON object with Content-Type: application/json"))
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:

@@ -32,6 +32,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from qa.messages import Translatable
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -115,6 +117,9 @@ class Document(Base):
     #: the failure's kind (the error's code: "password_protected", "parser_crashed", ...;
     #: migration 0011); None for failures recorded before it existed
     error_code: Mapped[str | None] = mapped_column(String(32), default=None)
+    #: ``error`` as a template and values (``qa.messages.Translatable.to_wire``, migration
+    #: 0013), so it can be shown in the reader's language; None: English only
+    error_i18n: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     title: Mapped[str | None] = mapped_column(String(1024), default=None)
     page_count: Mapped[int] = mapped_column(Integer, default=0)
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -130,6 +135,14 @@ class Document(Base):
     )
 
     collection: Mapped[Collection] = relationship(back_populates="documents")
+
+    @property
+    def reason(self) -> str | None:
+        """Why it failed: the stored sentence, translatable where a template is stored."""
+        if self.error is None:
+            return None
+        said = Translatable.from_wire(self.error_i18n) if self.error_i18n else None
+        return said if said is not None and said == self.error else self.error
 
     @property
     def retryable(self) -> bool:
@@ -480,3 +493,49 @@ class AppConfigEntry(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[Any] = mapped_column(JSON)
+
+
+class SyncSource(Base):
+    """A folder (a local one, or an NFS or SMB mount) kept in sync with a collection
+    (migration 0014). A scan holds the source by renewing ``scan_heartbeat_at``; another
+    may take it over only once that is older than the lease (a scan that died)."""
+
+    __tablename__ = "sync_sources"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(Text)
+    interval_s: Mapped[int] = mapped_column(Integer)
+    include: Mapped[list[str]] = mapped_column(JSON, default=list)
+    exclude: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    scan_token: Mapped[str | None] = mapped_column(String(32), default=None)
+    scan_heartbeat_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), default=None
+    )
+    last_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    last_finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    #: "ok", "errors" (some files could not be read) or "failed" (the folder could not)
+    last_status: Mapped[str | None] = mapped_column(String(16), default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    last_counts: Mapped[dict[str, int] | None] = mapped_column(JSON, default=None)
+
+
+class SyncedFile(Base):
+    """What the last scan saw of one file of a synced folder, and the document it became."""
+
+    __tablename__ = "synced_files"
+    __table_args__ = (Index("ix_synced_files_sha", "source_id", "sha256"),)
+
+    source_id: Mapped[int] = mapped_column(
+        ForeignKey("sync_sources.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: the path below the folder, with "/" between parts
+    rel_path: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    document_id: Mapped[str | None] = mapped_column(
+        ForeignKey("documents.id", ondelete="SET NULL"), default=None
+    )

@@ -67,7 +67,8 @@ def test_the_portal_in_chinese(zh_page: Any, extractive_server: LiveServer, shot
     shots(page, "answer-and-settings")
     assert ui_english(page) == []
 
-    # A server error the portal meets is told in Chinese too (its code picks the words).
+    # A server error the portal meets is told in Chinese too: the server says it in the
+    # page's language (qa/messages.py), with what it is about.
     said = page.evaluate(
         """async () => {
             const { api } = await import('/static/js/portal/api.js');
@@ -75,7 +76,7 @@ def test_the_portal_in_chinese(zh_page: Any, extractive_server: LiveServer, shot
             catch (err) { return err.message; }
         }"""
     )
-    assert said == "未找到，或你已无权访问。", said
+    assert said == "没有对话 'no-such-chat'", said
 
     # English chosen in the settings: the page comes back in English.
     page.select_option("#set-language", "en")

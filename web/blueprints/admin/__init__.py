@@ -26,6 +26,7 @@ from flask import Blueprint, g
 from werkzeug.wrappers import Response as WzResponse
 
 from qa.errors import PermissionDenied
+from qa.messages import N_
 from web.auth import roles_required
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ JSON_ENDPOINTS = frozenset({"admin.upload", "admin.documents_json"})
 @bp.before_request
 def _browser_sessions_only() -> None:
     if g.get("auth_kind") == "token":
-        raise PermissionDenied("the admin console needs a signed-in browser session")
+        raise PermissionDenied(N_("the admin console needs a signed-in browser session"))
 
 
 # Route modules register on ``bp`` when imported.

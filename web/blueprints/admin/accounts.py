@@ -23,6 +23,7 @@ from qa.accounts.directory_accounts import MAX_EXTERNAL_GROUP_CHARS, DirectoryAc
 from qa.accounts.ldap_directory import SOURCE as LDAP
 from qa.accounts.users import ROLES
 from qa.errors import InvalidInput, NotFound
+from qa.messages import N_, Translatable
 from qa.store.db.models import Group
 from web.auth import admin_required, current_principal, login_required, sign_in
 from web.blueprints.admin import (
@@ -81,10 +82,10 @@ def _update_user(user_id: int, changes: dict[str, Any], audit: dict[str, Any]) -
     return done(with_names(_("User %(name)s updated."), name=updated.username), "admin.users")
 
 
-def _not_yourself(user_id: int, what: str) -> None:
+def _not_yourself(user_id: int, what: Translatable) -> None:
     # Locking yourself out mid-session is never what an admin meant to do.
     if user_id == current_principal().user_id:
-        raise InvalidInput(f"you cannot {what} your own account; ask another admin")
+        raise InvalidInput(N_("you cannot %(what)s your own account; ask another admin", what=what))
 
 
 @bp.post("/users/<int:user_id>/update")
@@ -101,7 +102,7 @@ def update_user(user_id: int) -> Redirect:
 @bp.post("/users/<int:user_id>/disable")
 @admin_required
 def disable_user(user_id: int) -> Redirect:
-    _not_yourself(user_id, "disable")
+    _not_yourself(user_id, N_("disable"))
     return _update_user(user_id, {"disabled": True}, {"disabled": True})
 
 
@@ -122,7 +123,7 @@ def reset_password(user_id: int) -> Redirect:
 @bp.post("/users/<int:user_id>/delete")
 @admin_required
 def delete_user(user_id: int) -> Redirect:
-    _not_yourself(user_id, "delete")
+    _not_yourself(user_id, N_("delete"))
     svc = services()
     username = svc.accounts.get_user(user_id).username
     svc.accounts.delete_user(user_id)
@@ -140,7 +141,7 @@ def _group(group_id: int) -> tuple[Group, list[int]]:
     for grp, members in services().accounts.list_groups():
         if grp.id == group_id:
             return grp, members
-    raise NotFound(f"no group with id {group_id}")
+    raise NotFound(N_("no group with id %(id)s", id=group_id))
 
 
 def _record_group(action: str, name: str, details: dict[str, Any]) -> None:
@@ -168,7 +169,7 @@ def _source_accounts() -> DirectoryAccounts:
     source = request.form.get("source") or LDAP
     if not services().sign_in.external_sources():
         raise NotFound(
-            "no directory or single sign-on is configured (DOCQA_LDAP_URL, DOCQA_OIDC_ISSUER)"
+            N_("no directory or single sign-on is configured (DOCQA_LDAP_URL, DOCQA_OIDC_ISSUER)")
         )
     return services().sign_in.source_accounts(source)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -29,6 +30,8 @@ from qa.accounts.audit import (
 from qa.accounts.users import Principal
 from qa.errors import InvalidInput, NotFound
 from qa.library.service import CollectionView
+from qa.library.sync_sources import MAX_GLOBS, parse_interval
+from qa.messages import N_
 from qa.store.blobstore import display_name
 from qa.store.db.models import DocStatus
 from qa.store.db.models import Document as DocumentRow
@@ -87,7 +90,13 @@ def create_collection() -> Redirect:
 def _status_filter() -> str | None:
     status = request.args.get("status") or None
     if status is not None and status not in DocStatus.ALL:
-        raise InvalidInput(f"unknown status {status!r}; one of {', '.join(DocStatus.ALL)}")
+        raise InvalidInput(
+            N_(
+                "unknown status %(status)s; one of %(statuses)s",
+                status=repr(status),
+                statuses=", ".join(DocStatus.ALL),
+            )
+        )
     return status
 
 
@@ -122,6 +131,7 @@ def collection(cid: int) -> Page:
         users=svc.accounts.list_users() if p.is_admin else [],
         groups=[grp for grp, _ in svc.accounts.list_groups()] if p.is_admin else [],
         max_upload_mb=svc.settings.max_upload_mb,
+        synced=svc.sync_sources.list(cid),
     )
 
 
@@ -141,7 +151,9 @@ def delete_collection(cid: int) -> Redirect:
     view = svc.library.collection(p, cid)
     # Deleting a collection deletes every document in it: the name must be typed.
     if (request.form.get("confirm") or "").strip() != view.name:
-        raise InvalidInput(f"type the collection name {view.name!r} to confirm the deletion")
+        raise InvalidInput(
+            N_("type the collection name %(name)s to confirm the deletion", name=repr(view.name))
+        )
     n = svc.library.delete_collection(p, cid, ip=ip())
     # unformatted (ngettext would fill only %(num)s): with_names fills both
     said = get_translations().ungettext(
@@ -158,10 +170,10 @@ def delete_collection(cid: int) -> Redirect:
 def _upload_files() -> list[FileStorage]:
     files = request.files.getlist("file")
     if not files:
-        raise InvalidInput("send the file in the multipart form field 'file'")
+        raise InvalidInput(N_("send the file in the multipart form field 'file'"))
     for storage in files:
         if not (storage.filename or "").strip():
-            raise InvalidInput("every uploaded file needs a file name")
+            raise InvalidInput(N_("every uploaded file needs a file name"))
     return files
 
 
@@ -205,11 +217,13 @@ def documents_json(cid: int) -> Response:
 def _doc_ids_of(p: Principal, cid: int, ids: list[str]) -> list[str]:
     """The ids, each checked to be a document of this collection (the URL names one)."""
     if not ids:
-        raise InvalidInput("choose at least one document (field 'doc_id')")
+        raise InvalidInput(N_("choose at least one document (field 'doc_id')"))
     lib = services().library
     for doc_id in ids:
         if len(doc_id) > 64 or lib.document(p, doc_id).collection_id != cid:
-            raise NotFound(f"no document {doc_id[:64]!r} in collection {cid}")
+            raise NotFound(
+                N_("no document %(id)s in collection %(cid)s", id=repr(doc_id[:64]), cid=cid)
+            )
     return ids
 
 
@@ -346,3 +360,75 @@ def revoke(cid: int) -> Redirect:
         _("Access of %(who)s to %(collection)s revoked."), who=grantee.said(), collection=view.name
     )
     return done(said, "admin.collection", cid=cid)
+
+
+# --- synced folders (admins only: a folder is read with the server's own rights) ----------
+
+
+@bp.post("/collections/<int:cid>/sync")
+@admin_required
+def add_synced_folder(cid: int) -> Redirect:
+    svc, p = services(), current_principal()
+    view = svc.library.collection(p, cid)
+    source = svc.sync_sources.add(
+        form_text("path", max_len=4096),
+        view.name,
+        interval_s=parse_interval(form_text("interval", max_len=20)),
+        include=_patterns("include"),
+        exclude=_patterns("exclude") or None,
+    )
+    svc.audit.record("sync_add", actor=p, target=view.name, details={"path": source.path}, ip=ip())
+    _scan_soon(source.id)
+    said = with_names(_("Folder %(path)s is synced into this collection."), path=source.path)
+    return done(said, "admin.collection", cid=cid)
+
+
+@bp.post("/sync/<int:sid>/run")
+@admin_required
+def run_synced_folder(sid: int) -> Redirect:
+    source = services().sync_sources.get(sid)
+    services().audit.record(
+        "sync_run",
+        actor=current_principal(),
+        target=source.collection,
+        details={"path": source.path},
+        ip=ip(),
+    )
+    _scan_soon(sid)
+    said = with_names(_("Folder %(path)s is being scanned."), path=source.path)
+    return done(said, "admin.collection", cid=source.collection_id)
+
+
+@bp.post("/sync/<int:sid>/remove")
+@admin_required
+def remove_synced_folder(sid: int) -> Redirect:
+    source = services().sync_sources.remove(sid)
+    services().audit.record(
+        "sync_remove",
+        actor=current_principal(),
+        target=source.collection,
+        details={"path": source.path},
+        ip=ip(),
+    )
+    said = with_names(
+        _("Folder %(path)s is no longer synced; its documents stay."), path=source.path
+    )
+    return done(said, "admin.collection", cid=source.collection_id)
+
+
+def _patterns(name: str) -> list[str]:
+    """Comma- or newline-separated glob patterns of a form field."""
+    raw = request.form.get(name) or ""
+    return [part.strip() for part in re.split(r"[,\n]", raw) if part.strip()][:MAX_GLOBS]
+
+
+def _audit_sync(action: str, collection: str, path: str) -> None:
+    services().audit.record(
+        action, actor=current_principal(), target=collection, details={"path": path}, ip=ip()
+    )
+
+
+def _scan_soon(source_id: int) -> None:
+    queue = services().ingest
+    if queue is not None:
+        queue.sync_now(source_id)

@@ -6,6 +6,7 @@ from flask import Response, render_template, request, stream_with_context
 
 from qa.answering.feedback import RATINGS, FeedbackFilter
 from qa.errors import InvalidInput
+from qa.messages import N_
 from web.auth import admin_required
 from web.blueprints.admin import Page, bp
 from web.extensions import services
@@ -15,7 +16,7 @@ def _filters() -> FeedbackFilter:
     rating = request.args.get("rating") or None
     username = (request.args.get("user") or "").strip() or None
     if username is not None and len(username) > 64:
-        raise InvalidInput("query parameter 'user' is too long")
+        raise InvalidInput(N_("query parameter 'user' is too long"))
     return FeedbackFilter(
         rating=rating, username=username, with_comment=request.args.get("comment") == "1"
     )

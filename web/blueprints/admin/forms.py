@@ -18,6 +18,7 @@ from flask import (
 
 from qa.errors import DocqaError, InvalidInput
 from qa.limits import MAX_INT_ID
+from qa.messages import N_
 from web.blueprints.admin import (
     JSON_ENDPOINTS,
     MAX_NAME_CHARS,
@@ -26,7 +27,7 @@ from web.blueprints.admin import (
     log,
 )
 from web.errors import error_response, status_for, wants_json
-from web.i18n import status_title
+from web.i18n import error_text, status_title
 from web.requests import client_ip
 
 # --- request plumbing ------------------------------------------------------------------
@@ -44,17 +45,17 @@ def _error(exc: DocqaError) -> Response:
     if request.endpoint in JSON_ENDPOINTS and not wants_json():
         # The script's endpoints answer JSON even to a fetch() that accepts anything
         # (web.errors decides by the Accept header); same shape as web.errors.
-        resp = jsonify({"error": {"code": exc.code, "message": str(exc)}})
+        resp = jsonify({"error": {"code": exc.code, "message": error_text(exc)}})
         resp.status_code = status
     elif wants_json():
-        return error_response(status, exc.code, str(exc), retry_after)
+        return error_response(status, exc.code, error_text(exc), retry_after)
     else:
         page = render_template(
             "admin/error.html",
             status=status,
             title=status_title(status),
             code=exc.code,
-            message=str(exc),
+            message=error_text(exc),
             back=back_url(),
         )
         resp = Response(page, status=status, mimetype="text/html")
@@ -78,9 +79,11 @@ def form_text(name: str, *, max_len: int = MAX_NAME_CHARS, strip: bool = True) -
     """A required text field; a missing or blank one is a clear 400."""
     value = request.form.get(name)
     if value is None or not value.strip():
-        raise InvalidInput(f"the field '{name}' is required")
+        raise InvalidInput(N_("the field '%(name)s' is required", name=name))
     if len(value) > max_len:
-        raise InvalidInput(f"the field '{name}' is longer than {max_len} characters")
+        raise InvalidInput(
+            N_("the field '%(name)s' is longer than %(max)s characters", name=name, max=max_len)
+        )
     return value.strip() if strip else value
 
 
@@ -89,7 +92,9 @@ def form_optional(name: str, *, max_len: int = MAX_NAME_CHARS) -> str | None:
     if value is None:
         return None
     if len(value) > max_len:
-        raise InvalidInput(f"the field '{name}' is longer than {max_len} characters")
+        raise InvalidInput(
+            N_("the field '%(name)s' is longer than %(max)s characters", name=name, max=max_len)
+        )
     return value.strip()
 
 
@@ -97,9 +102,15 @@ def parse_id(raw: str, name: str) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise InvalidInput(f"the field '{name}' must be a whole number") from None
+        raise InvalidInput(N_("the field '%(name)s' must be a whole number", name=name)) from None
     if not 1 <= value <= MAX_INT_ID:
-        raise InvalidInput(f"the field '{name}' must be an id between 1 and {MAX_INT_ID}")
+        raise InvalidInput(
+            N_(
+                "the field '%(name)s' must be an id between 1 and %(max)s",
+                name=name,
+                max=MAX_INT_ID,
+            )
+        )
     return value
 
 
@@ -111,7 +122,7 @@ def form_principal() -> tuple[int | None, int | None]:
     """The ``principal`` field, ``user:<id>`` or ``group:<id>`` -> (user_id, group_id)."""
     kind, _, raw = form_text("principal", max_len=40).partition(":")
     if kind not in ("user", "group"):
-        raise InvalidInput("the field 'principal' must be 'user:<id>' or 'group:<id>'")
+        raise InvalidInput(N_("the field 'principal' must be 'user:<id>' or 'group:<id>'"))
     pid = parse_id(raw, "principal")
     return (pid, None) if kind == "user" else (None, pid)
 

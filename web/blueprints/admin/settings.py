@@ -18,6 +18,7 @@ from qa.accounts.audit import (
 from qa.answering.prompt import DECLINE_INSTRUCTION
 from qa.errors import InvalidInput
 from qa.limits import MAX_INT_ID
+from qa.messages import N_
 from web.auth import admin_required, current_principal
 from web.blueprints.admin import (
     AUDIT_PAGE_SIZE,
@@ -54,9 +55,11 @@ def save_settings() -> Redirect:
     svc = services()
     text = request.form.get("system_prompt")
     if text is None:
-        raise InvalidInput("the field 'system_prompt' is required (empty resets it)")
+        raise InvalidInput(N_("the field 'system_prompt' is required (empty resets it)"))
     if len(text) > MAX_PROMPT_CHARS:
-        raise InvalidInput(f"the system prompt is longer than {MAX_PROMPT_CHARS} characters")
+        raise InvalidInput(
+            N_("the system prompt is longer than %(max)s characters", max=MAX_PROMPT_CHARS)
+        )
     text = text.replace("\r\n", "\n")  # browsers send CRLF from a textarea
     svc.config.set_default_system_prompt(text)
     change = "reset" if not text.strip() else "set"
@@ -73,7 +76,7 @@ def save_settings() -> Redirect:
 def _audit_filters() -> tuple[str | None, int | None]:
     action = request.args.get("action") or None
     if action is not None and len(action) > 48:
-        raise InvalidInput("query parameter 'action' is too long")
+        raise InvalidInput(N_("query parameter 'action' is too long"))
     user_id = arg_int("user", 0, 0, MAX_INT_ID) or None
     return action, user_id
 

@@ -16,6 +16,7 @@ from flask import Response
 
 from qa.accounts.users import Principal
 from qa.errors import InvalidInput
+from qa.messages import N_
 from qa.store.db.models import AnswerFeedback
 from web.auth import current_principal, login_required
 from web.blueprints.api import bp
@@ -117,7 +118,7 @@ def update_chat(chat_id: str, body: ChatCreate) -> Response:
     p = current_principal()
     title, ids = body.title, _readable_ids(p, body.collection_ids)
     if title is None and ids is None:
-        raise InvalidInput("send 'title' and/or 'collection_ids'")
+        raise InvalidInput(N_("send 'title' and/or 'collection_ids'"))
     chats = services().chats
     chat = chats.get(p.user_id, chat_id)  # NotFound before any change
     if title is not None:

@@ -11,6 +11,7 @@ from flask import Response, request, url_for
 from werkzeug.datastructures import FileStorage
 
 from qa.errors import InvalidInput
+from qa.messages import N_
 from web.auth import current_principal, login_required
 from web.blueprints.api import bp
 from web.bodies import upload_endpoint
@@ -132,7 +133,7 @@ def upload_documents(collection_id: int) -> tuple[Response, int]:
     files = _uploaded_files()
     svc, p, ip = services(), current_principal(), client_ip()
     uploads = [
-        Upload.of_fields(upload)
+        Upload.of(upload)
         for f in files
         for upload in svc.library.upload(p, collection_id, f.stream, f.filename or "", ip=ip)
     ]
@@ -155,11 +156,11 @@ def reindex_collection(collection_id: int) -> tuple[Response, int]:
 
 def _uploaded_files() -> list[FileStorage]:
     if request.mimetype != "multipart/form-data":
-        raise InvalidInput("send the files as multipart/form-data, in parts named 'file'")
+        raise InvalidInput(N_("send the files as multipart/form-data, in parts named 'file'"))
     files = [f for name in FILE_FIELDS for f in request.files.getlist(name)]
     if not files:
-        raise InvalidInput("no file part: send one or more parts named 'file'")
+        raise InvalidInput(N_("no file part: send one or more parts named 'file'"))
     for f in files:
         if not f.filename:
-            raise InvalidInput("every file part needs a filename")
+            raise InvalidInput(N_("every file part needs a filename"))
     return files

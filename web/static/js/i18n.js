@@ -16,6 +16,14 @@ function format(text, params) {
   return text.replace(/%\((\w+)\)s/g, (whole, key) => (key in params ? String(params[key]) : whole));
 }
 
+/** Whether text from the server is already in the page's language: the server says its
+ * messages in the reader's language where its catalog has them, and leaves the rest English.
+ * Chinese is told apart by its script. */
+export function saidInPageLanguage(text) {
+  if (lang.startsWith("en")) return true;
+  return /[\u3400-\u9fff]/.test(text);
+}
+
 /** The translation of msgid, with %(name)s placeholders filled from params. */
 export function _(msgid, params) {
   const text = catalog[msgid];

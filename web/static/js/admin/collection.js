@@ -2,7 +2,7 @@
 // bar), then the documents' statuses are polled until each upload is indexed or failed.
 // The documents table is refreshed from the same poll.
 
-import { _, formatDateTime, formatNumber, ngettext } from "../i18n.js";
+import { _, formatDateTime, formatNumber, ngettext, saidInPageLanguage } from "../i18n.js";
 
 const FINAL = new Set(["indexed", "failed"]);
 // How far along the bar each stage is: the upload itself fills the first 40 %, so a file
@@ -364,7 +364,7 @@ function documentRow(doc) {
   const type = el("td", "", (doc.type || "").toUpperCase());
   type.translate = false;
   const reason = el("td", "reason", doc.error || "");
-  reason.lang = "en"; // the server's words
+  if (!saidInPageLanguage(doc.error || "")) reason.lang = "en"; // the server's English
   tr.append(
     name,
     type,

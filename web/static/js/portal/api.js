@@ -1,7 +1,7 @@
 // Talking to /api/v1 from the portal: JSON in and out, the CSRF header on every change,
 // and error messages a person can act on ("retry in 12 s").
 
-import { _, lang } from "../i18n.js";
+import { _, saidInPageLanguage } from "../i18n.js";
 
 /** The per-session CSRF token the server put into <meta name="csrf-token">. */
 export function csrfToken() {
@@ -36,10 +36,11 @@ function known(code) {
   return texts[code] || null;
 }
 
-/** What to show for a server error: the server's own (English) words on an English page;
- * on another, the sentence for its code when there is one, else the server's words. */
+/** What to show for a server error: the server's own words when they are in the page's
+ * language (it translates what its catalog has); else the sentence for its code when there
+ * is one, else the server's (English) words. */
 export function errorText(code, message) {
-  if (lang.startsWith("en")) return message;
+  if (saidInPageLanguage(message)) return message;
   return known(code) || message;
 }
 
@@ -73,7 +74,10 @@ export async function errorFrom(resp) {
   if ((resp.status === 429 || resp.status === 503) && retryAfter !== null) {
     // The header is the number to trust; the server's wording may carry one already.
     const base = message.replace(/[;,]?\s*retry in (about )?\d+ s\.?$/i, "");
-    message = _("%(message)s; retry in %(seconds)s s", { message: base, seconds: retryAfter });
+    // A translated message may carry the number already, in its own words.
+    if (!base.includes(String(retryAfter))) {
+      message = _("%(message)s; retry in %(seconds)s s", { message: base, seconds: retryAfter });
+    }
   }
   return new ApiError(resp.status, code, message, retryAfter);
 }

@@ -31,6 +31,16 @@ function jobUrl(id, suffix = "") {
 // ---- the job list ----------------------------------------------------------------------
 
 /** How the summary was made, in the page's language (the server's label is English). */
+/** "Summary of …" in the page's language (results stored before "subject" existed keep
+ * their English title). */
+function summaryTitle(result) {
+  if (result.kind === "collection" && result.collection_name) {
+    return _("Summary of collection %(name)s", { name: result.collection_name });
+  }
+  if (result.subject) return _("Summary of %(name)s", { name: result.subject });
+  return result.title;
+}
+
 function summaryLabel(result) {
   if (lang.startsWith("en")) return result.label;
   const labels = {
@@ -182,7 +192,7 @@ async function showResult(id) {
   const result = job.result;
   if (!result) return;
   resultCard.dataset.jobId = id;
-  document.getElementById("result-title").textContent = result.title;
+  document.getElementById("result-title").textContent = summaryTitle(result);
   document.getElementById("result-label").textContent = summaryLabel(result);
   document.getElementById("download-md").href = jobUrl(id, ".md");
   document.getElementById("download-json").href = jobUrl(id, ".json");
