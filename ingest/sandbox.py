@@ -143,8 +143,10 @@ def parse_in_process(path: Path, limits: ParseLimits, name: str | None = None) -
 
 
 def _short(exc: BaseException) -> str:
+    """The first line of a library's message, for a reason people read: without the
+    exception's class name (``KeyError: ...`` means nothing to an admin)."""
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    text = message.strip("'\"") or N_("an unexpected structure inside the file")
     return text if len(text) <= 200 else text[:197] + "..."
 
 
@@ -250,9 +252,10 @@ def _child_main(conn: Connection, limits: ParseLimits, hook: Callable[[Path], No
         except ParseError as exc:
             reply = {"error": _error_to_plain(exc)}
         except MemoryError:  # e.g. raised in the hook
-            reply = {"error": {"type": "ParseLimitExceeded", "reason": "memory limit exceeded"}}
+            reply = {"error": _error_to_plain(ParseLimitExceeded(N_("memory limit exceeded")))}
         except Exception as exc:  # the hook, or a bug of ours: report, do not die silently
-            reply = {"error": {"type": "ParseError", "reason": f"could not parse: {_short(exc)}"}}
+            failed = ParseError(N_("could not parse: %(error)s", error=_short(exc)))
+            reply = {"error": _error_to_plain(failed)}
         try:
             payload = json.dumps(reply).encode()
         except MemoryError:

@@ -211,5 +211,5 @@ def _outline_headings(reader: PdfReader, texts: list[str]) -> dict[int, list[Hea
 
 
 def _short(exc: BaseException) -> str:
-    message = str(exc) or type(exc).__name__
+    message = str(exc) or N_("an unexpected structure inside the file")
     return message if len(message) <= 200 else message[:197] + "..."
