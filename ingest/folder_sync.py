@@ -37,11 +37,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import delete, or_, select, update
+from sqlalchemy.orm import Session
 
 from ingest.pipeline import IngestService
 from qa.errors import DocqaError, NotFound
 from qa.library.ingest_queue import IngestQueue
 from qa.messages import N_
+from qa.periodic import PeriodicLoop
 from qa.reasons import public_reason
 from qa.store import catalog
 from qa.store.blobstore import display_name
@@ -306,21 +308,7 @@ class FolderSync:
             report.error = report.error or public_reason(f"{exc.strerror}: {item.rel}")
             return
         with self.db.session() as session:
-            row = session.get(SyncedFile, (source_id, item.rel))
-            if row is None:
-                session.add(
-                    SyncedFile(
-                        source_id=source_id,
-                        rel_path=item.rel,
-                        size=item.size,
-                        mtime_ns=item.mtime_ns,
-                        sha256=item.sha256,
-                        document_id=sub.document_id,
-                    )
-                )
-            else:
-                row.size, row.mtime_ns, row.sha256 = item.size, item.mtime_ns, item.sha256
-                row.document_id = sub.document_id
+            _record(session, source_id, item, sub.document_id)
             session.commit()
         if sub.created:
             report.pending.append(sub.document_id)
@@ -336,16 +324,7 @@ class FolderSync:
             if row is not None:
                 session.delete(row)
                 session.flush()
-            session.add(
-                SyncedFile(
-                    source_id=source_id,
-                    rel_path=item.rel,
-                    size=item.size,
-                    mtime_ns=item.mtime_ns,
-                    sha256=item.sha256,
-                    document_id=doc_id,
-                )
-            )
+            _record(session, source_id, item, doc_id)
             doc = session.get(Document, doc_id) if doc_id else None
             if doc is not None:
                 doc.original_name = display_name(f"{prefix}/{item.rel}")
@@ -453,6 +432,16 @@ class FolderSync:
             session.commit()
 
 
+def _record(session: Session, source_id: int, item: _Seen, document_id: str | None) -> None:
+    """What this scan saw of a file, and the document it is (inserted or updated)."""
+    row = session.get(SyncedFile, (source_id, item.rel))
+    if row is None:
+        row = SyncedFile(source_id=source_id, rel_path=item.rel)
+        session.add(row)
+    row.size, row.mtime_ns, row.sha256 = item.size, item.mtime_ns, item.sha256
+    row.document_id = document_id
+
+
 def _matches(rel: str, name: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(rel, p) for p in patterns)
 
@@ -470,29 +459,18 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-class FolderSyncLoop:
+class FolderSyncLoop(PeriodicLoop):
     """``docqa serve`` without a broker: every ``check_s`` seconds, scan the folders whose
     interval has passed and hand what they stored to the ingest queue (in scaled mode
     Celery beat runs ``docqa.folder_sync`` instead)."""
 
     def __init__(self, sync: FolderSync, queue: IngestQueue, check_s: float) -> None:
-        self.sync = sync
-        self.queue = queue
-        self.check_s = check_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="folder-sync", daemon=True)
+        super().__init__("folder-sync", check_s, lambda stop: _ran(run_due(sync, queue, stop)))
 
-    def start(self) -> FolderSyncLoop:
-        self._thread.start()
-        return self
 
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.check_s):
-            run_due(self.sync, self.queue, stop=self._stop)
+def _ran(scanned: int) -> None:
+    if scanned:
+        log.debug("scanned %d synced folders", scanned)
 
 
 def run_due(sync: FolderSync, queue: IngestQueue, stop: threading.Event | None = None) -> int:

@@ -14,6 +14,7 @@ import threading
 from qa.accounts.directory_accounts import SyncReport
 from qa.accounts.sign_in import SignIn
 from qa.errors import ConfigError, DocqaError
+from qa.periodic import PeriodicLoop
 
 log = logging.getLogger(__name__)
 
@@ -25,28 +26,15 @@ def sync_directory(sign_in: SignIn) -> SyncReport:
     return sign_in.directory_accounts.sync(sign_in.directory)
 
 
-class DirectorySyncLoop:
+class DirectorySyncLoop(PeriodicLoop):
     def __init__(self, sign_in: SignIn, interval_s: float) -> None:
+        super().__init__("directory-sync", interval_s, self._once)
         self.sign_in = sign_in
-        self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="directory-sync", daemon=True)
         #: the last run's report (None until one finished)
         self.last: SyncReport | None = None
 
-    def start(self) -> DirectorySyncLoop:
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.last = sync_directory(self.sign_in)
-            except DocqaError as exc:
-                log.warning("directory sync skipped: %s", exc)
-            except Exception:  # the loop must outlive one bad run
-                log.exception("directory sync failed")
+    def _once(self, stop: threading.Event) -> None:
+        try:
+            self.last = sync_directory(self.sign_in)
+        except DocqaError as exc:
+            log.warning("directory sync skipped: %s", exc)
