@@ -143,24 +143,57 @@ def test_what_a_share_holds_besides_documents_is_left_alone(
     assert set(documents(service)) == {"share/keep.md", "share/still-writing.md"}
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_an_unreadable_file_is_an_error_and_keeps_its_document(
-    service: IngestService, tmp_path: Path
-) -> None:
-    share = tmp_path / "share"
+#: root reads any file whatever its mode; without these two capabilities it may not
+#: (setpriv is util-linux's, on every Debian)
+WITHOUT_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def test_an_unreadable_file_is_an_error_and_keeps_its_document(tmp_path: Path) -> None:
+    """A real permission-denied file (the scan runs without the capabilities that let root
+    read anything): counted as an error, the others go on, its old document stays."""
+    share, data = tmp_path / "share", tmp_path / "var"
     locked = write(share / "locked.md", "# Locked\n\nA note about bells.\n")
     write(share / "open.md", "# Open\n\nA note about doors.\n")
-    source = SyncSources(service.db).add(str(share), "share", interval_s=60)
-    sync = FolderSync(service, settle_s=5)
-    assert scan(sync, source.id).added == 2
-    write(locked, "# Locked\n\nChanged, then locked.\n")
+    as_user = WITHOUT_DAC if os.geteuid() == 0 else []
+    add = _docqa(data, "sync", "add", str(share), "-c", "share")
+    assert add.communicate(timeout=120) and add.returncode == 0
+    first = _scan_json(data, as_user)
+    assert (first["added"], first["errors"]) == (2, 0)
+    write(locked, "# Locked\n\nChanged, then locked away.\n")
     locked.chmod(0)
     try:
-        report = scan(sync, source.id)
+        second = _scan_json(data, as_user)
     finally:
         locked.chmod(0o644)
-    assert report.errors == 1 and report.deleted == 0
-    assert "share/locked.md" in documents(service)
+    assert (second["errors"], second["deleted"], second["status"]) == (1, 0, "errors")
+    assert "locked.md" in second["error"] and "Permission denied" in second["error"]
+    docs, _ = _state(data)
+    assert {name for name, _, _ in docs} == {"share/locked.md", "share/open.md"}
+
+
+def _scan_json(data: Path, prefix: list[str]) -> dict[str, object]:
+    import json
+
+    run = subprocess.run(
+        [
+            *prefix,
+            sys.executable,
+            "-m",
+            "cli.main",
+            "--data-dir",
+            str(data),
+            "sync",
+            "run",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert run.returncode == 0, run.stderr
+    (report,) = json.loads(run.stdout)
+    return dict(report)
 
 
 def test_a_missing_folder_fails_the_scan_and_deletes_nothing(
