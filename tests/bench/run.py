@@ -84,6 +84,11 @@ def main(argv: list[str] | None = None) -> None:
     print("\n== embedding throughput, same texts, same run")
     bench_embed.main(["--n", "256"])
 
+    from tests.bench import bench_sync
+
+    print("\n== synced folders: an unchanged 50,000-file share, and questions during its scan")
+    bench_sync.main(["--files", "50000"])
+
     from tests.bench import bench_ocr
 
     print("\n== OCR: rendered scans in English and Chinese, scanned vs typed pages")
