@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 import click
 from rich.table import Table
@@ -24,9 +23,6 @@ from qa.accounts.audit import SYNC_ADD, SYNC_REMOVE, AuditLog
 from qa.library.sync_sources import DEFAULT_INTERVAL_S, SourceView, SyncSources, parse_interval
 from qa.settings import Settings
 from qa.store.db.engine import Database
-
-if TYPE_CHECKING:
-    from ingest.pipeline import IngestService
 
 
 @contextmanager
@@ -135,7 +131,8 @@ def run(settings: Settings, source_id: int | None, as_json: bool) -> None:
         for sid in ids:
             report = sync.scan(sid)
             # Also what an earlier run stored and did not live to process (killed, say).
-            todo = [*report.pending, *_left_queued(service, report.collection_id, report.pending)]
+            left = service.pending(report.collection_id) if report.collection_id else []
+            todo = [*report.pending, *(d for d in left if d not in report.pending)]
             for doc_id in todo:
                 service.process(doc_id)
             if todo or report.deleted:
@@ -157,17 +154,6 @@ def _audit(sources: SyncSources, action: str, view: SourceView) -> None:
     AuditLog(sources.db).record(
         action, target=view.collection, details={"path": view.path, "via": "docqa sync"}
     )
-
-
-def _left_queued(service: IngestService, collection_id: int, pending: list[str]) -> list[str]:
-    from qa.store.catalog import list_documents
-    from qa.store.db.models import DocStatus
-
-    if not collection_id:
-        return []
-    with service.db.session() as session:
-        queued = list_documents(session, collection_id, DocStatus.QUEUED)
-    return [d.id for d in queued if d.id not in pending]
 
 
 def _plain(v: SourceView) -> dict[str, object]:

@@ -113,6 +113,7 @@ class FolderSync:
         self.min_gap_s = 1.0 / files_per_s if files_per_s > 0 else 0.0
         self.lease_s = lease_s
         self.clock = clock
+        self._last_beat = 0.0
 
     # -- which sources --------------------------------------------------------------------
 
@@ -159,8 +160,7 @@ class FolderSync:
     def _scan(self, source_id: int, token: str, report: ScanReport) -> None:
         with self.db.session() as session:
             source = session.get(SyncSource, source_id)
-            if source is None:
-                raise NotFound(N_("no synced folder with id %(id)s", id=source_id))
+            assert source is not None  # _hold found it; removing it waits for the scan's rows
             collection = session.get(Collection, source.collection_id)
             assert collection is not None  # the foreign key cascades
             root, name = Path(source.path), collection.name
@@ -411,8 +411,6 @@ class FolderSync:
             session.commit()
         return token if held.rowcount == 1 else None  # type: ignore[attr-defined]
 
-    _last_beat = 0.0
-
     def _beat(self, source_id: int, token: str) -> None:
         if time.monotonic() - self._last_beat < min(5.0, self.lease_s / 4):
             return
@@ -506,7 +504,7 @@ def scan_and_queue(sync: FolderSync, queue: IngestQueue, source_id: int) -> Scan
         return None
     if report.pending:
         queue.retry(report.pending)
-    elif report.deleted or report.renamed:
+    elif report.deleted:  # names come from the database at retrieval: renames need nothing
         queue.reindex(report.collection_id)
     log.info("synced folder %s: %s %s", source_id, report.status, report.counts())
     return report

@@ -101,7 +101,9 @@ def read_page(number: int, image: Image, limits: ParseLimits) -> Page:
     return Page(number=number, text=found.text, ocr=True, boxes=found.boxes)
 
 
-def recognize(image: Image, *, timeout_s: float, cpu_s: int) -> Recognized:
+def recognize(
+    image: Image, *, timeout_s: float, cpu_s: int, languages: tuple[str, ...] = LANGUAGES
+) -> Recognized:
     """The text of one page image, lines in reading order. Raises ParseLimitExceeded when
     the engine runs past its caps and ParseError when it fails or is missing."""
     binary = engine()
@@ -110,7 +112,7 @@ def recognize(image: Image, *, timeout_s: float, cpu_s: int) -> Recognized:
     gray = _fit(image.convert("L"))
     buffer = io.BytesIO()
     gray.save(buffer, format="PPM")  # "L" saves as binary PGM: no compression to pay for
-    cmd = [binary, "stdin", "stdout", "-l", "+".join(LANGUAGES), "--psm", "3"]
+    cmd = [binary, "stdin", "stdout", "-l", "+".join(languages), "--psm", "3"]
     cmd += ["-c", "preserve_interword_spaces=1", "tsv"]
     # One thread per page: pages of two documents run in two parsers, and OpenMP's own
     # threads would only fight them for the same two cores.

@@ -43,7 +43,7 @@ from ingest.safety import check_file_size
 from ingest.sniff import sniff_path
 from qa import errors
 from qa.errors import ParseError, ParseLimitExceeded, ParserCrashed
-from qa.messages import N_, Translatable
+from qa.messages import N_, Translatable, restored
 from qa.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -201,11 +201,7 @@ def _error_from_plain(data: dict[str, Any]) -> ParseError:
         return errors.UnsupportedType(str(data.get("kind", "unknown")))
     if name == "PasswordProtected":
         return errors.PasswordProtected()
-    i18n = data.get("i18n")
-    message = Translatable.from_wire(i18n) if isinstance(i18n, dict) else None
-    if message is not None and message == reason:
-        reason = message  # the same words, still translatable
-    return _ERROR_TYPES.get(name, ParseError)(reason)
+    return _ERROR_TYPES.get(name, ParseError)(restored(reason, data.get("i18n")))
 
 
 def _set_cpu_budget(seconds: int) -> None:

@@ -45,7 +45,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from qa.messages import N_, Translatable
+from qa.messages import N_, Translatable, restored
 
 _BY_CODE: dict[str, type[DocqaError]] = {}
 
@@ -91,9 +91,7 @@ def from_wire(wire: Mapping[str, Any], unknown: type[DocqaError] = DocqaError) -
     cls = _BY_CODE.get(code, unknown)
     error = cls.__new__(cls)
     text = str(wire.get("message") or "an error occurred")
-    i18n = wire.get("i18n")
-    message = Translatable.from_wire(i18n) if isinstance(i18n, Mapping) else None
-    Exception.__init__(error, message if message is not None and message == text else text)
+    Exception.__init__(error, restored(text, wire.get("i18n")))
     for name in cls.wire_fields:
         if name in wire:
             setattr(error, name, wire[name])

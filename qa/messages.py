@@ -47,6 +47,13 @@ class Translatable(str):
             return None
 
 
+def restored(text: str, wire: Any) -> str:
+    """``text`` as the Translatable ``wire`` describes when that says the same words
+    (a template that no longer fits, or none, leaves the plain text)."""
+    said = Translatable.from_wire(wire) if isinstance(wire, Mapping) else None
+    return said if said is not None and said == text else text
+
+
 def N_(template: str, /, **params: Any) -> Translatable:
     """Mark ``template`` for translation and fill it with ``params`` (English for now)."""
     return Translatable(template, params)

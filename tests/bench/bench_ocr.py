@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,20 +31,12 @@ from PIL.Image import Image
 from ingest import ocr
 from ingest.sandbox import ParseLimits, SandboxedParser
 from qa.errors import NoExtractableText, ParseError
+from qa.settings import Settings
 from tests.bench.run import CORPUS, machine
 from tests.ingest.ocr_pages import FONTS, char_error_rate, render_page, scanned_pdf
 
-MiB = 1024 * 1024
-LIMITS = ParseLimits(
-    timeout_s=120,
-    cpu_s=120,
-    memory_mb=1536,
-    max_file_bytes=200 * MiB,
-    zip_max_entries=10_000,
-    zip_max_uncompressed_bytes=1024 * MiB,
-    zip_max_ratio=200.0,
-    ocr=True,
-)
+#: what docqa serve parses with (the settings' defaults), OCR on
+LIMITS = dataclasses.replace(ParseLimits.from_settings(Settings()), ocr=True)
 SINGLE = {"en": "eng", "zh": "chi_sim"}
 
 
@@ -55,23 +45,6 @@ def paragraphs(lang: str, n: int, skip: int = 20) -> list[str]:
     data = json.loads((CORPUS / "qa" / "xquad" / f"xquad.{lang}.json").read_text("utf-8"))
     out = [p["context"] for art in data["data"] for p in art["paragraphs"]]
     return [str(t) for t in out[skip : skip + n]]
-
-
-def _tesseract(image: Image, languages: str) -> str:
-    """One page through the engine with the given languages (the product's own call is
-    ocr.recognize; this variant exists only to compare language settings)."""
-    buffer = io.BytesIO()
-    image.convert("L").save(buffer, format="PPM")
-    binary = ocr.engine()
-    assert binary is not None, "tesseract is not installed: make ocr"
-    proc = subprocess.run(
-        [binary, "stdin", "stdout", "-l", languages, "tsv"],
-        input=buffer.getvalue(),
-        capture_output=True,
-        check=True,
-        env={"OMP_THREAD_LIMIT": "1", "PATH": "/usr/bin:/bin"},
-    )
-    return ocr._from_tsv(proc.stdout.decode(), image.width, image.height).text
 
 
 def accuracy(pages: dict[str, list[tuple[str, Image]]]) -> None:
@@ -84,7 +57,8 @@ def accuracy(pages: dict[str, list[tuple[str, Image]]]) -> None:
             read = ocr.recognize(image, timeout_s=120, cpu_s=120).text
             seconds += time.perf_counter() - started
             both.append(char_error_rate(truth, read))
-            single.append(char_error_rate(truth, _tesseract(image, SINGLE[lang])))
+            alone = ocr.recognize(image, timeout_s=120, cpu_s=120, languages=(SINGLE[lang],))
+            single.append(char_error_rate(truth, alone.text))
         print(
             f"{lang:<10}{len(items):>6}{sum(both) / len(both):>13.2%}"
             f"{sum(single) / len(single):>10.2%}{seconds / len(items):>9.2f}"

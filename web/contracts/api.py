@@ -147,7 +147,7 @@ class Document(Shape):
             type=doc.detected_type,
             size_bytes=doc.size_bytes,
             status=doc.status,
-            error=localized(doc.reason) if doc.reason is not None else None,
+            error=localized(reason) if (reason := doc.reason) is not None else None,
             error_code=doc.error_code,
             retryable=doc.retryable,
             pages=doc.page_count,

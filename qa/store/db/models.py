@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from qa.messages import Translatable
+from qa.messages import restored
 
 
 def utcnow() -> datetime:
@@ -139,10 +139,7 @@ class Document(Base):
     @property
     def reason(self) -> str | None:
         """Why it failed: the stored sentence, translatable where a template is stored."""
-        if self.error is None:
-            return None
-        said = Translatable.from_wire(self.error_i18n) if self.error_i18n else None
-        return said if said is not None and said == self.error else self.error
+        return None if self.error is None else restored(self.error, self.error_i18n)
 
     @property
     def retryable(self) -> bool:
