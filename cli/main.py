@@ -552,8 +552,9 @@ def model_info(settings: Settings) -> None:
         f" {full / 2**30:.2f} GiB for the whole context",
     )
     table.add_row("speculation", _speculation(settings, manifest))
-    from qa.cpu import int8_instructions
+    from qa.cpu import cpu_name, int8_instructions
 
+    table.add_row("CPU (this machine)", cpu_name())
     table.add_row("int8 instructions (this machine)", int8_instructions().summary())
     table.add_row("prepacked weights (this machine)", _prepacked(settings, manifest))
     out.print(table)

@@ -1,6 +1,7 @@
 """The CPU's feature flags, and which int8 instructions onnxruntime's kernels can use.
 
-``cpu_flags`` is read by the embedder (its quantization preset) and by ``docqa model info``.
+``cpu_flags`` is read by the embedder (its quantization preset) and by ``docqa model info``;
+``cpu_name`` names the machine beside every benchmark figure and in ``docqa model info``.
 
 MLAS (onnxruntime's math library) picks its int8 kernels from the CPU's features at
 start-up: the dynamic kernel's u8s8 GEMM (DynamicQuantizeMatMul) uses AMX tiles when the
@@ -41,6 +42,30 @@ def flags_of(cpuinfo: str) -> set[str]:
         if key.strip() == "flags":
             return set(value.split())
     return set()
+
+
+def name_of(cpuinfo: str) -> str:
+    """The first CPU's model name with its family and model numbers: a cloud VM often names
+    only "AMD EPYC", and the numbers are what tell a Zen 1 from a Zen 4 (x86 kernels)."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if not key and fields:
+            break  # the first CPU's block ends at its blank line
+        fields.setdefault(key, value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    if "cpu family" in fields and "model" in fields:
+        return f"{name} (family {fields['cpu family']}, model {fields['model']})"
+    return name
+
+
+def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """This machine's CPU, named as ``name_of`` does."""
+    try:
+        return name_of(cpuinfo.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return name_of("")
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:

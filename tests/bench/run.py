@@ -22,15 +22,12 @@ CORPUS = REPO.parent / "shared" / "corpus"
 
 
 def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    from qa.cpu import cpu_name, int8_instructions
+
+    return (
+        f"{cpu_name()}, {os.cpu_count()} cores, int8: {int8_instructions().best}, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def bench_ingest() -> dict[str, float]:

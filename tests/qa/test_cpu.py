@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
-from qa.cpu import cpu_flags, int8_instructions
+from qa.cpu import cpu_flags, cpu_name, int8_instructions, name_of
 
 
 def test_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
@@ -13,6 +14,20 @@ def test_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
     assert cpu_flags(info) == {"fpu", "avx2", "avx512_vnni"}
     assert cpu_flags(tmp_path / "missing") == set()
     assert cpu_flags(Path("/proc/cpuinfo"))  # this machine has some
+
+
+def test_the_cpu_is_named_with_its_family_and_model(tmp_path: Path) -> None:
+    two_cpus = (
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+        "model name\t: AMD EPYC\nflags\t\t: avx2\n\n"
+        "processor\t: 1\ncpu family\t: 23\nmodel\t\t: 1\nmodel name\t: Other\n"
+    )
+    assert name_of(two_cpus) == "AMD EPYC (family 25, model 17)"
+    # an ARM kernel prints neither a model name nor a family: still something to print
+    assert name_of("processor\t: 0\nFeatures\t: fp asimd\n")
+    assert cpu_name(tmp_path / "missing")
+    if platform.machine() == "x86_64" and Path("/proc/cpuinfo").is_file():
+        assert "(family " in cpu_name()  # this machine's own
 
 
 def test_the_widest_int8_instructions_are_named() -> None:
