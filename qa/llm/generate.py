@@ -7,9 +7,10 @@ subclasses it); ``OnnxQwenGenerator`` is the real backend:
   own layout at load, and nothing is ever widened to float32;
 * the KV cache lives in per-layer numpy buffers bound through IOBinding as both the
   ``past`` input and the ``present`` output, so GroupQueryAttention appends in place;
-* a prompt is prefilled in chunks (``prefill_chunk`` tokens); a cancel stops a running
-  chunk within an operator (``Terminator``), and during decoding ``cancel`` is checked
-  before every step;
+* a prompt is prefilled in chunks (``prefill_chunk`` tokens, fewer when the prompt is so
+  long that a chunk's attention scores would be large: ``prefill_chunk_for``); a cancel
+  stops a running chunk within an operator (``Terminator``), and during decoding
+  ``cancel`` is checked before every step;
 * with a ``KVSessionCache`` the KV of the system-prompt prefix and of each chat's previous
   turns is reused, so only the new tokens are prefilled.
 """
@@ -200,6 +201,24 @@ class Logits:
     def row(self, j: int) -> npt.NDArray[np.float32]:
         row: npt.NDArray[np.float32] = self.buffer[0, j]
         return row
+
+
+#: What one prefill chunk's attention scores may take. onnxruntime's CPU
+#: GroupQueryAttention writes float32 scores for every query head x chunk token x position
+#: of the KV buffer: 512 tokens against a 30K-token buffer would be 2 GB (measured: it stays
+#: in the arena), more than the whole int8 KV cache.
+ATTENTION_SCRATCH_BYTES = 512 << 20
+#: Chunks shorter than this make the weight matmuls slow (each chunk reads every weight).
+MIN_PREFILL_CHUNK = 64
+
+
+def prefill_chunk_for(capacity: int, query_heads: int, chunk: int) -> int:
+    """Tokens per prefill step with a KV buffer of ``capacity`` positions: ``chunk``, or
+    fewer for long prompts so their attention scores fit ``ATTENTION_SCRATCH_BYTES``
+    (a multiple of 64, so steps keep the matmuls' preferred shapes)."""
+    rows = ATTENTION_SCRATCH_BYTES // (query_heads * max(1, capacity) * 4)
+    fitted = max(MIN_PREFILL_CHUNK, rows // MIN_PREFILL_CHUNK * MIN_PREFILL_CHUNK)
+    return max(1, min(chunk, fitted))
 
 
 def _is_messages(prompt: Prompt) -> bool:
@@ -451,7 +470,8 @@ class OnnxQwenGenerator(Generator):
             if save_prefix:
                 bounds.append(sys_len)
             pos = cached
-            cuts = sorted({*bounds, *range(pos + self.prefill_chunk, len(ids), self.prefill_chunk)})
+            step = prefill_chunk_for(kv.capacity, self.spec.num_heads, self.prefill_chunk)
+            cuts = sorted({*bounds, *range(pos + step, len(ids), step)})
             cancelled = False
             with Terminator(self._ort, cancel) as run_options:
                 for end in [*cuts, len(ids)]:

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from qa.errors import InvalidInput
+from qa.llm import generate as generate_module
 from qa.llm.build import build_model
-from qa.llm.generate import Generator, OnnxQwenGenerator, TokenEvent
+from qa.llm.generate import Generator, OnnxQwenGenerator, TokenEvent, prefill_chunk_for
 from qa.llm.kv_cache import KVSessionCache
 
 SYSTEM = {"role": "system", "content": "You answer from the numbered sources and cite them [1]."}
@@ -129,6 +130,50 @@ def test_cancel_during_chunked_prefill(built_fp32: Path) -> None:
     gen._step = step  # type: ignore[method-assign]
     events = list(gen.stream(Q1, max_new_tokens=5, cancel=cancel))
     assert events[-1].finish_reason == "cancelled" and calls == 2
+
+
+def test_long_prompts_prefill_in_chunks_whose_attention_scores_stay_small() -> None:
+    # Qwen3-4B's 32 query heads: up to a 4K-token buffer the chunk is what was asked for
+    assert prefill_chunk_for(2048, 32, 512) == 512
+    assert prefill_chunk_for(4096, 32, 512) == 512
+    # a 30K-token prompt: 128 tokens a step (2 GB of scores at 512, 0.5 GB at 128)
+    assert prefill_chunk_for(30208, 32, 512) == 128
+    assert prefill_chunk_for(30208, 32, 512) * 32 * 30208 * 4 <= 512 << 20
+    # never below 64 tokens (the matmuls would crawl), never above what was asked
+    assert prefill_chunk_for(10**7, 32, 512) == 64
+    assert prefill_chunk_for(30208, 32, 4) == 4
+    assert prefill_chunk_for(0, 32, 512) == 512
+
+
+def test_a_capped_chunk_prefills_the_same_tokens(
+    gen_fp32: OnnxQwenGenerator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    question = "Which receipts are needed for hotel stays abroad? " * 30
+    prompt = [SYSTEM, {"role": "user", "content": question}]
+    n = len(gen_fp32.encode(prompt))
+    assert n > 3 * 64
+    whole, _ = greedy(gen_fp32, prompt, 8)
+    sizes: list[int] = []
+    real_step = gen_fp32._step
+
+    def step(tokens: list[int], *args: object) -> None:
+        sizes.append(len(tokens))
+        real_step(tokens, *args)  # type: ignore[arg-type]
+
+    # a scratch budget that fits 64 rows of this model's scores at this capacity
+    capacity = -(-(n + 8) // 256) * 256
+    budget = 64 * gen_fp32.spec.num_heads * capacity * 4
+    monkeypatch.setattr(generate_module, "ATTENTION_SCRATCH_BYTES", budget)
+    monkeypatch.setattr(gen_fp32, "_step", step)
+    chunked, _ = greedy(gen_fp32, prompt, 8)
+    assert chunked == whole
+    prefill, fed = [], 0
+    for size in sizes:  # the steps until the prompt is in; decoding steps follow
+        if fed == n:
+            break
+        prefill.append(size)
+        fed += size
+    assert fed == n and max(prefill) == 64 and len(prefill) == -(-n // 64), sizes
 
 
 def test_sampling_is_reproducible_with_a_seed_and_top_k_1_is_greedy(
