@@ -132,7 +132,7 @@ def run(settings: Settings, source_id: int | None, as_json: bool) -> None:
             report = sync.scan(sid)
             # Also what an earlier run stored and did not live to process (killed, say).
             left = service.pending(report.collection_id) if report.collection_id else []
-            todo = [*report.pending, *(d for d in left if d not in report.pending)]
+            todo = list(dict.fromkeys([*report.pending, *left]))  # in order, once each
             for doc_id in todo:
                 service.process(doc_id)
             if todo or report.deleted:

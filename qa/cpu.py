@@ -54,7 +54,8 @@ def name_of(cpuinfo: str) -> str:
         if not key and fields:
             break  # the first CPU's block ends at its blank line
         fields.setdefault(key, value.strip())
-    name = fields.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    # not platform.processor(): on Linux it runs `uname -p` in a subprocess, for nothing more
+    name = fields.get("model name") or platform.machine() or "unknown CPU"
     if "cpu family" in fields and "model" in fields:
         return f"{name} (family {fields['cpu family']}, model {fields['model']})"
     return name

@@ -222,6 +222,12 @@ def prefill_chunk_for(capacity: int, query_heads: int, chunk: int) -> int:
     return max(1, min(chunk, fitted))
 
 
+def kv_capacity(needed: int, context_length: int) -> int:
+    """Positions of the KV buffer for a sequence of ``needed`` tokens: rounded up to 256,
+    so prompts of similar length share allocation sizes."""
+    return min(context_length, -(-needed // 256) * 256)
+
+
 def _is_messages(prompt: Prompt) -> bool:
     return len(prompt) > 0 and isinstance(prompt[0], Mapping)
 
@@ -367,8 +373,7 @@ class OnnxQwenGenerator(Generator):
     # ---- model steps ---------------------------------------------------------------------
 
     def _new_buffers(self, needed: int) -> tuple[KVBuffers, list[ort.OrtValue], list[ort.OrtValue]]:
-        # Round the capacity up so prompts of similar length share allocation sizes.
-        capacity = min(self.context_length, -(-needed // 256) * 256)
+        capacity = kv_capacity(needed, self.context_length)
         s = self.spec
         dtype = numpy_dtype(self.manifest.kv_cache)
         kv = KVBuffers(s.num_layers, s.num_kv_heads, s.head_dim, capacity, dtype)

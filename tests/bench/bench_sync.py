@@ -18,6 +18,7 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from sqlalchemy import insert
@@ -47,13 +48,16 @@ def _make_share(root: Path, files: int) -> list[tuple[str, int, int]]:
     return rows
 
 
-def _latencies(ask: object, n: int, cid: int, while_alive: threading.Thread | None) -> list[float]:
+Ask = Callable[[str, list[int]], Iterable[object]]
+
+
+def _latencies(ask: Ask, n: int, cid: int, while_alive: threading.Thread | None) -> list[float]:
     out = []
     for i in range(n):
         if while_alive is not None and not while_alive.is_alive():
             break
         started = time.perf_counter()
-        for _ in ask(QUESTIONS[i % len(QUESTIONS)], [cid]):  # type: ignore[operator]
+        for _ in ask(QUESTIONS[i % len(QUESTIONS)], [cid]):
             pass
         out.append(time.perf_counter() - started)
     return out

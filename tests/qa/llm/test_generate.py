@@ -13,7 +13,13 @@ import pytest
 from qa.errors import InvalidInput
 from qa.llm import generate as generate_module
 from qa.llm.build import build_model
-from qa.llm.generate import Generator, OnnxQwenGenerator, TokenEvent, prefill_chunk_for
+from qa.llm.generate import (
+    Generator,
+    OnnxQwenGenerator,
+    TokenEvent,
+    kv_capacity,
+    prefill_chunk_for,
+)
 from qa.llm.kv_cache import KVSessionCache
 
 SYSTEM = {"role": "system", "content": "You answer from the numbered sources and cite them [1]."}
@@ -161,7 +167,7 @@ def test_a_capped_chunk_prefills_the_same_tokens(
         real_step(tokens, *args)  # type: ignore[arg-type]
 
     # a scratch budget that fits 64 rows of this model's scores at this capacity
-    capacity = -(-(n + 8) // 256) * 256
+    capacity = kv_capacity(n + 8, gen_fp32.context_length)
     budget = 64 * gen_fp32.spec.num_heads * capacity * 4
     monkeypatch.setattr(generate_module, "ATTENTION_SCRATCH_BYTES", budget)
     monkeypatch.setattr(gen_fp32, "_step", step)
